@@ -1,0 +1,160 @@
+#!/usr/bin/env node
+// CLI: load config → validate → run a verb. Owns the exit codes; knows nothing of chokidar or S3.
+import { parseArgs } from 'node:util';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config.js';
+import { checkConfigCommand, fetchCommand, listCommand, uploadFiles, type Out } from './commands.js';
+import { Daemon } from './daemon.js';
+import { EXIT, EXIT_TABLE, type ExitCode } from './exit.js';
+import { closeLogger, createLogger, LOG_LEVELS, type LogLevel, type Logger } from './log.js';
+import { redactText, registerEnvSecrets } from './secret.js';
+import { S3Store } from './store.js';
+import { VERSION } from './version.js';
+
+const HELP = `etcd-backup-agent ${VERSION}: ships every complete, verified etcd snapshot to S3.
+
+Usage: etcd-backup-agent [--config PATH] COMMAND [options]
+
+Commands:
+  run                       watch the snapshot directory and ship snapshots (the daemon)
+  upload PATH...            verify and ship these files now (same checks and keys as run)
+  list [--cluster] [--json] this node's snapshots in S3, newest first (--cluster: every node)
+  fetch KEY|--latest --output PATH
+                            download a snapshot, check its sha256 and format, write it atomically
+  check-config [--offline]  validate the config and reach the bucket
+  --version                 print the version
+  --help                    this text
+
+Options:
+  --config PATH             config file (default ${DEFAULT_CONFIG_PATH})
+  --log-level LEVEL         error, warn, info or debug (overrides log.level)
+
+Exit codes:
+${EXIT_TABLE.map(([c, d]) => `  ${String(c).padStart(3)}  ${d}`).join('\n')}
+`;
+
+const io: Out = {
+  out: (l) => process.stdout.write(`${l}\n`),
+  err: (l) => process.stderr.write(`${redactText(l)}\n`),
+};
+
+function fail(code: ExitCode, message: string): ExitCode {
+  io.err(message);
+  return code;
+}
+
+async function main(argv: string[]): Promise<ExitCode> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+        cluster: { type: 'boolean' },
+        json: { type: 'boolean' },
+        latest: { type: 'boolean' },
+        output: { type: 'string', short: 'o' },
+        offline: { type: 'boolean' },
+      },
+    });
+  } catch (e) {
+    return fail(EXIT.USAGE, `${(e as Error).message}\nsee 'etcd-backup-agent --help'`);
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    io.out(VERSION);
+    return EXIT.OK;
+  }
+  const [verb, ...args] = positionals;
+  if (values.help || !verb || verb === 'help') {
+    io.out(HELP);
+    return values.help || verb === 'help' ? EXIT.OK : EXIT.USAGE;
+  }
+  const known = ['run', 'upload', 'list', 'fetch', 'check-config'];
+  if (!known.includes(verb)) return fail(EXIT.USAGE, `unknown command "${verb}"; commands: ${known.join(', ')}`);
+
+  const level = values['log-level'];
+  if (level !== undefined && !LOG_LEVELS.includes(level as LogLevel)) return fail(EXIT.USAGE, `--log-level ${level}: use one of ${LOG_LEVELS.join(', ')}`);
+
+  registerEnvSecrets();
+  const configPath = values.config ?? process.env.ETCD_BACKUP_AGENT_CONFIG ?? DEFAULT_CONFIG_PATH;
+  let cfg: Config;
+  try {
+    cfg = loadConfig(configPath);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      for (const i of e.issues) io.err(`config error: ${e.file}: ${i.key}: ${i.problem}; ${i.fix}`);
+      return EXIT.CONFIG;
+    }
+    throw e;
+  }
+  // One-shot commands keep stdout for their output; their log lines go to stderr.
+  const log = createLogger((level as LogLevel | undefined) ?? cfg.log.level, verb === 'run' ? process.stdout : process.stderr);
+  try {
+    return await runVerb(verb, args, values, cfg, log);
+  } finally {
+    await closeLogger(log);
+  }
+}
+
+async function runVerb(verb: string, args: string[], values: Record<string, string | boolean | undefined>, cfg: Config, log: Logger): Promise<ExitCode> {
+  if (verb === 'run') {
+    if (args.length) return fail(EXIT.USAGE, 'run takes no arguments');
+    const daemon = new Daemon(cfg, log, { version: VERSION });
+    try {
+      await daemon.start();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE' || code === 'EACCES') {
+        log.error('cannot listen for metrics', { listen: cfg.metrics.listen, error: code, fix: 'choose another metrics.listen or stop the other process' });
+        return EXIT.UNAVAILABLE;
+      }
+      throw e;
+    }
+    return daemon.exited;
+  }
+  const store = new S3Store(cfg);
+  try {
+    switch (verb) {
+      case 'upload':
+        if (!args.length) return fail(EXIT.USAGE, 'upload needs at least one PATH');
+        return await uploadFiles(cfg, store, log, args, VERSION, io);
+      case 'list':
+        return await listCommand(cfg, store, Boolean(values.cluster), Boolean(values.json), io);
+      case 'fetch': {
+        const output = values.output as string | undefined;
+        if (!output) return fail(EXIT.USAGE, 'fetch needs --output PATH');
+        if (!values.latest && args.length !== 1) return fail(EXIT.USAGE, 'fetch needs exactly one KEY, or --latest');
+        if (values.latest && args.length) return fail(EXIT.USAGE, 'fetch takes either a KEY or --latest, not both');
+        return await fetchCommand(cfg, store, args[0], Boolean(values.latest), output, io);
+      }
+      case 'check-config':
+        return await checkConfigCommand(cfg, store, io, { offline: Boolean(values.offline) });
+      default:
+        return EXIT.USAGE;
+    }
+  } finally {
+    store.close();
+  }
+}
+
+// Crash output goes through redaction too: a secret must not reach the journal via a stack trace.
+process.on('uncaughtException', (e) => {
+  process.stderr.write(`${redactText(`fatal: ${e.stack ?? String(e)}`)}\n`);
+  process.exit(EXIT.SOFTWARE);
+});
+process.on('unhandledRejection', (e) => {
+  process.stderr.write(`${redactText(`fatal: unhandled rejection: ${(e as Error)?.stack ?? String(e)}`)}\n`);
+  process.exit(EXIT.SOFTWARE);
+});
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`${redactText(`fatal: ${(e as Error)?.stack ?? String(e)}`)}\n`);
+    process.exit(EXIT.SOFTWARE);
+  },
+);
