@@ -2,8 +2,6 @@
 import { createHash } from 'node:crypto';
 import { access, constants, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { Transform } from 'node:stream';
 import { clusterPrefix, nodePrefix, objectKey, type Config } from './config.js';
 import { EXIT, type ExitCode } from './exit.js';
 import { openRegular, NotRegularError } from './files.js';
@@ -158,17 +156,11 @@ export async function fetchCommand(cfg: Config, store: Store, keyArg: string | u
     let size = 0;
     try {
       const { body } = await store.get(key!);
-      await pipeline(
-        body,
-        new Transform({
-          transform(chunk: Buffer, _e, cb) {
-            hash.update(chunk);
-            size += chunk.length;
-            cb(null, chunk);
-          },
-        }),
-        fh.createWriteStream({ autoClose: false }),
-      );
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        size += chunk.length;
+        await fh.write(chunk);
+      }
       await fh.sync();
     } finally {
       await fh.close();

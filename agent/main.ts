@@ -141,6 +141,12 @@ async function runVerb(verb: string, args: string[], values: Record<string, stri
   }
 }
 
+// The SDK's notice about future Node versions is for developers, not for an operator's journal.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  if (!`${w.name} ${w.message}`.includes('NodeVersionSupportWarning')) process.stderr.write(`${redactText(`warning: ${w.name}: ${w.message}`)}\n`);
+});
+
 // Crash output goes through redaction too: a secret must not reach the journal via a stack trace.
 process.on('uncaughtException', (e) => {
   process.stderr.write(`${redactText(`fatal: ${e.stack ?? String(e)}`)}\n`);
@@ -151,8 +157,20 @@ process.on('unhandledRejection', (e) => {
   process.exit(EXIT.SOFTWARE);
 });
 
+// If the work ever stalls with nothing left to wait on, say so instead of exiting 0.
+let finished = false;
+process.on('beforeExit', () => {
+  if (!finished) {
+    process.stderr.write('fatal: the command stopped before finishing (internal error)\n');
+    process.exit(EXIT.SOFTWARE);
+  }
+});
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    finished = true;
+    process.exit(code);
+  },
   (e) => {
     process.stderr.write(`${redactText(`fatal: ${(e as Error)?.stack ?? String(e)}`)}\n`);
     process.exit(EXIT.SOFTWARE);

@@ -59,16 +59,19 @@ export class Metrics {
       help: 'Snapshot files in the snapshot directory (computed at scrape time).',
       registers,
       async collect() {
-        try {
-          const u = await self.localUsage();
-          this.set(u.count);
-          self.localBytes.set(u.bytes);
-        } catch {
-          // a failing directory read must not fail the scrape; dirUp says what happened
-        }
+        const u = await self.usageOnce();
+        if (u) this.set(u.count);
       },
     });
-    this.localBytes = new Gauge({ name: 'etcdbackup_local_snapshots_bytes', help: 'Bytes of snapshot files in the snapshot directory (computed at scrape time).', registers });
+    this.localBytes = new Gauge({
+      name: 'etcdbackup_local_snapshots_bytes',
+      help: 'Bytes of snapshot files in the snapshot directory (computed at scrape time).',
+      registers,
+      async collect() {
+        const u = await self.usageOnce();
+        if (u) this.set(u.bytes);
+      },
+    });
     this.pruned = new Counter({ name: 'etcdbackup_pruned_files_total', help: 'Snapshots deleted by retention.', labelNames: ['location'], registers });
     this.prunedBytes = new Counter({ name: 'etcdbackup_pruned_bytes_total', help: 'Bytes of snapshots deleted by retention.', labelNames: ['location'], registers });
     this.lastPruneSuccess = new Gauge({ name: 'etcdbackup_last_prune_success_timestamp_seconds', help: 'Time of the last retention pass that completed without error.', registers });
@@ -90,6 +93,18 @@ export class Metrics {
     this.dirUp.set(0);
     this.pending.set(0);
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  private usage: Promise<LocalUsage | undefined> | undefined;
+
+  /** One directory look per scrape, shared by both gauges; a failure must not fail the scrape. */
+  private usageOnce(): Promise<LocalUsage | undefined> {
+    if (!this.usage) {
+      this.usage = this.localUsage().catch(() => undefined);
+      const clear = (): void => void setTimeout(() => (this.usage = undefined), 100);
+      void this.usage.then(clear);
+    }
+    return this.usage;
   }
 
   setLocalUsage(fn: () => Promise<LocalUsage>): void {

@@ -38,6 +38,7 @@ interface Track extends LocalSnapshot {
   timer?: NodeJS.Timeout;
   busy: boolean;
   again: boolean;
+  waitLogged?: boolean;
 }
 
 // Failures that say something about S3, not about the file: the whole queue backs off.
@@ -265,7 +266,8 @@ export class Shipper {
     if (!verdict.ok) {
       const quiet = Date.now() - t.changedAt;
       if (quiet < cfg.detect.settleTimeoutMs) {
-        if (t.attempts === 0 && t.state === 'settling') log.debug('snapshot not complete yet; waiting', { file: t.path, reason: verdict.detail });
+        if (!t.waitLogged) log.debug('snapshot not complete yet; waiting', { file: t.path, reason: verdict.detail });
+        t.waitLogged = true;
         this.kick(t, Math.min(cfg.detect.pollIntervalMs, cfg.detect.settleTimeoutMs - quiet + 10));
         return;
       }

@@ -120,6 +120,7 @@ export class Watcher {
     }
     if (!this.up) this.setUp(true);
     for (const n of names) this.events.seen(join(this.dir, n));
+    this.log.debug('directory rescanned', { dir: this.dir, entries: names.length });
   }
 
   async close(): Promise<void> {
