@@ -112,7 +112,10 @@ export class Daemon {
       },
       log,
     );
-    void this.syncFromStore(status, 0);
+    // Give the S3 sync a moment first: with a rebuilt ledger the start scan need not re-read files
+    // that are already shipped. If S3 is down, detection starts anyway.
+    const synced = this.syncFromStore(status, 0);
+    await Promise.race([synced, new Promise((r) => setTimeout(r, 5000).unref())]);
     await this.watcher.start();
     if (this.opts.signals !== false) this.installSignals();
   }
@@ -121,7 +124,7 @@ export class Daemon {
    * Seeds freshness from what S3 holds (a restart must not reset it) and rebuilds a lost ledger.
    * Retried with backoff while S3 is unreachable; uploads go on meanwhile (they check S3 first).
    */
-  private async syncFromStore(status: LedgerStatus, attempt: number): Promise<void> {
+  private async syncFromStore(status: LedgerStatus, attempt: number): Promise<boolean> {
     const { cfg, log } = this;
     try {
       await this.store.check();
@@ -139,11 +142,13 @@ export class Daemon {
         await this.seedFreshness(prefix);
       }
       log.info('S3 reachable', { destination: `${this.store.location}/${prefix}` });
+      return true;
     } catch (err) {
       const delay = Math.min(cfg.upload.retryMaxMs, cfg.upload.retryInitialMs * 2 ** attempt);
       log.error('S3 check at start failed; will retry', { error: describeError(err, { location: this.store.location }), retryInSeconds: Math.round(delay / 1000) });
       this.syncTimer = setTimeout(() => void this.syncFromStore(status, attempt + 1), delay);
       this.syncTimer.unref();
+      return false;
     }
   }
 

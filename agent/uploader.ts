@@ -63,7 +63,7 @@ export async function ship(store: Store, req: ShipRequest, opts: ShipOptions): P
         [META.sha256]: req.sha256,
         [META.name]: encodeURIComponent(req.name),
         [META.producer]: req.producer,
-        [META.mtime]: String(Math.round(req.mtimeMs)),
+        [META.mtime]: String(req.mtimeMs),
         ...req.extraMetadata,
       },
     });

@@ -447,9 +447,11 @@ class EntrySink {
     this.done = new Promise<void>((resolve) => {
       inflater.once('end', resolve);
       inflater.once('error', (err: NodeJS.ErrnoException) => {
+        // Every declared compressed byte was there (the end records prove the zip complete), so a stream
+        // that wants more is damaged, not unfinished.
         this.fail(
           err.code === 'Z_BUF_ERROR'
-            ? reject('truncated', `zip entry ${entry.name}: deflate data ends early`)
+            ? reject('corrupt', `zip entry ${entry.name}: deflate stream does not end within its ${entry.compressedSize} bytes`)
             : reject('corrupt', `zip entry ${entry.name}: invalid deflate data (${err.message})`),
         );
         resolve();
@@ -481,7 +483,8 @@ class EntrySink {
       return undefined;
     }
     const inflater = this.inflater;
-    return new Promise<void>((resolve) => inflater.write(buf, () => resolve()));
+    // zlib drops the write callback when it fails mid-chunk; `done` settles on that error.
+    return Promise.race([new Promise<void>((resolve) => inflater.write(buf, () => resolve())), this.done!]);
   }
 
   async finish(): Promise<Rejected | undefined> {
@@ -494,10 +497,13 @@ class EntrySink {
     if (this.inflater && this.inflater.bytesWritten < e.compressedSize) {
       return reject('corrupt', `zip entry ${e.name}: ${e.compressedSize - this.inflater.bytesWritten} bytes of data after the end of its deflate stream`);
     }
-    if (this.produced < e.uncompressedSize) {
-      return reject('truncated', `zip entry ${e.name} holds ${this.produced} bytes, declares ${e.uncompressedSize}`);
+    const short = this.produced < e.uncompressedSize;
+    // A damaged deflate stream can end cleanly but early: the CRC tells damage from a short entry.
+    if (this.crc !== e.crc32) {
+      const held = short ? ` (holds ${this.produced} of ${e.uncompressedSize} bytes)` : '';
+      return reject('corrupt', `zip entry ${e.name}: CRC-32 ${hex8(this.crc)} does not match the declared ${hex8(e.crc32)}${held}`);
     }
-    if (this.crc !== e.crc32) return reject('corrupt', `zip entry ${e.name}: CRC-32 ${hex8(this.crc)} does not match the declared ${hex8(e.crc32)}`);
+    if (short) return reject('truncated', `zip entry ${e.name} holds ${this.produced} bytes, declares ${e.uncompressedSize}`);
     if (this.raw) {
       const r = this.raw.finish();
       if ('ok' in r) return prefixed(e, r);
