@@ -101,11 +101,20 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
   if (size === 0) throw new ZipError('truncated', 'empty file');
   if (size < EOCD_LEN) throw new ZipError('truncated', `only ${size} bytes, no end-of-central-directory record`);
 
-  const tailLen = Math.min(size, EOCD_LEN + MAX_COMMENT + ZIP64_LOCATOR_LEN);
-  const tailStart = size - tailLen;
-  const tail = await pread(fh, tailStart, tailLen);
-  if (tail.length < tailLen) throw new ZipError('truncated', `file shorter than ${size} bytes while reading`);
-  const at = findEocd(tail, tailStart, size);
+  // Producers write no comment, so the last few KiB nearly always hold the end records; this is called
+  // repeatedly while a zip is being written, so try small first.
+  let tail: Buffer = Buffer.alloc(0);
+  let tailStart = size;
+  let at = -1;
+  for (const want of [4096, EOCD_LEN + MAX_COMMENT + ZIP64_LOCATOR_LEN]) {
+    const tailLen = Math.min(size, want);
+    if (tailLen <= tail.length) break;
+    tailStart = size - tailLen;
+    tail = await pread(fh, tailStart, tailLen);
+    if (tail.length < tailLen) throw new ZipError('truncated', `file shorter than ${size} bytes while reading`);
+    at = findEocd(tail, tailStart, size);
+    if (at >= ZIP64_LOCATOR_LEN || (at >= 0 && tailStart === 0)) break;
+  }
   if (at < 0) throw new ZipError('truncated', 'no end-of-central-directory record (zip incomplete)');
   const eocdOffset = tailStart + at;
 
@@ -133,12 +142,22 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
     if (rec.length < ZIP64_EOCD_LEN || rec.readUInt32LE(0) !== SIG_ZIP64_EOCD) {
       throw new ZipError('format', `no zip64 end record at offset ${recOffset}`);
     }
+    const recLen = u64(rec, 4, 'zip64 end record size');
+    if (recLen < ZIP64_EOCD_LEN - 12 || recOffset + 12 + recLen > locatorOffset) {
+      throw new ZipError('format', `zip64 end record claims ${recLen} bytes, which does not fit before its locator`);
+    }
     if (rec.readUInt32LE(16) !== 0 || rec.readUInt32LE(20) !== 0) throw new ZipError('format', 'multi-disk zip is not supported');
     entriesOnDisk = u64(rec, 24, 'zip64 entry count');
     count = u64(rec, 32, 'zip64 entry count');
     cdSize = u64(rec, 40, 'zip64 central directory size');
     cdOffset = u64(rec, 48, 'zip64 central directory offset');
     directoryEnd = recOffset;
+    // The 32-bit record must say the same or be saturated (Go saturates all, Python only what overflows).
+    const same = (v32: number, max: number, v64: number): boolean => v32 === max || v32 === v64;
+    if (disk !== 0 || cdDisk !== 0 || !same(tail.readUInt16LE(at + 8), U16_MAX, entriesOnDisk) || !same(tail.readUInt16LE(at + 10), U16_MAX, count)
+      || !same(tail.readUInt32LE(at + 12), U32_MAX, cdSize) || !same(tail.readUInt32LE(at + 16), U32_MAX, cdOffset)) {
+      throw new ZipError('format', 'end record disagrees with the zip64 end record');
+    }
   } else {
     if (disk !== 0 || cdDisk !== 0) throw new ZipError('format', 'multi-disk zip is not supported');
     if (count === U16_MAX || cdSize === U32_MAX || cdOffset === U32_MAX) {
@@ -238,27 +257,48 @@ export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promi
     }
     if (method !== e.method) throw new ZipError('format', `entry ${e.name}: local header method ${method}, directory says ${e.method}`);
     if ((flags & FLAG_ENCRYPTED) !== (e.flags & FLAG_ENCRYPTED)) throw new ZipError('format', `entry ${e.name}: local header and directory disagree on encryption`);
-    // With a data descriptor (Go's archive/zip, streaming writers) the local CRC and sizes are zero.
-    if (!(flags & FLAG_DATA_DESCRIPTOR)) {
-      const crc = fixed.readUInt32LE(14);
-      let csize = fixed.readUInt32LE(18);
-      let usize = fixed.readUInt32LE(22);
-      if (csize === U32_MAX || usize === U32_MAX) {
-        const z = findExtra(varPart.subarray(nameLen), 0x0001);
-        if (!z || z.length < 16) throw new ZipError('format', `entry ${e.name}: local header lacks its zip64 sizes`);
-        usize = u64(z, 0, 'local size');
-        csize = u64(z, 8, 'local compressed size');
-      }
-      if (crc !== e.crc32 || csize !== e.compressedSize || usize !== e.uncompressedSize) {
-        throw new ZipError('corrupt', `entry ${e.name}: local header (crc ${hex8(crc)}, ${csize}/${usize} bytes) disagrees with the directory (crc ${hex8(e.crc32)}, ${e.compressedSize}/${e.uncompressedSize} bytes)`);
-      }
+    const crc = fixed.readUInt32LE(14);
+    let csize = fixed.readUInt32LE(18);
+    let usize = fixed.readUInt32LE(22);
+    if (csize === U32_MAX || usize === U32_MAX) {
+      const z = findExtra(varPart.subarray(nameLen), 0x0001);
+      if (!z || z.length < 16) throw new ZipError('format', `entry ${e.name}: local header lacks its zip64 sizes`);
+      usize = u64(z, 0, 'local size');
+      csize = u64(z, 8, 'local compressed size');
+    }
+    // With a data descriptor (Go's archive/zip, streaming writers) the local CRC and sizes are zero, but
+    // some writers fill them in anyway: whatever is there must agree.
+    const lax = (flags & FLAG_DATA_DESCRIPTOR) !== 0;
+    const agrees = (local: number, central: number): boolean => local === central || (lax && local === 0);
+    if (!agrees(crc, e.crc32) || !agrees(csize, e.compressedSize) || !agrees(usize, e.uncompressedSize)) {
+      throw new ZipError('corrupt', `entry ${e.name}: local header (crc ${hex8(crc)}, ${csize}/${usize} bytes) disagrees with the directory (crc ${hex8(e.crc32)}, ${e.compressedSize}/${e.uncompressedSize} bytes)`);
     }
     e.dataOffset = e.localHeaderOffset + LOCAL_LEN + nameLen + extraLen;
     floor = e.dataOffset + e.compressedSize;
     if (floor > dir.cdOffset) {
       throw new ZipError('format', `entry ${e.name}: data (${e.dataOffset}+${e.compressedSize}) runs into the central directory at ${dir.cdOffset}`);
     }
+    if (flags & FLAG_DATA_DESCRIPTOR) floor += await checkDataDescriptor(fh, e, floor, dir.cdOffset);
   }
+}
+
+/**
+ * The data descriptor after an entry's data must agree with the directory (Go's archive/zip, which k3s
+ * restores with, rejects a CRC mismatch there). Returns its length.
+ */
+async function checkDataDescriptor(fh: FileHandle, e: ZipEntry, at: number, limit: number): Promise<number> {
+  const d = await pread(fh, at, Math.min(24, limit - at));
+  const sig = d.length >= 4 && d.readUInt32LE(0) === SIG_DATA_DESCRIPTOR ? 4 : 0;
+  if (d.length < sig + 12) throw new ZipError('format', `entry ${e.name}: no room for its data descriptor`);
+  if (d.readUInt32LE(sig) !== e.crc32) {
+    throw new ZipError('corrupt', `entry ${e.name}: data descriptor CRC ${hex8(d.readUInt32LE(sig))} disagrees with the directory (${hex8(e.crc32)})`);
+  }
+  // Sizes are 4 bytes, or 8 for Zip64; writers differ in when they choose 8, so accept either that matches.
+  if (d.readUInt32LE(sig + 4) === e.compressedSize && d.readUInt32LE(sig + 8) === e.uncompressedSize) return sig + 12;
+  if (d.length >= sig + 20 && d.readBigUInt64LE(sig + 4) === BigInt(e.compressedSize) && d.readBigUInt64LE(sig + 12) === BigInt(e.uncompressedSize)) {
+    return sig + 20;
+  }
+  throw new ZipError('corrupt', `entry ${e.name}: data descriptor sizes disagree with the directory`);
 }
 
 export function hex8(n: number): string {
