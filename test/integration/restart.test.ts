@@ -76,7 +76,7 @@ describe('restarts and outages', () => {
   it('S3 down at start: the snapshot stays pending, then ships when S3 returns', async () => {
     const target = new URL(world.s3.endpoint);
     const proxy = await startProxy({ target: { host: target.hostname, port: Number(target.port) } });
-    proxy.setMode('refuse');
+    await proxy.setMode('refuse');
     try {
       const dirs = await testDirs();
       const cfg = await writeConfig(dirs, world, bucket, { node: 'outage', s3: { endpoint: proxy.url } });
@@ -92,7 +92,7 @@ describe('restarts and outages', () => {
       const ready = await fetch(agent.metricsUrl.replace('/metrics', '/readyz'));
       expect(ready.status).toBe(503);
 
-      proxy.setMode('pass');
+      await proxy.setMode('pass');
       await agent.waitMsg('snapshot shipped and confirmed', 'during-outage.db');
       expect(await agent.metric('etcdbackup_snapshots_pending')).toBe(0);
       expect(await agent.metric('etcdbackup_s3_up')).toBe(1);
