@@ -1,12 +1,13 @@
 // A 1 GiB real etcd snapshot: memory stays bounded, and SIGTERM mid-upload drains cleanly.
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { sha256File } from '../support/snapshots.js';
-import { createBucket, emptyAndDeleteBucket, listKeys, putKeys, readWorldEnv, run, s3Client, saveSnapshot, PROJECT_ROOT, type World } from '../support/world.js';
+import { createBucket, emptyAndDeleteBucket, listKeys, readWorldEnv, run, s3Client, saveSnapshot, PROJECT_ROOT, type World } from '../support/world.js';
 
 let world: World;
 let big: World; // the shared world's S3, with an etcd of its own holding ~1 GiB
@@ -22,10 +23,28 @@ beforeAll(async () => {
   await run('bash', [path.join(PROJECT_ROOT, 'scripts/world/etcd-up.sh'), etcdDir], { timeoutMs: 60_000 });
   const env = await import('node:fs/promises').then((fs) => fs.readFile(path.join(etcdDir, 'etcd.env'), 'utf8'));
   big = { ...world, etcd: { endpoints: /ETCDCTL_ENDPOINTS=(.*)/.exec(env)![1]! } };
-  await putKeys(big, 8200, 128 * 1024, '/registry/large/');
+  await loadMiB(big.etcd.endpoints, 1100);
   snapshot = path.join(etcdDir, 'big.db');
   await saveSnapshot(big, snapshot);
 }, 300_000);
+
+/** ~1 MiB random values through etcd's HTTP gateway: no process per request, 7× faster than etcdctl here. */
+async function loadMiB(endpoint: string, mib: number): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 6 }, async () => {
+      while (next < mib) {
+        const i = next++;
+        const res = await fetch(`${endpoint}/v3/kv/put`, {
+          method: 'POST',
+          body: JSON.stringify({ key: Buffer.from(`/registry/large/${String(i).padStart(6, '0')}`).toString('base64'), value: randomBytes(1024 * 1024).toString('base64') }),
+        });
+        if (!res.ok) throw new Error(`etcd put failed: ${res.status} ${await res.text()}`);
+        await res.arrayBuffer();
+      }
+    }),
+  );
+}
 
 afterAll(async () => {
   await Promise.all(agents.map((a) => a.stop('SIGKILL')));
