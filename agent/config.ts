@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { parseDocument } from 'yaml';
 import { validate as validateCron } from 'node-cron';
-import { parseDuration, parseSize } from './units.js';
+import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/etcd-backup-agent/config.yaml';
@@ -436,9 +436,10 @@ function coerce(spec: KeySpec, value: unknown, issues: ConfigIssue[]): unknown {
     issues.push({ key: spec.key, problem: problem ?? `${describe(value, spec.sensitive)} is not ${KIND_HINT[spec.kind]}`, fix: spec.values ? `use one of: ${spec.values.join(', ')}` : `write ${KIND_HINT[spec.kind]}${spec.default !== undefined ? ` (default ${JSON.stringify(spec.default)})` : ''}` });
     return undefined;
   };
+  const show = (n: number): string => (spec.kind === 'duration' ? formatDuration(n) : spec.kind === 'size' ? formatBytes(n).replace(' ', '') : String(n));
   const range = (n: number, shown: string): number | undefined => {
-    if (spec.min !== undefined && n < spec.min) return bad(`${shown} is below the minimum`);
-    if (spec.max !== undefined && n > spec.max) return bad(`${shown} is above the maximum`);
+    if (spec.min !== undefined && n < spec.min) return bad(`${shown} is below the minimum of ${show(spec.min)}`);
+    if (spec.max !== undefined && n > spec.max) return bad(`${shown} is above the maximum of ${show(spec.max)}`);
     return n;
   };
   switch (spec.kind) {

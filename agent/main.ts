@@ -7,6 +7,7 @@ import { Daemon } from './daemon.js';
 import { EXIT, EXIT_TABLE, type ExitCode } from './exit.js';
 import { closeLogger, createLogger, LOG_LEVELS, type LogLevel, type Logger } from './log.js';
 import { redactText, registerEnvSecrets } from './secret.js';
+import { configReference } from './reference.js';
 import { S3Store } from './store.js';
 import { VERSION } from './version.js';
 
@@ -21,6 +22,7 @@ Commands:
   fetch KEY|--latest --output PATH
                             download a snapshot, check its sha256 and format, write it atomically
   check-config [--offline]  validate the config and reach the bucket
+  help config               every configuration key with its default (Markdown)
   --version                 print the version
   --help                    this text
 
@@ -69,6 +71,10 @@ async function main(argv: string[]): Promise<ExitCode> {
     return EXIT.OK;
   }
   const [verb, ...args] = positionals;
+  if (verb === 'help' && args[0] === 'config') {
+    io.out(configReference());
+    return EXIT.OK;
+  }
   if (values.help || !verb || verb === 'help') {
     io.out(HELP);
     return values.help || verb === 'help' ? EXIT.OK : EXIT.USAGE;
