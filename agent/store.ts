@@ -18,6 +18,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { FinalizeHandler, FinalizeHandlerArguments } from '@smithy/types';
 import type { Config } from './config.js';
 import { defaultCredentials, fileCredentials, CredentialsError } from './credentials.js';
 
@@ -136,13 +137,32 @@ export function describeError(err: unknown, ctx: { location: string; key?: strin
   }
 }
 
+/**
+ * Each part needs one integrity check the server verifies: with `when_required` that is the SigV4
+ * payload SHA-256 (every S3 server checks it); with `when_supported` the signed CRC32 header already
+ * covers the bytes, so the payload goes UNSIGNED and the SHA-256 pass over every part is saved.
+ */
+function unsignedPayloadWithChecksum(client: S3Client): void {
+  client.middlewareStack.addRelativeTo(
+    (next: FinalizeHandler<any, any>) => async (args: FinalizeHandlerArguments<any>) => {
+      const req = args.request as { headers?: Record<string, string> };
+      const headers = req.headers;
+      if (headers && !headers['x-amz-content-sha256'] && Object.keys(headers).some((h) => h.toLowerCase() === 'x-amz-checksum-crc32')) {
+        headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      }
+      return next(args);
+    },
+    { relation: 'before', toMiddleware: 'httpSigningMiddleware', name: 'etcdBackupUnsignedPayload' },
+  );
+}
+
 export function s3Client(cfg: Config): S3Client {
   const s3 = cfg.s3;
   const extraCa: string[] = [];
   if (s3.caFile) extraCa.push(readFileSync(s3.caFile, 'utf8'));
   if (s3.ca) extraCa.push(s3.ca);
   const agentOpts = { keepAlive: true, maxSockets: Math.max(8, s3.queueSize * cfg.upload.concurrency + 4) };
-  return new S3Client({
+  const client = new S3Client({
     region: s3.region,
     ...(s3.endpoint ? { endpoint: s3.endpoint } : {}),
     forcePathStyle: s3.forcePathStyle,
@@ -159,6 +179,8 @@ export function s3Client(cfg: Config): S3Client {
       httpsAgent: new HttpsAgent({ ...agentOpts, ...(extraCa.length ? { ca: [...rootCertificates, ...extraCa] } : {}) }),
     }),
   });
+  if (s3.checksum === 'when_supported') unsignedPayloadWithChecksum(client);
+  return client;
 }
 
 export class S3Store implements Store {

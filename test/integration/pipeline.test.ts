@@ -146,4 +146,28 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     for (const f of ['corrupt.db', 'truncated.db', 'half.db.zip']) await stat(path.join(dir, f)); // still there
     await rm(good);
   });
+
+  it('a snapshot changed in place during its upload is not completed; it is verified again and rejected', async () => {
+    const { agent, dir, prefix } = await agentFor({ detect: { settleTimeout: '1s' }, s3: { partSize: '5MiB', queueSize: 1 }, upload: { bandwidthLimit: '4MiB' } });
+    await putKeys(world, 9000, 1024, '/registry/pipeline-big/');
+    const src = path.join(path.dirname(dir), 'big.db');
+    await saveSnapshot(world, src);
+    expect((await stat(src)).size).toBeGreaterThan(10 * 1024 * 1024);
+    const file = path.join(dir, 'changing.db');
+    await rename(src, file);
+    await agent.waitMsg('snapshot verified; queued for upload', 'changing.db');
+    // a writer scribbles into the file while the agent is sending it
+    const fs = await import('node:fs/promises');
+    const fh = await fs.open(file, 'r+');
+    await fh.write(Buffer.from('scribble'), 0, 8, 4096 * 3);
+    await fh.close();
+    const stopped = await agent.waitMsg('upload stopped: the file changed; verifying it again', 'changing.db');
+    expect(stopped.reason).toBe('changed');
+    const rejected = await agent.waitFor((l) => l.msg.startsWith('snapshot rejected') && l.file === file);
+    expect(rejected.reason).toBe('corrupt');
+    expect(await listKeys(world, bucket, prefix)).toEqual([]);
+    const { ListMultipartUploadsCommand } = await import('@aws-sdk/client-s3');
+    const open = await s3Client(world).send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
+    expect(open.Uploads ?? []).toEqual([]);
+  });
 });
