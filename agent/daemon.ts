@@ -5,7 +5,8 @@ import { EXIT, type ExitCode } from './exit.js';
 import { Ledger, entriesFromStore, type LedgerStatus } from './ledger.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { MetricsServer } from './server.js';
+import { RetentionScheduler } from './retention.js';
+import { MetricsServer, serverOptions } from './server.js';
 import { Shipper } from './shipper.js';
 import { S3Store, describeError, observed, type Store } from './store.js';
 import { Watcher } from './watcher.js';
@@ -23,6 +24,7 @@ export class Daemon {
   private ledger!: Ledger;
   private shipper!: Shipper;
   private watcher!: Watcher;
+  private retention: RetentionScheduler | undefined;
   private server: MetricsServer | undefined;
   private s3Ok = false;
   private s3Detail = 'not checked yet';
@@ -87,7 +89,7 @@ export class Daemon {
     });
 
     if (cfg.metrics.enabled) {
-      this.server = new MetricsServer({ listen: cfg.metrics.listen }, this.metrics.registry, {
+      this.server = new MetricsServer(serverOptions(cfg.metrics), this.metrics.registry, {
         live: () => {
           const lag = Date.now() - this.lastLoop;
           return { ok: lag < 30_000, detail: `event loop last turned ${lag} ms ago` };
@@ -97,7 +99,6 @@ export class Daemon {
           return { ok: watching && this.s3Ok, detail: `${watching ? 'watching' : 'not watching'} ${cfg.snapshotDir}; ${this.s3Detail}` };
         },
       }, log);
-      await this.server.start();
     }
     this.loopTimer = setInterval(() => (this.lastLoop = Date.now()), 1000);
     this.loopTimer.unref();
@@ -116,7 +117,11 @@ export class Daemon {
     // that are already shipped. If S3 is down, detection starts anyway.
     const synced = this.syncFromStore(status, 0);
     await Promise.race([synced, new Promise((r) => setTimeout(r, 5000).unref())]);
+    // Serve only now: a scrape before the S3 seeding would show a node that has backups as never backed up.
+    await this.server?.start();
     await this.watcher.start();
+    this.retention = new RetentionScheduler({ cfg, store: this.store, ledger: this.ledger, metrics: this.metrics, log, files: () => this.shipper.snapshots() });
+    this.retention.start();
     if (this.opts.signals !== false) this.installSignals();
   }
 
@@ -188,6 +193,7 @@ export class Daemon {
       clearTimeout(this.syncTimer);
       clearInterval(this.loopTimer);
       await this.watcher?.close();
+      await this.retention?.stop();
       const { finished } = await this.shipper.stop(this.cfg.shutdownTimeoutMs);
       if (!finished) this.log.warn('upload in flight did not finish in time; aborted (it will be shipped after restart)', { shutdownTimeoutSeconds: this.cfg.shutdownTimeoutMs / 1000 });
       if (this.ledger.unsaved) await this.ledger.save().catch(() => this.metrics.ledgerWriteFailures.inc());
