@@ -41,7 +41,7 @@ export class Metrics {
   constructor(version: string, opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
     const self = this;
-    this.lastUploadSuccess = new Gauge({ name: 'etcdbackup_last_upload_success_timestamp_seconds', help: 'Time of the newest snapshot of this node confirmed in S3 (seeded from S3 at start).', registers });
+    this.lastUploadSuccess = new Gauge({ name: 'etcdbackup_last_upload_success_timestamp_seconds', help: 'When the newest snapshot of this node was confirmed in S3; seeded at start from the ledger and S3, so a restart does not reset it.', registers });
     this.lastSnapshot = new Gauge({ name: 'etcdbackup_last_snapshot_timestamp_seconds', help: 'Modification time of the newest complete, verified local snapshot.', registers });
     this.pending = new Gauge({ name: 'etcdbackup_snapshots_pending', help: 'Verified local snapshots not yet confirmed in S3.', registers });
     this.uploads = new Counter({ name: 'etcdbackup_uploads_total', help: 'Snapshot uploads by result (already_present: the same content was in S3, nothing sent).', labelNames: ['result'], registers });
