@@ -1,7 +1,7 @@
 // One-shot verbs: upload, list, fetch, check-config. Each returns an exit code and prints for humans.
 import { createHash } from 'node:crypto';
-import { access, constants, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { mkdir, open, readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { clusterPrefix, nodePrefix, objectKey, type Config } from './config.js';
 import { EXIT, type ExitCode } from './exit.js';
 import { openRegular, NotRegularError } from './files.js';
@@ -190,19 +190,23 @@ export async function fetchCommand(cfg: Config, store: Store, keyArg: string | u
 export async function checkConfigCommand(cfg: Config, store: Store, io: Out, opts: { offline?: boolean } = {}): Promise<ExitCode> {
   io.out(`config ok: node ${cfg.node}, cluster ${cfg.cluster}, snapshots from ${cfg.snapshotDir} to ${store.location}/${nodePrefix(cfg)}`);
   let code: ExitCode = EXIT.OK;
+  // Real operations, not access(): the unit grants read access through a capability, which access() ignores.
   try {
-    const st = await stat(cfg.snapshotDir);
-    if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
-    await access(cfg.snapshotDir, constants.R_OK | constants.X_OK);
+    await readdir(cfg.snapshotDir);
     io.out(`snapshot directory ok: ${cfg.snapshotDir}`);
   } catch (e) {
     io.out(`warning: snapshot directory ${cfg.snapshotDir}: ${(e as NodeJS.ErrnoException).code}; the agent will wait for it (check snapshotDir)`);
   }
+  const probe = join(cfg.stateDir, `.check-config-${process.pid}`);
   try {
-    await access(cfg.stateDir, constants.W_OK).catch(async () => access(dirname(cfg.stateDir), constants.W_OK));
+    await writeFile(probe, '', { mode: 0o600 });
+    await unlink(probe);
     io.out(`state directory ok: ${cfg.stateDir}`);
   } catch (e) {
-    io.out(`warning: state directory ${cfg.stateDir} not writable (${(e as NodeJS.ErrnoException).code}); the ledger will be kept in memory only`);
+    const code = (e as NodeJS.ErrnoException).code;
+    io.out(code === 'ENOENT'
+      ? `note: state directory ${cfg.stateDir} does not exist yet; the agent creates it (systemd: StateDirectory=)`
+      : `warning: state directory ${cfg.stateDir} not writable (${code}); the ledger will be kept in memory only`);
   }
   if (opts.offline) return code;
   try {

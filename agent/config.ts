@@ -344,6 +344,8 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
   const tlsCert = get<string>('metrics.tlsCertFile');
   const tlsKey = get<string>('metrics.tlsKeyFile');
   if (Boolean(tlsCert) !== Boolean(tlsKey)) issues.push({ key: tlsCert ? 'metrics.tlsKeyFile' : 'metrics.tlsCertFile', problem: 'missing', fix: 'set both metrics.tlsCertFile and metrics.tlsKeyFile, or neither' });
+  if (tlsCert) checkReadable('metrics.tlsCertFile', tlsCert, issues, 'a PEM certificate (chain) for the metrics endpoint');
+  if (tlsKey) checkReadable('metrics.tlsKeyFile', tlsKey, issues, 'the PEM private key of metrics.tlsCertFile');
   const authUser = get<string>('metrics.basicAuthUser');
   const authPw = get<string>('metrics.basicAuthPasswordFile');
   if (Boolean(authUser) !== Boolean(authPw)) issues.push({ key: authUser ? 'metrics.basicAuthPasswordFile' : 'metrics.basicAuthUser', problem: 'missing', fix: 'set both metrics.basicAuthUser and metrics.basicAuthPasswordFile, or neither' });

@@ -29,7 +29,7 @@ export const EXIT_TABLE: readonly [ExitCode, string][] = [
   [EXIT.OK, 'success; for `run`: drained and stopped after SIGTERM/SIGINT'],
   [EXIT.FAILURE, 'unexpected failure; the log says what'],
   [EXIT.USAGE, 'wrong command-line usage'],
-  [EXIT.DATA, 'a snapshot failed verification (`upload`, `fetch`)'],
+  [EXIT.DATA, 'a snapshot failed verification (`upload`, `fetch`), or an input file is malformed (`import-rke`)'],
   [EXIT.NO_INPUT, 'a file to upload or an object to fetch does not exist'],
   [EXIT.UNAVAILABLE, 'S3 unreachable, or it refused the credentials or bucket'],
   [EXIT.SOFTWARE, 'internal error (a bug: please report it with the log)'],

@@ -10,6 +10,7 @@ import { redactText, registerEnvSecrets } from './secret.js';
 import { configReference } from './reference.js';
 import { pruneCommand } from './prune.js';
 import { importRke } from './rke-import.js';
+import { ServerSetupError } from './server.js';
 import { S3Store } from './store.js';
 import { parseDuration } from './units.js';
 import { VERSION } from './version.js';
@@ -132,6 +133,11 @@ async function runVerb(verb: string, args: string[], values: Record<string, stri
       await daemon.start();
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
+      if (e instanceof ServerSetupError) {
+        io.err(`config error: ${e.message}`);
+        log.error('metrics endpoint cannot be set up', { error: e.message });
+        return EXIT.CONFIG;
+      }
       if (code === 'EADDRINUSE' || code === 'EACCES') {
         log.error('cannot listen for metrics', { listen: cfg.metrics.listen, error: code, fix: 'choose another metrics.listen or stop the other process' });
         return EXIT.UNAVAILABLE;

@@ -92,7 +92,8 @@ export class Metrics {
     this.s3Up.set(0);
     this.dirUp.set(0);
     this.pending.set(0);
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    // prom-client samples event-loop lag every 10 ms by default: 200 wake-ups a second on an idle host
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 1000 });
   }
 
   private usage: Promise<LocalUsage | undefined> | undefined;

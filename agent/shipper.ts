@@ -191,13 +191,12 @@ export class Shipper {
       this.gone(t.path);
       return;
     }
+    const fp = fingerprint(st);
     if (!st.isFile()) {
-      if (t.state !== 'rejected') log.warn('snapshot name is not a regular file; not following it', { file: t.path, type: st.isSymbolicLink() ? 'symlink' : 'special' });
-      t.state = 'rejected';
-      t.rejectReason = 'not a regular file';
+      // a link could lead the agent into uploading some other file; a FIFO or device is no snapshot
+      if (!(t.state === 'rejected' && sameFingerprint(fp, t.rejectedFp))) this.reject(t, fp, 'format', `not a regular file (${st.isSymbolicLink() ? 'a symlink, never followed' : 'a FIFO, socket or device'})`);
       return;
     }
-    const fp = fingerprint(st);
     if (!sameFingerprint(fp, t.fp)) {
       t.fp = fp;
       t.changedAt = Date.now();
@@ -250,9 +249,8 @@ export class Shipper {
     } catch (e) {
       if (this.closing) return;
       if (e instanceof NotRegularError) {
-        t.state = 'rejected';
-        t.rejectReason = e.message;
-        log.warn('not shipping: not a regular file', { file: t.path, reason: e.message });
+        // swapped for a link or special file between lstat and open
+        this.reject(t, fp, 'format', e.message);
         return;
       }
       const code = (e as NodeJS.ErrnoException).code;
@@ -281,8 +279,11 @@ export class Shipper {
     t.rejectReason = undefined;
     const same = ledger.find(t.name, verdict.sha256);
     if (same && same.size === verdict.size) {
-      // same content shipped before (e.g. only the mtime changed)
+      // Same content shipped before (e.g. rewritten byte for byte): S3 holds what this file holds, so
+      // the backup is as fresh as the file.
       Object.assign(t, { state: 'confirmed', key: same.key });
+      metrics.confirmedAt(new Date(after.mtimeMs));
+      log.info('snapshot content already confirmed in S3; not sent again', { file: t.path, key: same.key, sha256: verdict.sha256 });
       return;
     }
     t.key = objectKey(cfg, t.name);
@@ -388,7 +389,8 @@ export class Shipper {
         log.info('snapshot shipped and confirmed', { file: t.path, key: res.key, size: fp.size, sha256: t.sha256, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((fp.size / 1048576 / Math.max(seconds, 0.001)).toFixed(1)) });
       } else {
         metrics.uploads.inc({ result: 'already_present' });
-        metrics.confirmedAt(res.info.lastModified ?? confirmedAt);
+        // S3 already holds these bytes: the backup is as fresh as the newer of the object and this file
+        metrics.confirmedAt(new Date(Math.max(res.info.lastModified?.getTime() ?? 0, fp.mtimeMs)));
         log.info('snapshot already in S3 with the same sha256; not sent again', { file: t.path, key: res.key, sha256: t.sha256 });
       }
       try {

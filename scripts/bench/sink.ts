@@ -1,6 +1,6 @@
 // An S3 endpoint that discards bodies: enough of the API for the agent, awscli, rclone, s3cmd and curl
 // to complete uploads, so a benchmark measures the clients, not the server. Loopback only, no auth.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -26,21 +26,27 @@ function metaOf(req: IncomingMessage): Record<string, string> {
   return m;
 }
 
-/** Counts the body's bytes without keeping them. */
-function drain(req: IncomingMessage): Promise<number> {
+/**
+ * Counts the body's bytes without keeping them. With `md5`, also returns their MD5 as the ETag: s3cmd
+ * compares each part's ETag with its own MD5 (costing the sink, not the client, CPU).
+ */
+function drain(req: IncomingMessage, withMd5: boolean): Promise<{ n: number; md5?: string }> {
+  const md5 = withMd5 ? createHash('md5') : undefined;
   return new Promise((resolve, reject) => {
     let n = 0;
-    req.on('data', (c: Buffer) => (n += c.length));
-    req.on('end', () => resolve(n));
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      md5?.update(c);
+    });
+    req.on('end', () => resolve({ n, md5: md5?.digest('hex') }));
     req.on('error', reject);
   });
 }
 
-export async function startSink(port = 0): Promise<{ server: Server; url: string; bytes: () => number; close: () => Promise<void> }> {
+export async function startSink(port = 0, opts: { md5?: boolean } = {}): Promise<{ server: Server; url: string; bytes: () => number; close: () => Promise<void> }> {
   const objects = new Map<string, Obj>();
   const uploads = new Map<string, Mpu>();
   let total = 0;
-  const etag = (): string => `"${randomBytes(16).toString('hex')}"`;
 
   const server = createServer((req, res) => {
     void (async () => {
@@ -48,9 +54,10 @@ export async function startSink(port = 0): Promise<{ server: Server; url: string
       const [, bucket = '', ...rest] = url.pathname.split('/');
       const key = decodeURIComponent(rest.join('/'));
       const q = url.searchParams;
-      const got = await drain(req);
+      const got = await drain(req, opts.md5 ?? false);
       // aws-chunked bodies carry framing; the decoded length is the object's
-      const size = Number(req.headers['x-amz-decoded-content-length'] ?? got);
+      const size = Number(req.headers['x-amz-decoded-content-length'] ?? got.n);
+      const etag = (): string => `"${got.md5 ?? randomBytes(16).toString('hex')}"`;
       total += size;
       const m = req.method;
       if (!key) {
@@ -118,8 +125,8 @@ export async function startSink(port = 0): Promise<{ server: Server; url: string
   };
 }
 
-// `node sink.js [PORT]`: run on its own (a separate process, so it does not share a core with the client).
+// `node sink.js [PORT] [--md5]`: run on its own (a separate process, so it does not share a core with the client).
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
-  const s = await startSink(Number(process.argv[2] ?? 0));
+  const s = await startSink(Number(process.argv[2] ?? 0), { md5: process.argv.includes('--md5') });
   process.stdout.write(`${s.url}\n`);
 }
