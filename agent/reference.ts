@@ -27,3 +27,16 @@ export function replaceSection(doc: string, name: string, body: string): string 
   if (i < 0 || j < i) throw new Error(`section ${name} not found`);
   return `${doc.slice(0, i + begin.length)}\n${body}\n${doc.slice(j)}`;
 }
+
+/** A docs/ page as a README section: every heading one level deeper. */
+export function asSection(markdown: string): string {
+  let fenced = false;
+  return markdown
+    .trimEnd()
+    .split('\n')
+    .map((line) => {
+      if (line.startsWith('```')) fenced = !fenced;
+      return !fenced && /^#{1,5} /.test(line) ? `#${line}` : line;
+    })
+    .join('\n');
+}

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { configReference, exitCodeReference, replaceSection } from '../../agent/reference.js';
+import { asSection, configReference, exitCodeReference, replaceSection } from '../../agent/reference.js';
 import { KEYS } from '../../agent/config.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
@@ -12,6 +12,10 @@ describe('README', () => {
   });
   it('has the exit-code table from agent/exit.ts', () => {
     expect(replaceSection(readme, 'exit-codes', exitCodeReference())).toBe(readme);
+  });
+  it.each(['docs/retention.md', 'docs/metrics.md', 'docs/install.md'])('carries %s as a section (run scripts/update-readme.mjs)', (page) => {
+    const body = asSection(readFileSync(new URL(`../../${page}`, import.meta.url), 'utf8'));
+    expect(replaceSection(readme, page, body)).toBe(readme);
   });
   it('names the one-line quick start and test commands that .ci/run uses', () => {
     expect(readme).toContain('npm run quickstart');
