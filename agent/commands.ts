@@ -66,7 +66,7 @@ export async function uploadFiles(cfg: Config, store: Store, log: Logger, paths:
       }
       const key = objectKey(cfg, name);
       try {
-        const res = await ship(store, { fh, name, size: st.size, sha256: verdict.sha256, mtimeMs: st.mtimeMs, producer: cls.producer, key, extraMetadata: { node: cfg.node, cluster: cfg.cluster, agent: version } }, { timeoutMs: cfg.upload.timeoutMs, bandwidthLimit: cfg.upload.bandwidthLimit });
+        const res = await ship(store, { fh, name, size: st.size, sha256: verdict.sha256, mtimeMs: st.mtimeMs, producer: cls.producer, key, extraMetadata: { node: cfg.node, cluster: cfg.cluster, agent: version } }, { timeoutMs: cfg.upload.timeoutMs, bandwidthLimit: cfg.upload.bandwidthLimit, partSize: cfg.s3.partSize });
         await ledger?.record({ name, key: res.key, size: st.size, sha256: verdict.sha256, mtimeMs: st.mtimeMs, producer: cls.producer, confirmedAt: new Date().toISOString() }).catch((e) => io.err(`warning: ledger not written (${(e as NodeJS.ErrnoException).code})`));
         io.out(`${res.sent ? 'uploaded' : 'already present'}: ${path} -> ${store.location}/${res.key} (${formatBytes(st.size)}, sha256 ${verdict.sha256})`);
         log.info(res.sent ? 'snapshot shipped and confirmed' : 'snapshot already in S3 with the same sha256; not sent again', { file: path, key: res.key, sha256: verdict.sha256 });

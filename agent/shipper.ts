@@ -355,6 +355,7 @@ export class Shipper {
       const opened = await openRegular(t.path);
       fh = opened.fh;
       if (!sameFingerprint(fingerprint(opened.st), t.verifiedFp)) {
+        log.info('snapshot changed after verification; verifying it again', { file: t.path });
         await fh.close();
         t.state = 'settling';
         this.updatePending();
@@ -370,11 +371,12 @@ export class Shipper {
     }
     const fp = t.verifiedFp!;
     const key = t.key ?? objectKey(cfg, t.name);
+    log.debug('upload started', { file: t.path, key, size: fp.size, attempt: t.attempts + 1 });
     try {
       const res = await ship(
         store,
         { fh, name: t.name, size: fp.size, sha256: t.sha256!, mtimeMs: fp.mtimeMs, producer: t.snap.producer, key, extraMetadata: { node: cfg.node, cluster: cfg.cluster, agent: this.d.version } },
-        { signal: this.abort.signal, timeoutMs: cfg.upload.timeoutMs, bandwidthLimit: cfg.upload.bandwidthLimit },
+        { signal: this.abort.signal, timeoutMs: cfg.upload.timeoutMs, bandwidthLimit: cfg.upload.bandwidthLimit, partSize: cfg.s3.partSize },
       );
       const seconds = (Date.now() - started) / 1000;
       t.key = res.key;

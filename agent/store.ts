@@ -18,7 +18,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import type { FinalizeHandler, FinalizeHandlerArguments } from '@smithy/types';
+import type { FinalizeHandler, FinalizeHandlerArguments, InitializeHandler, InitializeHandlerArguments } from '@smithy/types';
 import type { Config } from './config.js';
 import { defaultCredentials, fileCredentials, CredentialsError } from './credentials.js';
 
@@ -48,7 +48,8 @@ export interface PutOptions {
 export interface Store {
   /** where objects go, for log lines: `s3://bucket (endpoint)` */
   readonly location: string;
-  put(key: string, body: Readable, opts: PutOptions): Promise<void>;
+  /** a stream, or a Uint8Array whose `subarray` yields the parts (see parts.ts) */
+  put(key: string, body: Readable | Uint8Array, opts: PutOptions): Promise<void>;
   head(key: string): Promise<ObjectInfo | undefined>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   get(key: string, signal?: AbortSignal): Promise<{ body: Readable; size: number }>;
@@ -156,6 +157,33 @@ function unsignedPayloadWithChecksum(client: S3Client): void {
   );
 }
 
+// Part buffers lent to the SDK, each with the function that takes it back.
+const lent = new WeakMap<object, () => void>();
+
+/** Hands a part buffer to the next request that carries it; it is given back when that request is over. */
+export function lendPart(buf: Uint8Array, giveBack: () => void): void {
+  lent.set(buf, giveBack);
+}
+
+/** Outermost middleware: runs after the SDK's retries are done with the body, whatever the outcome. */
+function returnLentParts(client: S3Client): void {
+  client.middlewareStack.add(
+    (next: InitializeHandler<any, any>) => async (args: InitializeHandlerArguments<any>) => {
+      try {
+        return await next(args);
+      } finally {
+        const body = (args.input as { Body?: unknown }).Body;
+        if (body && typeof body === 'object') {
+          const giveBack = lent.get(body);
+          lent.delete(body);
+          giveBack?.();
+        }
+      }
+    },
+    { step: 'initialize', priority: 'high', name: 'etcdBackupReturnLentParts' },
+  );
+}
+
 export function s3Client(cfg: Config): S3Client {
   const s3 = cfg.s3;
   const extraCa: string[] = [];
@@ -180,6 +208,7 @@ export function s3Client(cfg: Config): S3Client {
     }),
   });
   if (s3.checksum === 'when_supported') unsignedPayloadWithChecksum(client);
+  returnLentParts(client);
   return client;
 }
 
@@ -197,7 +226,7 @@ export class S3Store implements Store {
     this.location = `s3://${cfg.s3.bucket}${cfg.s3.endpoint ? ` at ${cfg.s3.endpoint}` : ` (${cfg.s3.region})`}`;
   }
 
-  async put(key: string, body: Readable, opts: PutOptions): Promise<void> {
+  async put(key: string, body: Readable | Uint8Array, opts: PutOptions): Promise<void> {
     const s3 = this.cfg.s3;
     const params: PutObjectCommandInput = {
       Bucket: this.bucket,

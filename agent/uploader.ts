@@ -1,6 +1,7 @@
 // Ships one verified file: skip if S3 already has the same content, stream it up while making sure
 // the file does not change underneath, and count it as shipped only once HeadObject confirms size and sha256.
 import type { FileHandle } from 'node:fs/promises';
+import { FileParts } from './parts.js';
 import { Transform, type TransformCallback } from 'node:stream';
 import { ShipError, type ObjectInfo, type Store } from './store.js';
 import { META } from './ledger.js';
@@ -21,6 +22,8 @@ export interface ShipRequest {
 export interface ShipOptions {
   signal?: AbortSignal;
   timeoutMs: number;
+  /** the store's part size: the pooled reader's buffer size */
+  partSize: number;
   bandwidthLimit?: number;
   onProgress?: (bytes: number) => void;
 }
@@ -49,19 +52,26 @@ export async function ship(store: Store, req: ShipRequest, opts: ShipOptions): P
 
   const timeout = AbortSignal.timeout(opts.timeoutMs);
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
-  const source = req.fh.createReadStream({ start: 0, end: req.size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
-  const check = new UnchangedCheck(req);
-  // Errors must reach lib-storage through the last stream (pipe() does not forward them), or the
-  // upload waits for an end that never comes.
-  source.on('error', (e: NodeJS.ErrnoException) => {
-    check.failure ??= new ShipError('local_io', `reading ${req.name} failed: ${e.code ?? e.message}`);
-    check.destroy(check.failure);
-  });
-  let body: Transform = source.pipe(check);
+  // Parts come from a pooled reader (parts.ts); only a bandwidth limit needs the stream path, whose
+  // throttle can wait between chunks.
+  let source: ReturnType<FileHandle['createReadStream']> | undefined;
+  let check: UnchangedCheck | undefined;
+  let body: Transform | Uint8Array;
   if (opts.bandwidthLimit) {
+    source = req.fh.createReadStream({ start: 0, end: req.size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
+    const c = new UnchangedCheck(req);
+    check = c;
+    // Errors must reach lib-storage through the last stream (pipe() does not forward them), or the
+    // upload waits for an end that never comes.
+    source.on('error', (e: NodeJS.ErrnoException) => {
+      c.failure ??= new ShipError('local_io', `reading ${req.name} failed: ${e.code ?? e.message}`);
+      c.destroy(c.failure);
+    });
     const throttle = new Throttle(opts.bandwidthLimit);
-    check.on('error', (e) => throttle.destroy(e));
-    body = check.pipe(throttle);
+    c.on('error', (e) => throttle.destroy(e));
+    body = source.pipe(c).pipe(throttle);
+  } else {
+    body = new FileParts(req, opts.partSize);
   }
   try {
     await store.put(key, body, {
@@ -77,13 +87,13 @@ export async function ship(store: Store, req: ShipRequest, opts: ShipOptions): P
       },
     });
   } catch (err) {
-    if (check.failure) throw check.failure;
+    if (check?.failure) throw check.failure;
     if (timeout.aborted && !opts.signal?.aborted) throw new ShipError('timeout', `upload of ${req.name} to ${key} exceeded upload.timeout; it was aborted and will be retried`);
     throw err;
   } finally {
-    source.destroy();
+    source?.destroy();
   }
-  if (check.failure) throw check.failure;
+  if (check?.failure) throw check.failure;
 
   const info = await store.head(key);
   if (!info) throw new ShipError('verify', `${key} is missing right after its upload completed`);

@@ -4,6 +4,7 @@ import { copyFile, readFile, rename, rm, stat, truncate, unlink, writeFile } fro
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
+import { startProxy } from '../support/tcp-proxy.js';
 import { sha256File } from '../support/snapshots.js';
 import { createBucket, emptyAndDeleteBucket, listKeys, putKeys, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
 import { pauseAt, rke2Zip, rkeZip } from '../support/zip-writer.js';
@@ -155,7 +156,7 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     expect((await stat(src)).size).toBeGreaterThan(10 * 1024 * 1024);
     const file = path.join(dir, 'changing.db');
     await rename(src, file);
-    await agent.waitMsg('snapshot verified; queued for upload', 'changing.db');
+    await agent.waitMsg('upload started', 'changing.db');
     // a writer scribbles into the file while the agent is sending it
     const fs = await import('node:fs/promises');
     const fh = await fs.open(file, 'r+');
@@ -169,5 +170,32 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     const { ListMultipartUploadsCommand } = await import('@aws-sdk/client-s3');
     const open = await s3Client(world).send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
     expect(open.Uploads ?? []).toEqual([]);
+  });
+
+  it('the pooled part reader refuses a file changed after verification (the upload held by a proxy)', async () => {
+    const target = new URL(world.s3.endpoint);
+    const proxy = await startProxy({ target: { host: target.hostname, port: Number(target.port) } });
+    try {
+      const { agent, dir, prefix } = await agentFor({ detect: { settleTimeout: '1s' }, s3: { endpoint: proxy.url, partSize: '5MiB', queueSize: 1 } });
+      const src = path.join(path.dirname(dir), 'big2.db');
+      await saveSnapshot(world, src); // > 10 MiB: 3 parts of 5 MiB, read one at a time
+      const file = path.join(dir, 'stalled.db');
+      await agent.waitMsg('S3 reachable');
+      await proxy.setMode('blackhole');
+      await rename(src, file);
+      // the upload has the verified file open and is held at the proxy; change the file before the last part is read
+      await agent.waitMsg('upload started', 'stalled.db');
+      const fs = await import('node:fs/promises');
+      const fh = await fs.open(file, 'r+');
+      await fh.write(Buffer.from('scribble'), 0, 8, 4096 * 3);
+      await fh.close();
+      await proxy.setMode('pass');
+      const stopped = await agent.waitMsg('upload stopped: the file changed; verifying it again', 'stalled.db');
+      expect(stopped.reason).toBe('changed');
+      await agent.waitFor((l) => l.msg.startsWith('snapshot rejected') && l.file === file);
+      expect(await listKeys(world, bucket, prefix)).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   });
 });

@@ -21,7 +21,7 @@ describe('config', () => {
     expect(c.s3.endpoint).toBe('http://127.0.0.1:7480');
     expect(c.s3.forcePathStyle).toBe(true);
     expect(c.s3.checksum).toBe('when_required');
-    expect(c.s3.partSize).toBe(16 * 1024 * 1024);
+    expect(c.s3.partSize).toBe(8 * 1024 * 1024);
     expect(c.snapshotDir).toBe('/opt/rke/etcd-snapshots');
     expect(c.stateDir).toBe('/var/lib/etcd-backup-agent');
     expect(c.shutdownTimeoutMs).toBe(60_000);
