@@ -4,7 +4,7 @@ import { mkdir, open, readdir, rename, unlink, writeFile } from 'node:fs/promise
 import { basename, dirname, join } from 'node:path';
 import { clusterPrefix, nodePrefix, objectKey, type Config } from './config.js';
 import { EXIT, type ExitCode } from './exit.js';
-import { openRegular, NotRegularError } from './files.js';
+import { openRegular, readAt, NotRegularError } from './files.js';
 import { Ledger } from './ledger.js';
 import type { Logger } from './log.js';
 import { classify, compileRules, sniff, SNIFF_BYTES } from './producers.js';
@@ -48,9 +48,7 @@ export async function uploadFiles(cfg: Config, store: Store, log: Logger, paths:
     try {
       let cls = classify(name, rules);
       if (cls.kind === 'unknown') {
-        const head = Buffer.alloc(Math.min(SNIFF_BYTES, st.size));
-        await fh.read(head, 0, head.length, 0);
-        cls = sniff(name, head) ?? cls;
+        cls = sniff(name, await readAt(fh, 0, Math.min(SNIFF_BYTES, st.size))) ?? cls;
       }
       if (cls.kind !== 'snapshot') {
         io.err(`${path}: not an etcd snapshot (${cls.kind === 'ignored' ? cls.reason : 'unrecognised name and content'}); not uploaded`);

@@ -30,13 +30,36 @@ export async function openRegular(path: string): Promise<{ fh: FileHandle; st: S
   try {
     fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new NotRegularError(`${path} is a symlink; snapshots are never read through links`);
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new NotRegularError('is a symbolic link; snapshots are never read through links');
     throw e;
   }
   const st = await fh.stat();
   if (!st.isFile()) {
     await fh.close();
-    throw new NotRegularError(`${path} is not a regular file`);
+    throw new NotRegularError(`not a regular file (${fileKind(st)})`);
   }
   return { fh, st };
+}
+
+export function fileKind(st: Stats): string {
+  if (st.isFile()) return 'regular file';
+  if (st.isDirectory()) return 'directory';
+  if (st.isSymbolicLink()) return 'symbolic link';
+  if (st.isFIFO()) return 'FIFO';
+  if (st.isSocket()) return 'socket';
+  if (st.isCharacterDevice()) return 'character device';
+  if (st.isBlockDevice()) return 'block device';
+  return 'special file';
+}
+
+/** Reads `length` bytes at `position`, or fewer if the file is shorter. */
+export async function readAt(fh: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return buf.subarray(0, got);
 }

@@ -4,7 +4,7 @@ import { lstat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Config } from './config.js';
 import { objectKey } from './config.js';
-import { fingerprint, openRegular, sameFingerprint, NotRegularError, type Fingerprint } from './files.js';
+import { fingerprint, openRegular, readAt, sameFingerprint, NotRegularError, type Fingerprint } from './files.js';
 import type { Ledger } from './ledger.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -32,6 +32,8 @@ interface Track extends LocalSnapshot {
   changedAt: number;
   verifiedFp?: Fingerprint;
   rejectedFp?: Fingerprint;
+  /** ctime when it was rejected as unreadable: a chmod or ACL change (same content) is worth a new look */
+  unreadableCtimeMs?: number;
   attempts: number;
   /** a queued snapshot whose own upload failed waits until then */
   notBefore: number;
@@ -138,9 +140,7 @@ export class Shipper {
     try {
       const { fh } = await openRegular(path);
       try {
-        const buf = Buffer.alloc(Math.min(SNIFF_BYTES, st.size));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-        head = buf.subarray(0, bytesRead);
+        head = await readAt(fh, 0, Math.min(SNIFF_BYTES, st.size));
       } finally {
         await fh.close();
       }
@@ -209,7 +209,7 @@ export class Shipper {
       metrics.snapshotSeen(fp.mtimeMs);
       return;
     }
-    if (t.state === 'rejected' && sameFingerprint(fp, t.rejectedFp)) return;
+    if (t.state === 'rejected' && sameFingerprint(fp, t.rejectedFp) && (t.unreadableCtimeMs === undefined || t.unreadableCtimeMs === st.ctimeMs)) return;
     if (t.state === 'confirmed' && sameFingerprint(fp, t.verifiedFp)) return;
 
     // RKE-family producers zip the raw file and delete it: ship the zip, not the raw.
@@ -256,6 +256,7 @@ export class Shipper {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return this.gone(t.path);
       this.reject(t, fp, 'unreadable', `cannot read it (${code ?? String(e)}); check the agent's read access to the snapshot directory`);
+      t.unreadableCtimeMs = st.ctimeMs;
       return;
     }
     if (this.closing) return;
@@ -296,6 +297,7 @@ export class Shipper {
   private reject(t: Track, fp: Fingerprint, reason: 'truncated' | 'corrupt' | 'format' | 'unreadable', detail: string): void {
     t.state = 'rejected';
     t.rejectedFp = fp;
+    t.unreadableCtimeMs = undefined;
     t.rejectReason = `${reason}: ${detail}`;
     this.d.metrics.rejected.inc({ reason });
     this.d.log.error('snapshot rejected: not shipped and never deleted by the agent', { file: t.path, reason, detail });
@@ -320,6 +322,8 @@ export class Shipper {
       next.state = 'shipping';
       const p = this.deliver(next).finally(() => {
         this.active.delete(p);
+        // events for the file were ignored while it was shipping (deleted, replaced by a rename): look again
+        this.kick(next);
         this.pump();
       });
       this.active.add(p);

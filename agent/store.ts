@@ -95,8 +95,9 @@ export function classifyError(err: unknown): FailureReason {
   const status = e.$metadata?.httpStatusCode;
   if (name === 'AbortError') return 'aborted';
   if (code.startsWith('ERR_TLS') || /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|EPROTO/.test(code)) return 'tls';
-  if (name === 'TimeoutError' || code === 'ETIMEDOUT' || name === 'RequestTimeout' || code === 'RequestTimeout') return 'timeout';
+  // before the name: smithy names a reset or broken socket (ECONNRESET, EPIPE) "TimeoutError"
   if (NET_CODES.has(code)) return 'network';
+  if (name === 'TimeoutError' || code === 'ETIMEDOUT' || name === 'RequestTimeout' || code === 'RequestTimeout') return 'timeout';
   if (['NoSuchBucket', 'PermanentRedirect', 'AuthorizationHeaderMalformed'].includes(name)) return 'bucket';
   if (['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'ExpiredToken', 'InvalidToken', 'CredentialsProviderError', 'Forbidden'].includes(name) || status === 403) return 'auth';
   if (['SlowDown', 'Throttling', 'ThrottlingException', 'TooManyRequests'].includes(name) || status === 503 || status === 429) return 'throttled';
@@ -202,6 +203,9 @@ export function s3Client(cfg: Config): S3Client {
     requestHandler: new NodeHttpHandler({
       connectionTimeout: s3.connectTimeoutMs,
       requestTimeout: s3.requestTimeoutMs,
+      // Without this smithy only prints a warning when requestTimeout passes, and a stalled
+      // connection (packets dropped, nothing refused) hangs the upload until upload.timeout.
+      throwOnRequestTimeout: true,
       httpAgent: new HttpAgent(agentOpts),
       // A custom CA extends the public roots instead of replacing them.
       httpsAgent: new HttpsAgent({ ...agentOpts, ...(extraCa.length ? { ca: [...rootCertificates, ...extraCa] } : {}) }),

@@ -2,9 +2,9 @@
 // that exists is not a file that is finished (in-place zips, stalled writers), so names and quiet periods are
 // never trusted. Pure over an open file; one sequential read pass with fixed memory, whatever the size.
 import { createHash, type Hash } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { NotRegularError, openRegular, readAt } from './files.js';
 import zlib from 'node:zlib';
 import {
   FLAG_ENCRYPTED,
@@ -265,26 +265,15 @@ class RawStream {
 // ---------------------------------------------------------------------------------------------------------
 // Reading.
 
-async function pread(fh: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let got = 0;
-  while (got < length) {
-    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  return buf.subarray(0, got);
-}
-
 /** Enough of the start for the raw checks: a few KiB, or 64 KiB when the page size is large or unknown. */
 async function readHead(fh: FileHandle, size: number, first?: Buffer): Promise<Buffer> {
-  const head = first ?? (await pread(fh, 0, Math.min(size, QUICK_HEAD)));
+  const head = first ?? (await readAt(fh, 0, Math.min(size, QUICK_HEAD)));
   if (head.length < QUICK_HEAD) return head;
   if (hasMagicAt(head, 0)) {
     const ps = head.readUInt32LE(24);
     if (isPageSize(ps) && ps + META_END <= head.length) return head;
   }
-  return pread(fh, 0, Math.min(size, HEAD_BYTES));
+  return readAt(fh, 0, Math.min(size, HEAD_BYTES));
 }
 
 class EndedEarly extends Error {}
@@ -397,7 +386,7 @@ interface OpenedZip {
 
 async function openZip(fh: FileHandle, size: number, name: string | undefined, needSnapshot: boolean): Promise<OpenedZip | Rejected> {
   if (size === 0) return reject('truncated', 'empty file');
-  const head = await pread(fh, 0, Math.min(size, 64));
+  const head = await readAt(fh, 0, Math.min(size, 64));
   if (!couldBeZipStart(head)) {
     return formatMismatch(sniffFormat(head), 'zip') ?? reject('format', 'not a zip (no local header signature at offset 0)');
   }
@@ -607,7 +596,7 @@ export async function quickCheck(fh: FileHandle, size: number, format: SnapshotF
 export async function verifyFile(fh: FileHandle, size: number, opts: VerifyOptions = {}): Promise<Verdict> {
   assertSize(size);
   opts.signal?.throwIfAborted();
-  const first = await pread(fh, 0, Math.min(size, QUICK_HEAD));
+  const first = await readAt(fh, 0, Math.min(size, QUICK_HEAD));
   const format = opts.format ?? sniffFormat(first) ?? (opts.name !== undefined ? formatFromName(opts.name) : 'raw');
   if (format === 'zip') return verifyZip(fh, size, opts.name, opts.signal);
   return verifyRaw(fh, size, await readHead(fh, size, first), opts.signal);
@@ -618,16 +607,15 @@ export async function verifyFile(fh: FileHandle, size: number, opts: VerifyOptio
  * regular file, verifies it, closes it. I/O errors (ENOENT, EACCES, EIO) throw.
  */
 export async function verifyPath(path: string, opts: { format?: SnapshotFormat; signal?: AbortSignal } = {}): Promise<Verdict> {
-  let fh: FileHandle;
+  let opened;
   try {
-    fh = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    opened = await openRegular(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') return reject('format', 'is a symbolic link; only regular files are verified');
+    if (err instanceof NotRegularError) return reject('format', err.message);
     throw err;
   }
+  const { fh, st } = opened;
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) return reject('format', `not a regular file (${fileKind(st)})`);
     const o: VerifyOptions = { name: basename(path) };
     if (opts.format) o.format = opts.format;
     if (opts.signal) o.signal = opts.signal;
@@ -635,15 +623,6 @@ export async function verifyPath(path: string, opts: { format?: SnapshotFormat; 
   } finally {
     await fh.close();
   }
-}
-
-function fileKind(st: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
-  if (st.isDirectory()) return 'directory';
-  if (st.isFIFO()) return 'FIFO';
-  if (st.isSocket()) return 'socket';
-  if (st.isCharacterDevice()) return 'character device';
-  if (st.isBlockDevice()) return 'block device';
-  return 'special file';
 }
 
 function assertSize(size: number): void {

@@ -1,6 +1,7 @@
 // Zip central-directory reader: just enough of APPNOTE.TXT to find every entry of a snapshot zip and where its
 // data lies, including Zip64 (snapshots pass 4 GiB). Reads only the tail and the local headers, never the data.
 import type { FileHandle } from 'node:fs/promises';
+import { readAt } from './files.js';
 
 export type ZipProblemReason = 'truncated' | 'corrupt' | 'format';
 
@@ -63,18 +64,6 @@ export interface ReadDirectoryOptions {
   maxDirectoryBytes?: number;
 }
 
-/** Reads `length` bytes at `position`, or fewer if the file is shorter. */
-async function pread(fh: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let got = 0;
-  while (got < length) {
-    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  return buf.subarray(0, got);
-}
-
 function u64(buf: Buffer, off: number, what: string): number {
   const v = buf.readBigUInt64LE(off);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ZipError('format', `${what} ${v} is out of range`);
@@ -110,7 +99,7 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
     const tailLen = Math.min(size, want);
     if (tailLen <= tail.length) break;
     tailStart = size - tailLen;
-    tail = await pread(fh, tailStart, tailLen);
+    tail = await readAt(fh, tailStart, tailLen);
     if (tail.length < tailLen) throw new ZipError('truncated', `file shorter than ${size} bytes while reading`);
     at = findEocd(tail, tailStart, size);
     if (at >= ZIP64_LOCATOR_LEN || (at >= 0 && tailStart === 0)) break;
@@ -138,7 +127,7 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
     if (recOffset + ZIP64_EOCD_LEN > locatorOffset) {
       throw new ZipError('format', `zip64 end record offset ${recOffset} overlaps its locator at ${locatorOffset}`);
     }
-    const rec = await pread(fh, recOffset, ZIP64_EOCD_LEN);
+    const rec = await readAt(fh, recOffset, ZIP64_EOCD_LEN);
     if (rec.length < ZIP64_EOCD_LEN || rec.readUInt32LE(0) !== SIG_ZIP64_EOCD) {
       throw new ZipError('format', `no zip64 end record at offset ${recOffset}`);
     }
@@ -171,7 +160,7 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
     throw new ZipError('format', `central directory (${cdOffset}+${cdSize}) runs past the end record at ${directoryEnd}`);
   }
 
-  const cd = await pread(fh, cdOffset, cdSize);
+  const cd = await readAt(fh, cdOffset, cdSize);
   if (cd.length < cdSize) throw new ZipError('truncated', 'file ended inside the central directory');
   const entries = parseCentralDirectory(cd, count);
   return { entries, cdOffset, cdSize, eocdOffset, zip64 };
@@ -242,7 +231,7 @@ export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promi
   let floor = 0;
   for (const e of byOffset) {
     if (e.localHeaderOffset < floor) throw new ZipError('format', `entry ${e.name} overlaps the entry before it`);
-    const fixed = await pread(fh, e.localHeaderOffset, LOCAL_LEN);
+    const fixed = await readAt(fh, e.localHeaderOffset, LOCAL_LEN);
     if (fixed.length < LOCAL_LEN || fixed.readUInt32LE(0) !== SIG_LOCAL) {
       throw new ZipError('format', `entry ${e.name}: no local header at offset ${e.localHeaderOffset}`);
     }
@@ -250,7 +239,7 @@ export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promi
     const method = fixed.readUInt16LE(8);
     const nameLen = fixed.readUInt16LE(26);
     const extraLen = fixed.readUInt16LE(28);
-    const varPart = await pread(fh, e.localHeaderOffset + LOCAL_LEN, nameLen + extraLen);
+    const varPart = await readAt(fh, e.localHeaderOffset + LOCAL_LEN, nameLen + extraLen);
     if (varPart.length < nameLen + extraLen) throw new ZipError('truncated', `entry ${e.name}: file ends inside its local header`);
     if (!varPart.subarray(0, nameLen).equals(e.nameBytes)) {
       throw new ZipError('format', `entry ${e.name}: local header names it ${JSON.stringify(varPart.subarray(0, nameLen).toString('latin1'))}`);
@@ -287,7 +276,7 @@ export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promi
  * restores with, rejects a CRC mismatch there). Returns its length.
  */
 async function checkDataDescriptor(fh: FileHandle, e: ZipEntry, at: number, limit: number): Promise<number> {
-  const d = await pread(fh, at, Math.min(24, limit - at));
+  const d = await readAt(fh, at, Math.min(24, limit - at));
   const sig = d.length >= 4 && d.readUInt32LE(0) === SIG_DATA_DESCRIPTOR ? 4 : 0;
   if (d.length < sig + 12) throw new ZipError('format', `entry ${e.name}: no room for its data descriptor`);
   if (d.readUInt32LE(sig) !== e.crc32) {

@@ -276,8 +276,8 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
   for (let i = 0; i < 500; i++) await copyFile(fixture, path.join(many, `etcd-${String(i).padStart(3, '0')}.db`));
   await writeFile(cfg, (await readFile(cfg, 'utf8')).replace(`snapshotDir: ${dir}`, `snapshotDir: ${many}`).replace('node: latency', 'node: idle'));
   const idle = daemon(cfg, baseEnv(sink));
-  await idle.wait((l) => l.msg === 'snapshot already in S3 with the same sha256; not sent again' || l.msg === 'snapshot shipped and confirmed');
-  while (idle.lines.filter((l) => l.msg.startsWith('snapshot')).length < 500) await new Promise((r) => setTimeout(r, 500));
+  const done = (l: { msg: string }): boolean => l.msg === 'snapshot shipped and confirmed' || l.msg === 'snapshot already in S3 with the same sha256; not sent again';
+  while (idle.lines.filter(done).length < 500) await new Promise((r) => setTimeout(r, 500));
   const c0 = idle.cpuSeconds();
   const IDLE_S = QUICK ? 20 : 60;
   await new Promise((r) => setTimeout(r, IDLE_S * 1000));
