@@ -140,16 +140,18 @@ export function describeError(err: unknown, ctx: { location: string; key?: strin
 }
 
 /**
- * Each part needs one integrity check the server verifies: with `when_required` that is the SigV4
- * payload SHA-256 (every S3 server checks it); with `when_supported` the signed CRC32 header already
- * covers the bytes, so the payload goes UNSIGNED and the SHA-256 pass over every part is saved.
+ * Each part needs one integrity check beyond TCP's. With `when_required` over plain HTTP that is the
+ * SigV4 payload SHA-256, which every S3 server verifies. Over HTTPS, TLS authenticates every byte in
+ * transit, so the payload goes UNSIGNED as the AWS CLI does; likewise with `when_supported`, where the
+ * signed CRC32 header already covers the part. Either way a SHA-256 pass over every part is saved.
  */
-function unsignedPayloadWithChecksum(client: S3Client): void {
+function unsignedPayload(client: S3Client, overTls: boolean): void {
   client.middlewareStack.addRelativeTo(
     (next: FinalizeHandler<any, any>) => async (args: FinalizeHandlerArguments<any>) => {
-      const req = args.request as { headers?: Record<string, string> };
+      const req = args.request as { headers?: Record<string, string>; body?: unknown };
       const headers = req.headers;
-      if (headers && !headers['x-amz-content-sha256'] && Object.keys(headers).some((h) => h.toLowerCase() === 'x-amz-checksum-crc32')) {
+      const hasBody = req.body !== undefined && req.body !== null && typeof req.body !== 'string';
+      if (headers && hasBody && !headers['x-amz-content-sha256'] && (overTls || Object.keys(headers).some((h) => h.toLowerCase() === 'x-amz-checksum-crc32'))) {
         headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
       }
       return next(args);
@@ -211,7 +213,8 @@ export function s3Client(cfg: Config): S3Client {
       httpsAgent: new HttpsAgent({ ...agentOpts, ...(extraCa.length ? { ca: [...rootCertificates, ...extraCa] } : {}) }),
     }),
   });
-  if (s3.checksum === 'when_supported') unsignedPayloadWithChecksum(client);
+  // no endpoint: AWS, always HTTPS
+  unsignedPayload(client, !s3.endpoint || s3.endpoint.startsWith('https:'));
   returnLentParts(client);
   return client;
 }
@@ -220,6 +223,8 @@ export class S3Store implements Store {
   readonly location: string;
   private readonly client: S3Client;
   private readonly bucket: string;
+  /** keys whose failed upload could not be aborted (S3 was unreachable): cleaned before the next upload of the key */
+  private readonly unaborted = new Set<string>();
 
   constructor(
     private readonly cfg: Config,
@@ -253,22 +258,25 @@ export class S3Store implements Store {
     if (opts.onProgress) upload.on('httpUploadProgress', (p) => p.loaded !== undefined && opts.onProgress!(p.loaded));
     const onAbort = (): void => void upload.abort();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (this.unaborted.has(key)) await this.abortOpenUploads(key, undefined).then(() => this.unaborted.delete(key), () => undefined);
     try {
       if (opts.signal?.aborted) throw Object.assign(new Error('aborted before start'), { name: 'AbortError' });
       await upload.done();
     } catch (err) {
       // lib-storage aborts in the background and may not have created the upload id yet when we
-      // abort; make sure nothing is left open either way.
-      await this.abortOpenUploads(key, upload.uploadId).catch(() => undefined);
+      // abort; make sure nothing is left open either way. If S3 cannot be reached now, the next
+      // upload of this key (the retry) does it first.
+      await this.abortOpenUploads(key, upload.uploadId).catch(() => this.unaborted.add(key));
       throw err;
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
     }
   }
 
+  /** Rejects unless the listing shows every upload of the key aborted (the known id may be gone already). */
   private async abortOpenUploads(key: string, knownId: string | undefined): Promise<void> {
     if (knownId) await this.abortUpload(key, knownId).catch(() => undefined);
-    for (const u of await this.listUploads(key)) if (u.key === key) await this.abortUpload(u.key, u.uploadId).catch(() => undefined);
+    for (const u of await this.listUploads(key)) if (u.key === key) await this.abortUpload(u.key, u.uploadId);
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
