@@ -204,8 +204,4 @@ export class Daemon {
     })();
     return this.stopping;
   }
-
-  get shipperForTests(): Shipper {
-    return this.shipper;
-  }
 }
