@@ -1,7 +1,18 @@
 import { defineConfig } from 'vitest/config';
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
+
+// The reliability suite's security file greps everything the other files captured, so it runs last.
+class SecurityLast extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const last = (f: TestSpecification): boolean => /reliability[\\/]security\.test\.ts$/.test(f.moduleId);
+    return [...sorted.filter((f) => !last(f)), ...sorted.filter(last)];
+  }
+}
 
 export default defineConfig({
   test: {
+    sequence: { sequencer: SecurityLast },
     projects: [
       {
         test: {
@@ -20,6 +31,19 @@ export default defineConfig({
           fileParallelism: false,
           testTimeout: 120_000,
           hookTimeout: 180_000,
+        },
+      },
+      {
+        test: {
+          name: 'reliability',
+          include: ['test/reliability/**/*.test.ts'],
+          environment: 'node',
+          // the mode, the seed and the results first (its timestamps then cover the world's start), then the world
+          globalSetup: ['test/reliability/global-setup.ts', 'test/support/global-setup.ts'],
+          fileParallelism: false,
+          // faults are scenarios that last: outages of minutes, dozens of kills, a GiB snapshot in the long pass
+          testTimeout: 1_800_000,
+          hookTimeout: 600_000,
         },
       },
     ],

@@ -141,7 +141,8 @@ export async function fetchCommand(cfg: Config, store: Store, keyArg: string | u
       io.err(`no object ${key} in ${store.location}; see 'etcd-backup-agent list'`);
       return EXIT.NO_INPUT;
     }
-    await mkdir(dirname(output), { recursive: true });
+    // the snapshot holds every Secret of the cluster: directories made for it are private too
+    await mkdir(dirname(output), { recursive: true, mode: 0o700 });
     const tmp = `${output}.part-${process.pid}`;
     let fh;
     try {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { parseDocument } from 'yaml';
@@ -164,14 +164,27 @@ function describe(value: unknown, sensitive = false): string {
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
 
-function flatten(obj: Record<string, unknown>, prefix = '', out = new Map<string, unknown>()): Map<string, unknown> {
+class AliasLoop extends Error {}
+
+function flatten(obj: Record<string, unknown>, prefix = '', out = new Map<string, unknown>(), within = new Set<object>()): Map<string, unknown> {
+  // a YAML alias can point at a mapping that contains it: an endless tree
+  if (within.has(obj)) throw new AliasLoop(prefix);
+  within.add(obj);
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix ? `${prefix}.${k}` : k;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v)) flatten(v as Record<string, unknown>, key, out);
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) flatten(v as Record<string, unknown>, key, out, within);
     else out.set(key, v);
   }
+  within.delete(obj);
   return out;
 }
+
+// C0 and C1 controls (terminal escapes, line breaks), DEL, and the bidi overrides that reorder printed text
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
+const PEM_CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
+
+/** A name from the file, safe to print on a terminal (control and bidi characters shown as ?). */
+const printable = (s: string): string => s.replace(new RegExp(CONTROL.source, 'g'), '?');
 
 function closest(key: string): string | undefined {
   const dist = (a: string, b: string): number => {
@@ -227,7 +240,13 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(file, [{ key: '(file)', problem: 'the top level is not a mapping', fix: 'start with keys such as "s3:" and "snapshotDir:"' }]);
   }
-  const given = flatten(raw as Record<string, unknown>);
+  let given: Map<string, unknown>;
+  try {
+    given = flatten(raw as Record<string, unknown>);
+  } catch (e) {
+    if (!(e instanceof AliasLoop)) throw e;
+    throw new ConfigError(file, [{ key: printable(e.message) || '(file)', problem: 'a YAML alias refers to the mapping that contains it', fix: 'write the values out plainly' }]);
+  }
   const specs = new Map(KEYS.map((s) => [s.key, s]));
   const values = new Map<string, unknown>();
 
@@ -235,11 +254,11 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
     const spec = specs.get(key);
     if (!spec) {
       if (SECRET_KEYS.test(key)) {
-        issues.push({ key, problem: 'secrets are not read from the config file', fix: 'put the keys in an AWS credentials file (mode 0600) named by s3.credentialsFile, or in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)' });
+        issues.push({ key: printable(key), problem: 'secrets are not read from the config file', fix: 'put the keys in an AWS credentials file (mode 0600) named by s3.credentialsFile, or in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)' });
         continue;
       }
       const near = closest(key);
-      issues.push({ key, problem: 'unknown key', fix: near ? `did you mean "${near}"?` : 'remove it; see the configuration reference in the README' });
+      issues.push({ key: printable(key), problem: 'unknown key', fix: near ? `did you mean "${near}"?` : 'remove it; see the configuration reference in the README' });
       continue;
     }
     if (value === null || value === undefined || value === '') continue; // empty means "use the default"
@@ -423,12 +442,21 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
 }
 
 function checkReadable(key: string, path: string, issues: ConfigIssue[], what: string): void {
+  let fd: number | undefined;
   try {
-    readFileSync(path, { flag: 'r' }).subarray(0, 0);
+    // opened, never read: a FIFO would block a read and /dev/zero never end one
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    const st = fstatSync(fd);
+    // read whole later (by the SDK or the metrics server): a huge or unreadable file must fail here, not crash there
+    if (!st.isFile()) issues.push({ key, problem: `${path} is not a regular file`, fix: `point it at ${what}` });
+    else if (st.size > 16 * 1024 * 1024) issues.push({ key, problem: `${path} is ${formatBytes(st.size)}, far too large`, fix: `point it at ${what}` });
+    else readSync(fd, Buffer.alloc(1), 0, 1, 0);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'error';
     const problem = code === 'ENOENT' ? `${path} does not exist` : code === 'EACCES' ? `${path} is not readable by this user` : `${path} cannot be read (${code})`;
     issues.push({ key, problem, fix: `point it at ${what}` });
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -449,12 +477,15 @@ function coerce(spec: KeySpec, value: unknown, issues: ConfigIssue[]): unknown {
       if (typeof value !== 'string' && typeof value !== 'number') return bad();
       const s = String(value);
       if (s.length > 4096 && spec.key !== 's3.ca') return bad('is longer than 4096 characters');
-      if (/[\x00-\x08\x0b\x0c\x0e-\x1f]/.test(s)) return bad('contains control characters');
+      // values are printed (check-config, logs): no terminal escapes, line breaks or bidi overrides; PEM needs lines
+      if ((spec.key === 's3.ca' ? PEM_CONTROL : CONTROL).test(s)) return bad('contains control characters');
       if (spec.values && !spec.values.includes(s)) return bad(`${describe(s)} is not allowed`);
       return s;
     }
     case 'path': {
       if (typeof value !== 'string' || value.length === 0 || value.length > 4096 || value.includes('\0')) return bad();
+      // it is printed in logs and by check-config: escape sequences would reach the operator's terminal
+      if (CONTROL.test(value)) return bad('contains control characters');
       if (!isAbsolute(value)) return bad(`${describe(value)} is not an absolute path`);
       return value.replace(/\/+$/, '') || '/';
     }
@@ -480,6 +511,7 @@ function coerce(spec: KeySpec, value: unknown, issues: ConfigIssue[]): unknown {
     case 'list': {
       const arr = typeof value === 'string' ? [value] : value;
       if (!Array.isArray(arr) || arr.some((x) => typeof x !== 'string' || x.length === 0 || x.length > 256)) return bad();
+      if (arr.some((x) => CONTROL.test(x))) return bad('contains control characters');
       return arr as string[];
     }
   }
@@ -487,16 +519,26 @@ function coerce(spec: KeySpec, value: unknown, issues: ConfigIssue[]): unknown {
 
 /** Reads and validates the config file. */
 export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
-  let text: string;
+  const notConfig = (problem: string): ConfigError => new ConfigError(path, [{ key: '(file)', problem, fix: 'this is not a config file; pass --config PATH' }]);
+  const limit = 1024 * 1024;
+  const buf = Buffer.alloc(limit + 1);
+  let got = 0;
+  let fd: number | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    // a FIFO must not hang the start, nor /dev/zero fill the memory: a regular file, read up to the limit
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    if (!fstatSync(fd).isFile()) throw notConfig('is not a regular file');
+    for (let n = 1; n > 0 && got < buf.length; got += n) n = readSync(fd, buf, got, buf.length - got, got);
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const problem = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable by this user' : `cannot be read (${code})`;
     throw new ConfigError(path, [{ key: '(file)', problem, fix: `create it (a minimal file is "s3:\\n  bucket: NAME\\n  endpoint: URL") or pass --config PATH` }]);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
-  if (text.length > 1024 * 1024) throw new ConfigError(path, [{ key: '(file)', problem: 'is larger than 1 MiB', fix: 'this is not a config file; pass --config PATH' }]);
-  return parseConfig(text, path, env);
+  if (got > limit) throw notConfig('is larger than 1 MiB');
+  return parseConfig(buf.subarray(0, got).toString('utf8'), path, env);
 }
 
 /** Object key for a snapshot file name, from the template. */

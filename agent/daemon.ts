@@ -105,7 +105,7 @@ export class Daemon {
 
     this.watcher = new Watcher(
       cfg.snapshotDir,
-      { rescanIntervalMs: cfg.detect.rescanIntervalMs },
+      { rescanIntervalMs: cfg.detect.rescanIntervalMs, ignore: (name) => this.shipper.ignores(name) },
       {
         seen: (p) => this.shipper.seen(p),
         gone: (p) => this.shipper.gone(p),

@@ -121,7 +121,9 @@ export class Metrics {
 
   /** Moves the freshness gauge forward only: an older confirmation never makes backups look staler. */
   confirmedAt(at: Date): void {
-    const s = at.getTime() / 1000;
+    // A file dated in the future (the clock jumped) must not pin the gauge there: the staleness alerts
+    // compare it with time() and would never fire again. It counts as now.
+    const s = Math.min(at.getTime(), Date.now()) / 1000;
     if (s > this.lastUploadS) {
       this.lastUploadS = s;
       this.lastUploadSuccess.set(s);
@@ -129,7 +131,7 @@ export class Metrics {
   }
 
   snapshotSeen(mtimeMs: number): void {
-    const s = mtimeMs / 1000;
+    const s = Math.min(mtimeMs, Date.now()) / 1000;
     if (s > this.lastSnapshotS) {
       this.lastSnapshotS = s;
       this.lastSnapshot.set(s);

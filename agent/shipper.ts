@@ -44,6 +44,8 @@ interface Track extends LocalSnapshot {
 }
 
 // Failures that say something about S3, not about the file: the whole queue backs off.
+/** unknown files whose first bytes are read at once */
+const SNIFF_CONCURRENCY = 16;
 const STORE_WIDE: ReadonlySet<FailureReason> = new Set(['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'client']);
 
 export interface ShipperDeps {
@@ -60,6 +62,9 @@ export class Shipper {
   /** names that are not snapshots, by fingerprint, so rescans don't re-read them */
   private readonly notSnapshots = new Map<string, string>();
   private readonly loggedIgnored = new Set<string>();
+  /** unknown names waiting for their first bytes to be read, name → path */
+  private readonly sniffQueued = new Map<string, string>();
+  private sniffsRunning = 0;
   private readonly rules: NameRules;
   private readonly active = new Set<Promise<void>>();
   private readonly abort = new AbortController();
@@ -85,6 +90,11 @@ export class Shipper {
     return n;
   }
 
+  /** Names that are never snapshots (partial, hidden, excluded…): the watcher need not report them. */
+  ignores(name: string): boolean {
+    return classify(name, this.rules).kind === 'ignored';
+  }
+
   /** A path appeared, changed, or was listed by a scan. */
   seen(path: string): void {
     if (this.closing) return;
@@ -100,7 +110,7 @@ export class Shipper {
     let t = this.tracks.get(name);
     if (!t) {
       if (cls.kind === 'unknown') {
-        void this.sniffUnknown(path);
+        this.sniffUnknown(path);
         return;
       }
       t = this.track(path, cls);
@@ -125,9 +135,30 @@ export class Shipper {
     return t;
   }
 
-  /** Unknown names: only the first bytes tell whether they are snapshots (etcdctl with any name, RKE --name). */
-  private async sniffUnknown(path: string): Promise<void> {
+  /**
+   * Unknown names: only the first bytes tell whether they are snapshots (etcdctl with any name, RKE --name).
+   * A few at a time, once per name: a directory of 10,000 unrelated files must not open them all at once.
+   */
+  private sniffUnknown(path: string): void {
     const name = basename(path);
+    if (this.sniffQueued.has(name)) return;
+    this.sniffQueued.set(name, path);
+    this.pumpSniffs();
+  }
+
+  private pumpSniffs(): void {
+    while (this.sniffsRunning < SNIFF_CONCURRENCY && this.sniffQueued.size > 0 && !this.closing) {
+      const [name, path] = this.sniffQueued.entries().next().value as [string, string];
+      this.sniffQueued.delete(name);
+      this.sniffsRunning++;
+      void this.sniffOne(name, path).finally(() => {
+        this.sniffsRunning--;
+        this.pumpSniffs();
+      });
+    }
+  }
+
+  private async sniffOne(name: string, path: string): Promise<void> {
     let st;
     try {
       st = await lstat(path);
@@ -194,7 +225,7 @@ export class Shipper {
     const fp = fingerprint(st);
     if (!st.isFile()) {
       // a link could lead the agent into uploading some other file; a FIFO or device is no snapshot
-      if (!(t.state === 'rejected' && sameFingerprint(fp, t.rejectedFp))) this.reject(t, fp, 'format', `not a regular file (${st.isSymbolicLink() ? 'a symlink, never followed' : 'a FIFO, socket or device'})`);
+      if (!(t.state === 'rejected' && sameFingerprint(fp, t.rejectedFp))) this.reject(t, fp, 'format', `not a regular file (${st.isSymbolicLink() ? 'a symlink, never followed' : st.isDirectory() ? 'a directory' : 'a FIFO, socket or device'})`);
       return;
     }
     if (!sameFingerprint(fp, t.fp)) {

@@ -1,7 +1,7 @@
 // Detect: chokidar events, a scan at start and a periodic rescan (inotify drops events under load).
 // Knows nothing of snapshots: it reports paths that appeared, changed or went away.
 import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from './log.js';
 
@@ -17,6 +17,8 @@ export interface WatcherOptions {
   rescanIntervalMs: number;
   /** how often a missing directory is looked for */
   missingPollMs?: number;
+  /** names never worth an event (chokidar holds an inotify watch and some KiB for every file it reports) */
+  ignore?: (name: string) => boolean;
 }
 
 export class Watcher {
@@ -54,8 +56,10 @@ export class Watcher {
       this.missingTimer.unref();
       return;
     }
+    const ignore = this.opts.ignore;
     const fsw = watch(this.dir, {
       depth: 0,
+      ignored: ignore ? (p: string) => p !== this.dir && ignore(basename(p)) : undefined,
       ignoreInitial: false,
       followSymlinks: false,
       alwaysStat: false,

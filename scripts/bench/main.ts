@@ -53,19 +53,26 @@ function baseEnv(ep: Endpoint): NodeJS.ProcessEnv {
   };
 }
 
-const TOOLS: Tool[] = [
-  {
-    name: 'agent',
+/** The agent's `upload`: verification included, as on an etcd host. `extra` adds s3 settings. */
+function agentTool(name: string, extra = ''): Tool {
+  return {
+    name,
     cmd: async (ep, file, key, work) => {
       // the agent's key is <prefix>/<cluster>/<node>/<name>: one node per run keeps keys fresh
       const node = key.replace(/[^A-Za-z0-9._-]/g, '-');
       const dir = path.join(work, `agent-${node}`);
       await mkdir(dir, { recursive: true });
       const cfg = path.join(dir, 'config.yaml');
-      await writeFile(cfg, `node: ${node}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}/state\ns3:\n  bucket: ${ep.bucket}\n  endpoint: ${ep.url}\n${process.env.BENCH_AGENT_S3 ?? ''}metrics:\n  enabled: false\nlog:\n  level: warn\n`);
+      await writeFile(cfg, `node: ${node}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}/state\ns3:\n  bucket: ${ep.bucket}\n  endpoint: ${ep.url}\n${extra}metrics:\n  enabled: false\nlog:\n  level: warn\n`);
       return { argv: [process.execPath, AGENT, '--config', cfg, 'upload', file], env: baseEnv(ep) };
     },
-  },
+  };
+}
+
+const TOOLS: Tool[] = [
+  agentTool('agent'),
+  // the faster mode for servers that accept CRC32 headers: unsigned payload, CRC32 per part
+  agentTool('agent-crc', '  checksum: when_supported\n'),
   {
     name: 'aws',
     cmd: async (ep, file, key) => ({ argv: ['/usr/bin/aws', '--endpoint-url', ep.url, 's3', 'cp', '--no-progress', '--only-show-errors', file, `s3://${ep.bucket}/${key}`], env: baseEnv(ep) }),
@@ -185,7 +192,7 @@ async function transferBench(endpoints: Endpoint[], files: Map<number, string>, 
       }
     }
   }
-  const widths = [6, 5, 7, 9, 11, 12];
+  const widths = [9, 5, 7, 9, 12, 14];
   for (const ep of endpoints) {
     for (const size of SIZES) {
       out.push('', `${ep.name === 'sink' ? 'Sink (discards bodies)' : 'Ceph RGW 16 (bluestore)'}, ${size / GiB} GiB snapshot-shaped file, median of ${ROUNDS}`);

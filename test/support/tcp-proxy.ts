@@ -47,6 +47,8 @@ export interface TcpProxy {
    * counted from now; `times` resets at most, then the rule switches itself off. null: off.
    */
   setResetAfterBytes(bytes: number | null, times?: number): void;
+  /** Resolves once `bytes` more bytes have gone upstream, counted from now (to aim a fault mid-transfer). */
+  bytesUpReached(bytes: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -68,6 +70,16 @@ export async function startProxy(opts: ProxyOptions): Promise<TcpProxy> {
   let rule: { bytes: number; left: number } | null =
     opts.resetAfterBytes === undefined ? null : { bytes: opts.resetAfterBytes, left: Infinity };
   let listening = false;
+  const upWaiters: { at: number; resolve: () => void }[] = [];
+  const countUp = (n: number): void => {
+    stats.bytesUp += n;
+    for (const w of [...upWaiters]) {
+      if (stats.bytesUp >= w.at) {
+        upWaiters.splice(upWaiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  };
 
   const rst = (s: net.Socket | undefined): void => {
     if (!s || s.destroyed) return;
@@ -134,7 +146,7 @@ export async function startProxy(opts: ProxyOptions): Promise<TcpProxy> {
     if (rule && c.up - c.base + d.length >= rule.bytes) {
       const part = d.subarray(0, Math.max(0, rule.bytes - (c.up - c.base)));
       c.up += part.length;
-      stats.bytesUp += part.length;
+      countUp(part.length);
       if (--rule.left <= 0) rule = null;
       c.cut = true;
       c.client.pause();
@@ -144,7 +156,7 @@ export async function startProxy(opts: ProxyOptions): Promise<TcpProxy> {
       return;
     }
     c.up += d.length;
-    stats.bytesUp += d.length;
+    countUp(d.length);
     if (!u.write(d)) c.client.pause();
   };
 
@@ -201,6 +213,12 @@ export async function startProxy(opts: ProxyOptions): Promise<TcpProxy> {
     setResetAfterBytes(bytes: number | null, times = Infinity) {
       rule = bytes === null ? null : { bytes, left: times };
       for (const c of conns) c.base = c.up;
+    },
+    bytesUpReached(bytes: number) {
+      return new Promise<void>((resolve) => {
+        upWaiters.push({ at: stats.bytesUp + bytes, resolve });
+        countUp(0);
+      });
     },
     async close() {
       mode = 'reset';
