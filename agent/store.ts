@@ -253,7 +253,9 @@ export class S3Store implements Store {
       params,
       partSize: s3.partSize,
       queueSize: s3.queueSize,
-      leavePartsOnError: false,
+      // The catch below aborts. lib-storage's own abort, when it fails or races a stalled retry of
+      // itself (NoSuchUpload), replaces the error that failed the upload: the metric's reason would lie.
+      leavePartsOnError: true,
     });
     if (opts.onProgress) upload.on('httpUploadProgress', (p) => p.loaded !== undefined && opts.onProgress!(p.loaded));
     const onAbort = (): void => void upload.abort();
@@ -263,9 +265,9 @@ export class S3Store implements Store {
       if (opts.signal?.aborted) throw Object.assign(new Error('aborted before start'), { name: 'AbortError' });
       await upload.done();
     } catch (err) {
-      // lib-storage aborts in the background and may not have created the upload id yet when we
-      // abort; make sure nothing is left open either way. If S3 cannot be reached now, the next
-      // upload of this key (the retry) does it first.
+      // Abort here (lib-storage may not have had the upload id yet when the signal fired); nothing is
+      // left open either way. If S3 cannot be reached now, the next upload of this key (the retry)
+      // does it first.
       await this.abortOpenUploads(key, upload.uploadId).catch(() => this.unaborted.add(key));
       throw err;
     } finally {

@@ -12,6 +12,7 @@ if (!existsSync(new URL('run.json', resultsDir))) {
   console.error('no results: run the suite first (npm run test:reliability or npm run test:reliability:long)');
   process.exit(2);
 }
+// run.rerun (optional, written by hand): which file's results come from a re-run with the same seed, and why
 const run = JSON.parse(readFileSync(new URL('run.json', resultsDir), 'utf8'));
 const faults = readdirSync(resultsDir)
   .filter((f) => f.endsWith('.json') && f !== 'run.json')
@@ -83,7 +84,7 @@ below, each repeated where it is random, and after every run checks the same inv
 
 ${run.mode === 'long' ? 'The long pass' : 'The CI pass'} (\`RELIABILITY_MODE=${run.mode}\`), seed **${run.seed}**, started ${run.startedAt}, took ${minutes}
 (Node ${run.node}, ${run.cpus} CPUs, world start included). **${totals.runs} runs, ${totals.violations} invariant violations,
-${totals.errors} errors.**${notRun.length ? ` Checks that could not be made on this machine: ${notRun.join(', ')} (see the table).` : ''}${missing.length ? ` Not run: ${missing.join(', ')}.` : ''}
+${totals.errors} errors.**${run.rerun ? ` ${run.rerun}` : ''}${notRun.length ? ` Checks that could not be made on this machine: ${notRun.join(', ')} (see the table).` : ''}${missing.length ? ` Not run: ${missing.join(', ')}.` : ''}
 
 | fault | how it is injected | runs | outcomes | invariant violations |
 | --- | --- | --- | --- | --- |

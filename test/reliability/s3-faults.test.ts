@@ -17,14 +17,29 @@ import {
   rng,
   setupEnv,
   testDirs,
+  type AgentProcess,
   type Env,
   type RealSnapshot,
+  type TestDirs,
 } from './harness.js';
-import { checkInvariants, MSG } from './invariants.js';
+import { checkInvariants, MSG, type InvariantInput } from './invariants.js';
 
 const rec = new Recorder('s3-faults');
 let env: Env;
 let medium: RealSnapshot;
+
+/** The invariants after a run that shipped the medium snapshot once, as medium.db on `node`. */
+function checkMedium(node: string, dirs: TestDirs, agent: AgentProcess, more: Pick<InvariantInput, 'metrics'>): Promise<string[]> {
+  return checkInvariants({
+    world: env.world,
+    bucket: env.bucket,
+    prefix: nodePrefix(node),
+    expected: [{ name: 'medium.db', sha256: medium.sha256, size: medium.size }],
+    local: { dir: dirs.snapshots, files: [{ name: 'medium.db', sha256: medium.sha256 }] },
+    agent,
+    ...more,
+  });
+}
 let big: RealSnapshot;
 let runNo = 0;
 
@@ -127,13 +142,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           await new Promise((res) => setTimeout(res, outageMs));
           await proxy.setMode('pass');
           await agent.waitMsg(MSG.shipped, 'medium.db', 120_000);
-          const violations = await checkInvariants({
-            world: env.world,
-            bucket: env.bucket,
-            prefix: nodePrefix(node),
-            expected: [{ name: 'medium.db', sha256: medium.sha256, size: medium.size }],
-            local: { dir: dirs.snapshots, files: [{ name: 'medium.db', sha256: medium.sha256 }] },
-            agent,
+          const violations = await checkMedium(node, dirs, agent, {
             metrics: { uploadsSuccess: 1, failuresAtLeast: { network: 1 } },
           });
           await agent.stop();
@@ -208,13 +217,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           proxy.setResetAfterBytes(bytes, times);
           await placeSnapshot(medium, path.join(dirs.snapshots, 'medium.db'));
           await agent.waitMsg(MSG.shipped, 'medium.db', 120_000);
-          const violations = await checkInvariants({
-            world: env.world,
-            bucket: env.bucket,
-            prefix: nodePrefix(node),
-            expected: [{ name: 'medium.db', sha256: medium.sha256, size: medium.size }],
-            local: { dir: dirs.snapshots, files: [{ name: 'medium.db', sha256: medium.sha256 }] },
-            agent,
+          const violations = await checkMedium(node, dirs, agent, {
             metrics: { uploadsSuccess: 1 },
           });
           if (proxy.stats.resets === 0) violations.push('the proxy never reset a connection: the fault did not happen');
@@ -258,13 +261,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           await new Promise((res) => setTimeout(res, holdMs));
           await proxy.setMode('pass');
           await agent.waitMsg(MSG.shipped, 'medium.db', 120_000);
-          const violations = await checkInvariants({
-            world: env.world,
-            bucket: env.bucket,
-            prefix: nodePrefix(node),
-            expected: [{ name: 'medium.db', sha256: medium.sha256, size: medium.size }],
-            local: { dir: dirs.snapshots, files: [{ name: 'medium.db', sha256: medium.sha256 }] },
-            agent,
+          const violations = await checkMedium(node, dirs, agent, {
             // 3 attempts × 2 s plus the SDK's backoff fit in 7 s: a longer stall must fail the upload as a timeout
             metrics: { uploadsSuccess: 1, failuresAtLeast: holdMs >= 7500 ? { timeout: 1 } : {} },
           });
