@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench [-- --quick]: installs the peers (awscli, rclone, s3cmd, GNU time), builds, runs the
-# benchmark. Not part of npm test: it takes ~15 minutes and its numbers are for reading, not asserting.
+# benchmark. Not part of npm test: it takes ~20 minutes and its numbers are for reading, not asserting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRA_PKGS="awscli rclone s3cmd time" bash scripts/install-deps.sh

@@ -208,7 +208,9 @@ async function transferBench(endpoints: Endpoint[], files: Map<number, string>, 
       }
       const agent = stat('agent');
       const curl = stat('curl');
+      const crc = stat('agent-crc');
       out.push(`ratios: agent/aws throughput ${(agent.mibs / aws.mibs).toFixed(2)}×, CPU ${(agent.cpu / aws.cpu).toFixed(2)}×; agent/curl throughput ${(agent.mibs / curl.mibs).toFixed(2)}×`);
+      out.push(`        agent-crc/aws throughput ${(crc.mibs / aws.mibs).toFixed(2)}×, CPU ${(crc.cpu / aws.cpu).toFixed(2)}×`);
     }
   }
   return out;
