@@ -43,9 +43,9 @@ interface Track extends LocalSnapshot {
   waitLogged?: boolean;
 }
 
-// Failures that say something about S3, not about the file: the whole queue backs off.
 /** unknown files whose first bytes are read at once */
 const SNIFF_CONCURRENCY = 16;
+// Failures that say something about S3, not about the file: the whole queue backs off.
 const STORE_WIDE: ReadonlySet<FailureReason> = new Set(['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'client']);
 
 export interface ShipperDeps {
