@@ -395,6 +395,34 @@ export interface PassReport {
   ok: boolean;
 }
 
+/**
+ * Carries out a plan's removals in order, one loop for local files, remote objects and stale uploads:
+ * once the agent is stopping the rest is kept for the next pass; a dry run only logs. `act` removes one
+ * and says how it went: done, already gone, or kept with a reason.
+ */
+async function carryOut<D extends { reason: string }>(
+  todo: readonly D[],
+  kept: D[],
+  opts: { dryRun: boolean; stopped: () => boolean; wouldDo: (d: D) => void; act: (d: D) => Promise<'done' | 'gone' | { kept: string }> },
+): Promise<D[]> {
+  const done: D[] = [];
+  for (const d of todo) {
+    if (opts.stopped()) {
+      kept.push({ ...d, reason: 'the agent is stopping; left for the next pass' });
+      continue;
+    }
+    if (opts.dryRun) {
+      opts.wouldDo(d);
+      done.push(d);
+      continue;
+    }
+    const how = await opts.act(d);
+    if (how === 'done') done.push(d);
+    else if (how !== 'gone') kept.push({ ...d, reason: how.kept });
+  }
+  return done;
+}
+
 /** Runs fn over items, at most `width` at a time; the first error rejects and stops the rest. */
 async function each<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -497,43 +525,36 @@ async function pruneLocal(deps: RetentionDeps, files: readonly LocalFileAt[], dr
   }
   const plan = planPrune({ ...base, heads, s3Unavailable });
   const at = new Map(files.map((f) => [f.name, f]));
-  const deleted: Decision[] = [];
   const kept = [...plan.keep];
-  for (const d of plan.delete) {
-    const f = at.get(d.name)!;
-    if (stopped()) {
-      kept.push({ ...d, reason: 'the agent is stopping; left for the next pass' });
-      continue;
-    }
-    if (dryRun) {
-      log.info('retention (dry run): would prune local snapshot', { file: f.path, key: d.key, size: d.size, reason: d.reason });
-      deleted.push(d);
-      continue;
-    }
-    try {
-      // the producer may have written a new file under the same name since the plan was made
-      const st = await lstat(f.path);
-      if (!st.isFile() || st.size !== f.size || st.mtimeMs !== f.mtimeMs || (f.ino !== undefined && st.ino !== f.ino)) {
-        log.warn('retention: not pruning a snapshot that changed since it was checked', { file: f.path, key: d.key });
-        kept.push({ ...d, reason: 'changed since it was checked; the next pass decides again' });
-        continue;
+  const deleted = await carryOut(plan.delete, kept, {
+    dryRun,
+    stopped,
+    wouldDo: (d) => log.info('retention (dry run): would prune local snapshot', { file: at.get(d.name)!.path, key: d.key, size: d.size, reason: d.reason }),
+    act: async (d) => {
+      const f = at.get(d.name)!;
+      try {
+        // the producer may have written a new file under the same name since the plan was made
+        const st = await lstat(f.path);
+        if (!st.isFile() || st.size !== f.size || st.mtimeMs !== f.mtimeMs || (f.ino !== undefined && st.ino !== f.ino)) {
+          log.warn('retention: not pruning a snapshot that changed since it was checked', { file: f.path, key: d.key });
+          return { kept: 'changed since it was checked; the next pass decides again' };
+        }
+        await unlink(f.path);
+      } catch (e) {
+        if (ioCode(e) === 'ENOENT') {
+          log.debug('retention: snapshot already gone', { file: f.path, key: d.key });
+          return 'gone';
+        }
+        problems.push({ phase: 'local', s3: false, detail: `cannot delete ${f.path} (${ioCode(e)})` });
+        log.error('retention: cannot delete local snapshot', { file: f.path, key: d.key, error: ioCode(e), fix: 'the agent needs write access to the snapshot directory (systemd: ReadWritePaths=)' });
+        return { kept: `could not be deleted (${ioCode(e)})` };
       }
-      await unlink(f.path);
-    } catch (e) {
-      if (ioCode(e) === 'ENOENT') {
-        log.debug('retention: snapshot already gone', { file: f.path, key: d.key });
-        continue;
-      }
-      problems.push({ phase: 'local', s3: false, detail: `cannot delete ${f.path} (${ioCode(e)})` });
-      log.error('retention: cannot delete local snapshot', { file: f.path, key: d.key, error: ioCode(e), fix: 'the agent needs write access to the snapshot directory (systemd: ReadWritePaths=)' });
-      kept.push({ ...d, reason: `could not be deleted (${ioCode(e)})` });
-      continue;
-    }
-    deleted.push(d);
-    metrics?.pruned.inc({ location: 'local' });
-    metrics?.prunedBytes.inc({ location: 'local' }, d.size);
-    log.info('retention: pruned local snapshot', { file: f.path, key: d.key, size: d.size, reason: d.reason });
-  }
+      metrics?.pruned.inc({ location: 'local' });
+      metrics?.prunedBytes.inc({ location: 'local' }, d.size);
+      log.info('retention: pruned local snapshot', { file: f.path, key: d.key, size: d.size, reason: d.reason });
+      return 'done';
+    },
+  });
   for (const k of plan.keep) log.debug('retention: kept local snapshot', { file: at.get(k.name)?.path ?? k.name, key: k.key, reason: k.reason });
   return { deleted, kept };
 }
@@ -551,29 +572,24 @@ async function pruneRemote(deps: RetentionDeps, localNames: ReadonlySet<string>,
   });
   const { keep, maxAgeMs } = cfg.retention.remote;
   const plan = planRemote({ objects, prefix, node: cfg.node, cluster: cfg.cluster, policy: { keep, maxAgeMs }, now: (deps.now ?? Date.now)(), localNames });
-  const deleted: RemoteDecision[] = [];
   const kept = [...plan.keep];
-  for (const d of plan.delete) {
-    if (stopped()) {
-      kept.push({ ...d, reason: 'the agent is stopping; left for the next pass' });
-      continue;
-    }
-    if (dryRun) {
-      log.info('retention (dry run): would delete remote snapshot', { key: d.key, file: d.name, size: d.size, reason: d.reason });
-      deleted.push(d);
-      continue;
-    }
-    await store.delete(d.key);
-    deleted.push(d);
-    metrics?.pruned.inc({ location: 'remote' });
-    metrics?.prunedBytes.inc({ location: 'remote' }, d.size);
-    log.info('retention: deleted remote snapshot', { key: d.key, file: d.name, size: d.size, reason: d.reason });
-    // the ledger records what S3 holds
-    await ledger.forget(d.key).catch((e) => {
-      metrics?.ledgerWriteFailures.inc();
-      log.error('could not write the ledger after a remote deletion; it is corrected in memory', { key: d.key, ledger: ledger.path, error: ioCode(e) });
-    });
-  }
+  const deleted = await carryOut(plan.delete, kept, {
+    dryRun,
+    stopped,
+    wouldDo: (d) => log.info('retention (dry run): would delete remote snapshot', { key: d.key, file: d.name, size: d.size, reason: d.reason }),
+    act: async (d) => {
+      await store.delete(d.key);
+      metrics?.pruned.inc({ location: 'remote' });
+      metrics?.prunedBytes.inc({ location: 'remote' }, d.size);
+      log.info('retention: deleted remote snapshot', { key: d.key, file: d.name, size: d.size, reason: d.reason });
+      // the ledger records what S3 holds
+      await ledger.forget(d.key).catch((e) => {
+        metrics?.ledgerWriteFailures.inc();
+        log.error('could not write the ledger after a remote deletion; it is corrected in memory', { key: d.key, ledger: ledger.path, error: ioCode(e) });
+      });
+      return 'done';
+    },
+  });
   for (const k of plan.keep) log.debug('retention: kept remote snapshot', { key: k.key, file: k.name, reason: k.reason });
   return { deleted, kept };
 }
@@ -584,21 +600,18 @@ async function abortStaleUploads(deps: RetentionDeps, opts: PassOptions, dryRun:
   const uploads = (await store.listUploads(prefix)).map((u) => ({ key: u.key, uploadId: u.uploadId, initiatedMs: u.initiated?.getTime() }));
   const maxAgeMs = opts.staleUploadAgeMs ?? cfg.retention.staleUploadAgeMs;
   const plan = planStaleUploads({ uploads, prefix, now: (deps.now ?? Date.now)(), maxAgeMs, inFlightKeys: opts.inFlightKeys ?? new Set() });
-  const aborted: UploadDecision[] = [];
   const kept = [...plan.keep];
-  for (const u of plan.abort) {
-    if (stopped()) {
-      kept.push({ ...u, reason: 'the agent is stopping; left for the next pass' });
-      continue;
-    }
-    const fields = { key: u.key, uploadId: u.uploadId, initiated: u.initiatedMs === undefined ? undefined : iso(u.initiatedMs), reason: u.reason };
-    if (dryRun) log.info('retention (dry run): would abort stale multipart upload', fields);
-    else {
+  const fields = (u: UploadDecision): Record<string, unknown> => ({ key: u.key, uploadId: u.uploadId, initiated: u.initiatedMs === undefined ? undefined : iso(u.initiatedMs), reason: u.reason });
+  const aborted = await carryOut(plan.abort, kept, {
+    dryRun,
+    stopped,
+    wouldDo: (u) => log.info('retention (dry run): would abort stale multipart upload', fields(u)),
+    act: async (u) => {
       await store.abortUpload(u.key, u.uploadId);
-      log.info('retention: aborted stale multipart upload', fields);
-    }
-    aborted.push(u);
-  }
+      log.info('retention: aborted stale multipart upload', fields(u));
+      return 'done';
+    },
+  });
   return { aborted, kept };
 }
 
