@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { freshSnapshot, nodePrefix, pick, Recorder, setupEnv, testDirs, type AgentProcess, type Env, type RealSnapshot } from './harness.js';
-import { checkInvariants, MSG, type ExpectedSnapshot } from './invariants.js';
+import { checkInvariants, checkShippedOnce, MSG, type ExpectedSnapshot } from './invariants.js';
 
 const rec = new Recorder('directory');
 let env: Env;
@@ -200,14 +200,9 @@ describe('fault 5: the snapshot directory under stress', () => {
         await chmod(snap.path, 0o644);
         await agent.waitMsg(MSG.shipped, 'snap.db', 60_000);
         violations.push(
-          ...(await checkInvariants({
-            world: env.world,
-            bucket: env.bucket,
-            prefix: nodePrefix(node),
-            expected: [{ name: 'snap.db', sha256: snap.sha256, size: snap.size }],
-            local: { dir: dirs.snapshots, files: [{ name: 'snap.db', sha256: snap.sha256 }] },
-            agent,
-            metrics: { uploadsSuccess: 1, rejected: what === 'file' ? { unreadable: 1 } : {} },
+          ...(await checkShippedOnce({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), dir: dirs.snapshots }, 'snap.db', snap, agent, {
+            uploadsSuccess: 1,
+            rejected: what === 'file' ? { unreadable: 1 } : {},
           })),
         );
         const ready = await fetch(agent.metricsUrl.replace('/metrics', '/readyz'));

@@ -293,3 +293,22 @@ export async function expectFile(file: string, name = path.basename(file)): Prom
   const st = await stat(file);
   return { name, sha256: await sha256File(file), size: st.size };
 }
+
+/** The invariants after a run in which one snapshot, `name` in `dir`, was to reach S3 exactly once under `prefix`. */
+export function checkShippedOnce(
+  at: { world: World; bucket: string; prefix: string; dir: string },
+  name: string,
+  snap: { sha256: string; size: number },
+  agent: AgentProcess,
+  metrics: MetricExpectation,
+): Promise<string[]> {
+  return checkInvariants({
+    world: at.world,
+    bucket: at.bucket,
+    prefix: at.prefix,
+    expected: [{ name, sha256: snap.sha256, size: snap.size }],
+    local: { dir: at.dir, files: [{ name, sha256: snap.sha256 }] },
+    agent,
+    metrics,
+  });
+}

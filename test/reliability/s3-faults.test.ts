@@ -22,23 +22,15 @@ import {
   type RealSnapshot,
   type TestDirs,
 } from './harness.js';
-import { checkInvariants, MSG, type InvariantInput } from './invariants.js';
+import { checkInvariants, checkShippedOnce, MSG, type MetricExpectation } from './invariants.js';
 
 const rec = new Recorder('s3-faults');
 let env: Env;
 let medium: RealSnapshot;
 
 /** The invariants after a run that shipped the medium snapshot once, as medium.db on `node`. */
-function checkMedium(node: string, dirs: TestDirs, agent: AgentProcess, more: Pick<InvariantInput, 'metrics'>): Promise<string[]> {
-  return checkInvariants({
-    world: env.world,
-    bucket: env.bucket,
-    prefix: nodePrefix(node),
-    expected: [{ name: 'medium.db', sha256: medium.sha256, size: medium.size }],
-    local: { dir: dirs.snapshots, files: [{ name: 'medium.db', sha256: medium.sha256 }] },
-    agent,
-    ...more,
-  });
+function checkMedium(node: string, dirs: TestDirs, agent: AgentProcess, metrics: MetricExpectation): Promise<string[]> {
+  return checkShippedOnce({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), dir: dirs.snapshots }, 'medium.db', medium, agent, metrics);
 }
 let big: RealSnapshot;
 let runNo = 0;
@@ -142,9 +134,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           await new Promise((res) => setTimeout(res, outageMs));
           await proxy.setMode('pass');
           await agent.waitMsg(MSG.shipped, 'medium.db', 120_000);
-          const violations = await checkMedium(node, dirs, agent, {
-            metrics: { uploadsSuccess: 1, failuresAtLeast: { network: 1 } },
-          });
+          const violations = await checkMedium(node, dirs, agent, { uploadsSuccess: 1, failuresAtLeast: { network: 1 } });
           await agent.stop();
           await cleanPrefix(env, nodePrefix(node));
           return { outcome: `upload failed (${failureReasons(agent)}), pending through the outage, shipped once after`, violations };
@@ -177,15 +167,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
         const shippedEarly = agent.lines.some((l) => l.msg === MSG.shipped);
         await env.world.restartRgw();
         await agent.waitMsg(MSG.shipped, 'big.db', 300_000);
-        const violations = await checkInvariants({
-          world: env.world,
-          bucket: env.bucket,
-          prefix: nodePrefix(node),
-          expected: [{ name: 'big.db', sha256: big.sha256, size: big.size }],
-          local: { dir: dirs.snapshots, files: [{ name: 'big.db', sha256: big.sha256 }] },
-          agent,
-          metrics: { uploadsSuccess: 1 },
-        });
+        const violations = await checkShippedOnce({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), dir: dirs.snapshots }, 'big.db', big, agent, { uploadsSuccess: 1 });
         await agent.stop();
         await cleanPrefix(env, nodePrefix(node));
         const reasons = failureReasons(agent);
@@ -217,9 +199,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           proxy.setResetAfterBytes(bytes, times);
           await placeSnapshot(medium, path.join(dirs.snapshots, 'medium.db'));
           await agent.waitMsg(MSG.shipped, 'medium.db', 120_000);
-          const violations = await checkMedium(node, dirs, agent, {
-            metrics: { uploadsSuccess: 1 },
-          });
+          const violations = await checkMedium(node, dirs, agent, { uploadsSuccess: 1 });
           if (proxy.stats.resets === 0) violations.push('the proxy never reset a connection: the fault did not happen');
           const reasons = failureReasons(agent);
           // a reset is a network failure: any other reason in the metric misleads the operator
@@ -261,10 +241,8 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           await new Promise((res) => setTimeout(res, holdMs));
           await proxy.setMode('pass');
           await agent.waitMsg(MSG.shipped, 'medium.db', 120_000);
-          const violations = await checkMedium(node, dirs, agent, {
-            // 3 attempts × 2 s plus the SDK's backoff fit in 7 s: a longer stall must fail the upload as a timeout
-            metrics: { uploadsSuccess: 1, failuresAtLeast: holdMs >= 7500 ? { timeout: 1 } : {} },
-          });
+          // 3 attempts × 2 s plus the SDK's backoff fit in 7 s: a longer stall must fail the upload as a timeout
+          const violations = await checkMedium(node, dirs, agent, { uploadsSuccess: 1, failuresAtLeast: holdMs >= 7500 ? { timeout: 1 } : {} });
           await agent.stop();
           await cleanPrefix(env, nodePrefix(node));
           const reasons = failureReasons(agent);
