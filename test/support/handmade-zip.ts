@@ -1,7 +1,7 @@
-// Test-only zip writer shaped like the producers': Go's archive/zip as used by rke-tools and k3s (deflate,
-// data descriptors, extended-timestamp extra, 1970 timestamps for RKE), optional Zip64 records even for small
-// files, and a progressive in-place mode that can stop mid-file and hand control back to the test, the way
-// RKE writes `<name>.zip` in place over several seconds.
+// Hand-made zips, for tests that need what the producers never write: malformed zips with every field's
+// offset known (so a test can damage exactly one), and the shapes other writers use (Zip64 records on small
+// files, sizes in the local header, comments, stored entries). Not a model of Go's archive/zip: zips as
+// rke-tools and k3s write them come from Go itself (go-zip.ts).
 import { createReadStream } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -28,12 +28,8 @@ export interface WriteZipOptions {
   comment?: string;
   /** Deflate level, default zlib's. */
   level?: number;
-  /** Largest single write; smaller means more progress calls. Default 64 KiB. */
+  /** Largest single write. Default 64 KiB. */
   chunkSize?: number;
-  /** File mode when creating. Default 0o600. */
-  mode?: number;
-  /** Awaited after every write with the bytes written so far: a test can stall the writer here. */
-  onProgress?: (written: number) => void | Promise<void>;
 }
 
 export interface WrittenEntry {
@@ -67,7 +63,7 @@ const U32 = 0xffffffff;
 const RKE_EPOCH = new Date(0);
 
 function dosDateTime(d: Date): { date: number; time: number } {
-  // Go's archive/zip wraps years before 1980 around in 16 bits; RKE's 1970 dates look like this.
+  // Years before 1980 wrap around in 16 bits, as in Go's archive/zip (RKE's 1970 dates look like this).
   const date = (d.getUTCDate() + ((d.getUTCMonth() + 1) << 5) + ((d.getUTCFullYear() - 1980) << 9)) & 0xffff;
   const time = ((d.getUTCSeconds() >> 1) + (d.getUTCMinutes() << 5) + (d.getUTCHours() << 11)) & 0xffff;
   return { date, time };
@@ -249,13 +245,10 @@ async function writeTo(sink: Sink, inputs: ZipInput[], opts: WriteZipOptions): P
   return out;
 }
 
-/**
- * Writes a zip to `path` progressively, in place (create/truncate, then append), calling `onProgress` after
- * every write. Readers see the file grow exactly as they would see RKE's.
- */
+/** Writes a zip to `path`, streaming file inputs: for zips too large to build in memory. */
 export async function writeZip(path: string, inputs: ZipInput[], opts: WriteZipOptions = {}): Promise<WrittenZip> {
   const chunk = opts.chunkSize ?? 1 << 16;
-  const fh: FileHandle = await open(path, 'w', opts.mode ?? 0o600);
+  const fh: FileHandle = await open(path, 'w', 0o600);
   try {
     const sink: Sink = {
       pos: 0,
@@ -265,7 +258,6 @@ export async function writeZip(path: string, inputs: ZipInput[], opts: WriteZipO
           let done = 0;
           while (done < part.length) done += (await fh.write(part, done, part.length - done, this.pos + done)).bytesWritten;
           this.pos += part.length;
-          await opts.onProgress?.(this.pos);
         }
       },
       async patch(buf, at) {
@@ -279,7 +271,7 @@ export async function writeZip(path: string, inputs: ZipInput[], opts: WriteZipO
 }
 
 /** The same zip in memory, for unit tests. */
-export async function zipBuffer(inputs: ZipInput[], opts: Omit<WriteZipOptions, 'onProgress' | 'mode'> = {}): Promise<{ buffer: Buffer; layout: WrittenZip }> {
+export async function zipBuffer(inputs: ZipInput[], opts: WriteZipOptions = {}): Promise<{ buffer: Buffer; layout: WrittenZip }> {
   const parts: Buffer[] = [];
   const patches: Array<[Buffer, number]> = [];
   const sink: Sink = {
@@ -296,57 +288,4 @@ export async function zipBuffer(inputs: ZipInput[], opts: Omit<WriteZipOptions, 
   const buffer = Buffer.concat(parts);
   for (const [buf, at] of patches) buf.copy(buffer, at);
   return { buffer, layout };
-}
-
-/** RKE1's layout: `/backup/<name>` and, unless `rkestate: false`, `/etc/kubernetes/<name>.rkestate`. */
-export function rkeZip(
-  rawPath: string,
-  zipPath: string,
-  name: string,
-  opts: WriteZipOptions & { rkestate?: string | Uint8Array | false } = {},
-): Promise<WrittenZip> {
-  const { rkestate, ...rest } = opts;
-  const inputs: ZipInput[] = [{ name: `/backup/${name}`, path: rawPath }];
-  if (rkestate !== false) {
-    const state = rkestate ?? JSON.stringify({ desiredState: { rkeConfig: { nodes: [] } }, currentState: {} });
-    inputs.push({ name: `/etc/kubernetes/${name}.rkestate`, data: state });
-  }
-  return writeZip(zipPath, inputs, rest);
-}
-
-/** RKE2/k3s layout: one entry, `<name>`, stamped now. */
-export function rke2Zip(rawPath: string, zipPath: string, name: string, opts: WriteZipOptions = {}): Promise<WrittenZip> {
-  return writeZip(zipPath, [{ name, path: rawPath }], { mtime: new Date(), ...opts });
-}
-
-/**
- * A point where the writer stops until the test says so: pass `onProgress` to writeZip, await `reached`
- * (resolves with the bytes written so far), look at the half-written file, then `resume()`.
- */
-export function pauseAt(bytes: number): { onProgress: (written: number) => Promise<void>; reached: Promise<number>; resume: () => void } {
-  let signal!: (n: number) => void;
-  let release!: () => void;
-  const reached = new Promise<number>((r) => (signal = r));
-  const gate = new Promise<void>((r) => (release = r));
-  let paused = false;
-  return {
-    reached,
-    resume: () => release(),
-    onProgress: async (written) => {
-      if (paused || written < bytes) return;
-      paused = true;
-      signal(written);
-      await gate;
-    },
-  };
-}
-
-/** An onProgress that stalls once for `ms` when `bytes` have been written (RKE's multi-second pauses). */
-export function stallAt(bytes: number, ms: number): (written: number) => Promise<void> {
-  let done = false;
-  return async (written) => {
-    if (done || written < bytes) return;
-    done = true;
-    await new Promise((r) => setTimeout(r, ms));
-  };
 }
