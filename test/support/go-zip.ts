@@ -137,7 +137,7 @@ function start(kind: GoZipKind, rawPath: string, outPath: string, opts: GoZipOpt
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     child.stdout.setEncoding('utf8').on('data', (s: string) => {
       stdout += s;
-      const m = /^paused (\d+)$/m.exec(stdout);
+      const m = /^paused (\d+)\n/m.exec(stdout); // whole lines only: a chunk may end mid-number
       if (m) paused(Number(m[1]));
     });
     const code = await new Promise<number | null>((res, rej) => {
