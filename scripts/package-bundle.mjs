@@ -1,4 +1,4 @@
-// Bundles the built agent (dist/agent/main.js) and its dependencies into one CommonJS file, the only
+// Bundles the built agent (dist/agent/cli/main.js) and its dependencies into one CommonJS file, the only
 // module format a Node 22 single-executable application can start from.
 //
 //   node scripts/package-bundle.mjs OUT.cjs VERSION [NOTICES]
@@ -30,7 +30,7 @@ const embedVersion = {
 };
 
 const result = await build({
-  entryPoints: [path.join(root, 'dist/agent/main.js')],
+  entryPoints: [path.join(root, 'dist/agent/cli/main.js')],
   outfile: out,
   bundle: true,
   platform: 'node',

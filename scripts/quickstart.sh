@@ -55,7 +55,7 @@ s3:
 metrics:
   listen: 127.0.0.1:$PORT
 CFG
-AGENT=(node "$ROOT/dist/agent/main.js" --config "$Q/config.yaml")
+AGENT=(node "$ROOT/dist/agent/cli/main.js" --config "$Q/config.yaml")
 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "${AGENT[@]}" check-config
 
 say "starting the agent (logs: $Q/agent.log)"
@@ -96,7 +96,7 @@ Shipped and confirmed. Where to look:
 Try it yourself (the agent keeps watching $Q/snapshots):
   set -a; . $Q/world/env; set +a
   etcdctl snapshot save $Q/snapshots/another.db
-  node dist/agent/main.js --config $Q/config.yaml list
-  node dist/agent/main.js --config $Q/config.yaml fetch --latest --output /tmp/latest.db
+  node dist/agent/cli/main.js --config $Q/config.yaml list
+  node dist/agent/cli/main.js --config $Q/config.yaml fetch --latest --output /tmp/latest.db
 Stop everything: npm run quickstart:down
 DONE

@@ -1,4 +1,4 @@
-// Runs the built agent (dist/agent/main.js) as a child process, the way systemd would, and lets a
+// Runs the built agent (dist/agent/cli/main.js) as a child process, the way systemd would, and lets a
 // test await its log lines and scrape its metrics instead of sleeping.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { PROJECT_ROOT, type World } from './world.js';
 
-export const AGENT_MAIN = path.join(PROJECT_ROOT, 'dist/agent/main.js');
+export const AGENT_MAIN = path.join(PROJECT_ROOT, 'dist/agent/cli/main.js');
 
 export interface LogLine {
   level: string;

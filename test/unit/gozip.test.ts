@@ -6,8 +6,8 @@ import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { quickCheck, verifyPath } from '../../agent/verify.js';
-import { FLAG_DATA_DESCRIPTOR, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/zip.js';
+import { quickCheck, verifyPath } from '../../agent/snapshot/verify.js';
+import { FLAG_DATA_DESCRIPTOR, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/snapshot/zip.js';
 import { goList, goZip, goZipBinary, startGoZip, type GoListedEntry } from '../support/go-zip.js';
 import { fixturePath } from '../support/snapshots.js';
 

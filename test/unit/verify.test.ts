@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatFromName, quickCheck, sniffFormat, verifyFile, verifyPath, type SnapshotFormat, type Verdict } from '../../agent/verify.js';
+import { formatFromName, quickCheck, sniffFormat, verifyFile, verifyPath, type SnapshotFormat, type Verdict } from '../../agent/snapshot/verify.js';
 import {
   fixturePath,
   flipByte,

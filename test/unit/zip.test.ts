@@ -3,7 +3,7 @@ import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ZipError, findEocd, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/zip.js';
+import { ZipError, findEocd, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/snapshot/zip.js';
 import { fixturePath } from '../support/snapshots.js';
 import { zipBuffer, type WriteZipOptions, type ZipInput } from '../support/handmade-zip.js';
 

@@ -2,16 +2,16 @@
 // Every transition is decided here, once.
 import { lstat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Config } from './config.js';
-import { objectKey } from './config.js';
-import { fingerprint, openRegular, readAt, sameFingerprint, NotRegularError, type Fingerprint } from './files.js';
-import type { Ledger } from './ledger.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import { classify, compileRules, sniff, SNIFF_BYTES, type NameRules, type SnapshotName } from './producers.js';
-import { classifyError, describeError, type FailureReason, type Store } from './store.js';
-import { ship } from './uploader.js';
-import { quickCheck, verifyFile, type Verdict } from './verify.js';
+import type { Config } from '../config/config.js';
+import { objectKey } from '../config/config.js';
+import { fingerprint, openRegular, readAt, sameFingerprint, NotRegularError, type Fingerprint } from '../base/files.js';
+import type { Ledger } from '../store/ledger.js';
+import type { Logger } from '../ops/log.js';
+import type { Metrics } from '../ops/metrics.js';
+import { classify, compileRules, sniff, SNIFF_BYTES, type NameRules, type SnapshotName } from '../detect/producers.js';
+import { classifyError, describeError, type FailureReason, type Store } from '../store/s3.js';
+import { ship } from './upload.js';
+import { quickCheck, verifyFile, type Verdict } from '../snapshot/verify.js';
 
 export type TrackState = 'held' | 'settling' | 'queued' | 'shipping' | 'confirmed' | 'rejected' | 'superseded';
 

@@ -1,19 +1,19 @@
 #!/usr/bin/env node
 // CLI: load config → validate → run a verb. Owns the exit codes; knows nothing of chokidar or S3.
 import { parseArgs } from 'node:util';
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../config/config.js';
 import { checkConfigCommand, fetchCommand, listCommand, uploadFiles, type Out } from './commands.js';
-import { Daemon } from './daemon.js';
-import { EXIT, EXIT_TABLE, type ExitCode } from './exit.js';
-import { closeLogger, createLogger, LOG_LEVELS, type LogLevel, type Logger } from './log.js';
-import { redactText, registerEnvSecrets } from './secret.js';
-import { configReference } from './reference.js';
+import { Daemon } from '../daemon/daemon.js';
+import { EXIT, EXIT_TABLE, type ExitCode } from '../base/exit.js';
+import { closeLogger, createLogger, LOG_LEVELS, type LogLevel, type Logger } from '../ops/log.js';
+import { redactText, registerEnvSecrets } from '../base/secret.js';
+import { configReference } from '../config/reference.js';
 import { pruneCommand } from './prune.js';
-import { importRke } from './rke-import.js';
-import { ServerSetupError } from './server.js';
-import { S3Store } from './store.js';
-import { parseDuration } from './units.js';
-import { VERSION } from './version.js';
+import { importRke } from './import-rke.js';
+import { ServerSetupError } from '../ops/server.js';
+import { S3Store } from '../store/s3.js';
+import { parseDuration } from '../base/units.js';
+import { VERSION } from '../base/version.js';
 
 const HELP = `etcd-backup-agent ${VERSION}: ships every complete, verified etcd snapshot to S3.
 

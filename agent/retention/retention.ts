@@ -3,15 +3,15 @@
 // does the I/O (HeadObject, unlink, DeleteObject, AbortMultipartUpload); the scheduler runs it on node-cron.
 import { lstat, unlink } from 'node:fs/promises';
 import { createTask, type Logger as CronLogger, type ScheduledTask } from 'node-cron';
-import type { Config } from './config.js';
-import { nodePrefix } from './config.js';
-import type { Ledger } from './ledger.js';
-import { META } from './ledger.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import type { LocalSnapshot, TrackState } from './shipper.js';
-import { classifyError, describeError, type Store } from './store.js';
-import { formatDuration } from './units.js';
+import type { Config } from '../config/config.js';
+import { nodePrefix } from '../config/config.js';
+import type { Ledger } from '../store/ledger.js';
+import { META } from '../store/ledger.js';
+import type { Logger } from '../ops/log.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { LocalSnapshot, TrackState } from '../ship/shipper.js';
+import { classifyError, describeError, type Store } from '../store/s3.js';
+import { formatDuration } from '../base/units.js';
 
 // ───────────────────────────── local planner (pure) ─────────────────────────────
 

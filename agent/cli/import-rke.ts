@@ -7,10 +7,10 @@ import { access, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDocument, stringify } from 'yaml';
 import type { Out } from './commands.js';
-import { DEFAULT_CONFIG_PATH } from './config.js';
-import { EXIT, type ExitCode } from './exit.js';
-import { registerSecret } from './secret.js';
-import { parseDuration } from './units.js';
+import { DEFAULT_CONFIG_PATH } from '../config/config.js';
+import { EXIT, type ExitCode } from '../base/exit.js';
+import { registerSecret } from '../base/secret.js';
+import { parseDuration } from '../base/units.js';
 
 export const DEFAULT_IMPORT_DIR = path.dirname(DEFAULT_CONFIG_PATH);
 

@@ -3,17 +3,17 @@
 // verification), then runs the daemon's executor and prints a line for every file: gone, or why it stayed.
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { nodePrefix, type Config } from './config.js';
+import { nodePrefix, type Config } from '../config/config.js';
 import type { Out } from './commands.js';
-import { EXIT, type ExitCode } from './exit.js';
-import { fingerprint, NotRegularError, openRegular, sameFingerprint } from './files.js';
-import { Ledger } from './ledger.js';
-import type { Logger } from './log.js';
-import { classify, compileRules, sniff, SNIFF_BYTES, type IgnoreReason, type SnapshotName } from './producers.js';
-import { describePolicy, prunePass, type LocalFileAt } from './retention.js';
-import type { Store } from './store.js';
-import { formatBytes } from './units.js';
-import { verifyFile } from './verify.js';
+import { EXIT, type ExitCode } from '../base/exit.js';
+import { fingerprint, NotRegularError, openRegular, sameFingerprint } from '../base/files.js';
+import { Ledger } from '../store/ledger.js';
+import type { Logger } from '../ops/log.js';
+import { classify, compileRules, sniff, SNIFF_BYTES, type IgnoreReason, type SnapshotName } from '../detect/producers.js';
+import { describePolicy, prunePass, type LocalFileAt } from '../retention/retention.js';
+import type { Store } from '../store/s3.js';
+import { formatBytes } from '../base/units.js';
+import { verifyFile } from '../snapshot/verify.js';
 
 const IGNORED: Record<IgnoreReason, string> = {
   partial: 'a partial file (*.part) from an interrupted writer',

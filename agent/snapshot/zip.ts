@@ -1,7 +1,7 @@
 // Zip central-directory reader: just enough of APPNOTE.TXT to find every entry of a snapshot zip and where its
 // data lies, including Zip64 (snapshots pass 4 GiB). Reads only the tail and the local headers, never the data.
 import type { FileHandle } from 'node:fs/promises';
-import { readAt } from './files.js';
+import { readAt } from '../base/files.js';
 
 export type ZipProblemReason = 'truncated' | 'corrupt' | 'format';
 

@@ -1,7 +1,7 @@
 // The configuration reference and exit-code table as Markdown, from the same tables the code uses,
 // so the README (and `etcd-backup-agent help config`) cannot drift from the behaviour.
 import { KEYS } from './config.js';
-import { EXIT_TABLE } from './exit.js';
+import { EXIT_TABLE } from '../base/exit.js';
 
 const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 

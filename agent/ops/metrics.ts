@@ -1,8 +1,8 @@
 // Every number the agent exposes. Series with labels start at 0 so that rate() and absent() work
 // from the first scrape.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { FAILURE_REASONS, type FailureReason } from './store.js';
-import type { RejectReason } from './verify.js';
+import { FAILURE_REASONS, type FailureReason } from '../store/s3.js';
+import type { RejectReason } from '../snapshot/verify.js';
 
 export type UploadResult = 'success' | 'failure' | 'already_present';
 export type RejectLabel = RejectReason | 'unreadable';

@@ -3,8 +3,8 @@
 import type { FileHandle } from 'node:fs/promises';
 import { FileParts } from './parts.js';
 import { Transform, type TransformCallback } from 'node:stream';
-import { ShipError, type ObjectInfo, type Store } from './store.js';
-import { META } from './ledger.js';
+import { ShipError, type ObjectInfo, type Store } from '../store/s3.js';
+import { META } from '../store/ledger.js';
 
 export interface ShipRequest {
   fh: FileHandle;

@@ -3,7 +3,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
-import type { Logger } from './log.js';
+import type { Logger } from '../ops/log.js';
 
 export interface WatcherEvents {
   /** a file appeared, changed, or was seen by a scan */

@@ -3,8 +3,8 @@ import { hostname } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { parseDocument } from 'yaml';
 import { validate as validateCron } from 'node-cron';
-import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
-import { LOG_LEVELS, type LogLevel } from './log.js';
+import { formatBytes, formatDuration, parseDuration, parseSize } from '../base/units.js';
+import { LOG_LEVELS, type LogLevel } from '../ops/log.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/etcd-backup-agent/config.yaml';
 export const DEFAULT_METRICS_PORT = 9479;

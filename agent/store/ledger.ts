@@ -2,7 +2,7 @@
 // corrupt, it is rebuilt from this node's listing instead of stopping the agent.
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Store } from './store.js';
+import type { Store } from './s3.js';
 
 export interface LedgerEntry {
   /** local file name */

@@ -1,15 +1,15 @@
 // Wiring and lifecycle: start order, S3 sync at start, two-stage signal handling, drain.
-import type { Config } from './config.js';
-import { nodePrefix } from './config.js';
-import { EXIT, type ExitCode } from './exit.js';
-import { Ledger, entriesFromStore, type LedgerStatus } from './ledger.js';
-import type { Logger } from './log.js';
-import { Metrics } from './metrics.js';
-import { RetentionScheduler } from './retention.js';
-import { MetricsServer, serverOptions } from './server.js';
-import { Shipper } from './shipper.js';
-import { S3Store, describeError, observed, type Store } from './store.js';
-import { Watcher } from './watcher.js';
+import type { Config } from '../config/config.js';
+import { nodePrefix } from '../config/config.js';
+import { EXIT, type ExitCode } from '../base/exit.js';
+import { Ledger, entriesFromStore, type LedgerStatus } from '../store/ledger.js';
+import type { Logger } from '../ops/log.js';
+import { Metrics } from '../ops/metrics.js';
+import { RetentionScheduler } from '../retention/retention.js';
+import { MetricsServer, serverOptions } from '../ops/server.js';
+import { Shipper } from '../ship/shipper.js';
+import { S3Store, describeError, observed, type Store } from '../store/s3.js';
+import { Watcher } from '../detect/watcher.js';
 
 export interface DaemonOptions {
   version: string;

@@ -4,7 +4,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { NotRegularError, openRegular, readAt } from './files.js';
+import { NotRegularError, openRegular, readAt } from '../base/files.js';
 import zlib from 'node:zlib';
 import {
   FLAG_ENCRYPTED,

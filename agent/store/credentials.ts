@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
-import { registerSecret } from './secret.js';
+import { registerSecret } from '../base/secret.js';
 
 export class CredentialsError extends Error {
   override name = 'CredentialsError';

@@ -2,16 +2,16 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { clusterPrefix, nodePrefix, objectKey, type Config } from './config.js';
-import { EXIT, type ExitCode } from './exit.js';
-import { openRegular, readAt, NotRegularError } from './files.js';
-import { Ledger } from './ledger.js';
-import type { Logger } from './log.js';
-import { classify, compileRules, sniff, SNIFF_BYTES } from './producers.js';
-import { classifyError, describeError, type ObjectInfo, type Store } from './store.js';
-import { ship } from './uploader.js';
-import { formatFromName, verifyFile, verifyPath } from './verify.js';
-import { formatBytes } from './units.js';
+import { clusterPrefix, nodePrefix, objectKey, type Config } from '../config/config.js';
+import { EXIT, type ExitCode } from '../base/exit.js';
+import { openRegular, readAt, NotRegularError } from '../base/files.js';
+import { Ledger } from '../store/ledger.js';
+import type { Logger } from '../ops/log.js';
+import { classify, compileRules, sniff, SNIFF_BYTES } from '../detect/producers.js';
+import { classifyError, describeError, type ObjectInfo, type Store } from '../store/s3.js';
+import { ship } from '../ship/upload.js';
+import { formatFromName, verifyFile, verifyPath } from '../snapshot/verify.js';
+import { formatBytes } from '../base/units.js';
 
 export interface Out {
   out: (line: string) => void;

@@ -10,7 +10,7 @@ import { fstatSync, readSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { FileHandle } from 'node:fs/promises';
-import { lendPart, ShipError } from './store.js';
+import { lendPart, ShipError } from '../store/s3.js';
 
 // Each part's request leaves some kilobytes of SDK garbage that V8 lets pile up in old space for
 // lack of pressure (RSS grew 30 MiB over an 8 GiB upload, then levelled off). A full collection every

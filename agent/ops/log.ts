@@ -1,5 +1,5 @@
 import winston from 'winston';
-import { redactDeep, redactText } from './secret.js';
+import { redactDeep, redactText } from '../base/secret.js';
 
 export type Logger = winston.Logger;
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';

@@ -8,9 +8,9 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { Registry } from 'prom-client';
-import type { Config } from './config.js';
+import type { Config } from '../config/config.js';
 import type { Logger } from './log.js';
-import { registerSecret } from './secret.js';
+import { registerSecret } from '../base/secret.js';
 
 export interface Health {
   /** process alive and its event loop turning */

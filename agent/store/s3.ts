@@ -19,7 +19,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { FinalizeHandler, FinalizeHandlerArguments, InitializeHandler, InitializeHandlerArguments } from '@smithy/types';
-import type { Config } from './config.js';
+import type { Config } from '../config/config.js';
 import { defaultCredentials, fileCredentials, CredentialsError } from './credentials.js';
 
 export interface ObjectInfo {
