@@ -6,7 +6,7 @@
 // NOTICES: a file listing every bundled npm package with its license text, which the MIT and
 // Apache licenses ask a binary distribution to carry.
 //
-// agent/version.ts reads package.json next to dist/ at run time; inside the executable there is no
+// agent/base/version.ts reads package.json next to dist/ at run time; inside the executable there is no
 // package.json, so the bundle gets the version as a constant instead.
 import { build } from 'esbuild';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -22,7 +22,7 @@ const root = path.resolve(import.meta.dirname, '..');
 const embedVersion = {
   name: 'embed-version',
   setup(b) {
-    b.onLoad({ filter: /[\\/]dist[\\/]agent[\\/]version\.js$/ }, () => ({
+    b.onLoad({ filter: /[\\/]dist[\\/]agent[\\/]base[\\/]version\.js$/ }, () => ({
       contents: `export const VERSION = ${JSON.stringify(version)};\n`,
       loader: 'js',
     }));

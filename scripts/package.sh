@@ -28,8 +28,8 @@ out="$root/release"
 
 # Everything that ends up in release/; its hash tells --if-stale whether release/ is current.
 inputs() {
-  ls agent/*.ts package.json package-lock.json tsconfig.json LICENSE scripts/package.sh \
-    scripts/package-bundle.mjs scripts/install.sh systemd/* docs/install.md README.md 2>/dev/null | LC_ALL=C sort
+  { find agent -name '*.ts'; ls package.json package-lock.json tsconfig.json LICENSE scripts/package.sh \
+    scripts/package-bundle.mjs scripts/install.sh systemd/* docs/install.md README.md 2>/dev/null; } | LC_ALL=C sort
 }
 stamp="$( (echo "node $NODE_SEA_VERSION"; inputs | xargs sha256sum) | sha256sum | cut -c1-16)"
 if [ "${1:-}" = --if-stale ] && [ -x "$out/etcd-backup-agent" ] && [ -f "$out/$name.tar.gz" ] \
