@@ -22,7 +22,8 @@ npm run build --silent
 say "starting Ceph RGW (S3) and etcd on 127.0.0.1"
 rm -rf "$Q"
 mkdir -p "$Q/snapshots" "$Q/state"
-bash scripts/world/up.sh "$Q/world" >/dev/null
+# the demo needs one S3 server: no Swift
+WORLD_SWIFT=0 bash scripts/world/up.sh "$Q/world" >/dev/null
 set -a; . "$Q/world/env"; set +a
 
 # The agent never creates buckets; an operator does, once.
