@@ -69,7 +69,9 @@ export class HeaderReader {
       const mac = this.line(line);
       if (mac) {
         const header = { stanzas: this.stanzas, size: this.scanned, upToDashes: Buffer.from(this.buf.subarray(0, start + 3)), mac };
-        return { header, rest: this.buf.subarray(this.scanned) };
+        const rest = this.buf.subarray(this.scanned);
+        this.buf = Buffer.alloc(0);
+        return { header, rest };
       }
     }
     if (this.buf.length > MAX_HEADER) {
@@ -102,8 +104,9 @@ export class HeaderReader {
     const n = this.lineNo;
     if (n === 1) {
       if (line === VERSION_LINE) return undefined;
-      if (line.startsWith('age-encryption.org/')) throw new AgeError('unsupported', `age format version '${line.slice(19, 40)}' is not supported (only v1)`);
-      throw new AgeError('header_syntax', 'not an age file: it does not start with age-encryption.org/v1');
+      this.checkStart(line);
+      if (/^age-encryption\.org\/[\x21-\x7e]{1,40}$/.test(line)) throw new AgeError('unsupported', `age format version '${line.slice(19)}' is not supported (only v1)`);
+      throw new AgeError('header_syntax', 'malformed header line 1: not the age version line (CRLF line endings, or not an age file)');
     }
     if (this.open) {
       const part = unb64(line);

@@ -56,11 +56,11 @@ function sshTag(blob: Buffer): string {
 }
 
 /**
- * The SSH Ed25519 shared secret is X25519'd once more with a tweak derived from the public key, binding the
- * secret to this SSH key rather than to any key with the same Montgomery point.
+ * The SSH Ed25519 shared secret is X25519'd once more with a tweak, HKDF(ikm empty, salt = the key's wire
+ * form), binding the secret to this SSH key rather than to any key with the same Montgomery point.
  */
 function sshTweak(shared: Buffer, blob: Buffer): Buffer | undefined {
-  return x25519(hkdf(blob, Buffer.alloc(0), SSH_LABEL), shared);
+  return x25519(hkdf(Buffer.alloc(0), blob, SSH_LABEL), shared);
 }
 
 class SshEd25519Recipient implements AgeRecipient {
