@@ -22,6 +22,8 @@ import {
   type AgeIdentity,
   type AgeRecipient,
 } from '../../agent/crypto/age.js';
+import { writeHeader } from '../../agent/crypto/age-header.js';
+import { payloadKey, sealChunks } from '../../agent/crypto/age-stream.js';
 import { bech32Decode, bech32Encode } from '../../agent/crypto/bech32.js';
 
 const PART = 128 * 1024; // a small stand-in for the multipart part size, to cross part boundaries
@@ -195,6 +197,32 @@ describe('encrypt and decrypt (ours with ours)', () => {
     );
   });
 
+  it('produces any ciphertext range, for parts of a fixed ciphertext size, equal to the part-aligned bytes', () => {
+    fc.assert(
+      // tiny parts only with tiny plaintexts: each part re-seals the chunks it cuts
+      fc.property(fc.nat(400_000), fc.integer({ min: 1, max: 300_000 }), (size0, cipherPart) => {
+        const size = cipherPart < 4000 ? size0 % 3000 : size0;
+        const plain = randomBytes(size);
+        const enc = ageEncryptor(both, size);
+        const whole = Buffer.concat(encryptParts(enc, plain));
+        const pieces: Buffer[] = [];
+        for (let start = 0; start < enc.ciphertextSize; start += cipherPart) {
+          const end = Math.min(enc.ciphertextSize, start + cipherPart);
+          const need = enc.plaintextFor(start, end);
+          const out = Buffer.alloc(end - start);
+          expect(enc.encryptRange(out, start, end, plain.subarray(need.offset, need.offset + need.length))).toBe(end - start);
+          pieces.push(out);
+        }
+        return Buffer.concat(pieces).equals(whole) && decrypt(whole, aliceIds).equals(plain);
+      }),
+      { numRuns: 40 },
+    );
+    const enc = ageEncryptor(both, 1000);
+    expect(enc.plaintextFor(0, 10)).toEqual({ offset: 0, length: 0 });
+    expect(() => enc.encryptRange(Buffer.alloc(100), 0, 100, Buffer.alloc(5))).toThrow('needs 0 plaintext bytes');
+    expect(() => enc.plaintextFor(0, enc.ciphertextSize + 1)).toThrow('is not inside');
+  });
+
   it('gives a retried part the same bytes', () => {
     const plain = randomBytes(2 * PART + 5);
     const enc = ageEncryptor(both, plain.length);
@@ -203,6 +231,23 @@ describe('encrypt and decrypt (ours with ours)', () => {
     expect(a.map((x) => x.toString('hex'))).toEqual(b.map((x) => x.toString('hex')));
     // a new encryptor is a new file: other key, other nonce
     expect(ageEncryptor(both, plain.length).header.equals(enc.header)).toBe(false);
+  });
+
+  it('skips stanzas of unknown types (grease) in a well-formed header, whatever their body length', () => {
+    const fileKey = randomBytes(16);
+    const nonce = randomBytes(16);
+    const plain = randomBytes(70_000);
+    const grease = [
+      { type: 'example.com/grease', args: ['a', '+/='], body: randomBytes(48) }, // body of exactly one full line
+      { type: 'empty', args: [], body: Buffer.alloc(0) },
+      { type: 'long', args: ['x'], body: randomBytes(200) },
+    ];
+    const header = writeHeader(fileKey, [grease[0]!, grease[1]!, ...both.map((r) => r.wrap(fileKey)), grease[2]!]);
+    expect(header.toString('latin1')).toContain(`-> example.com/grease a +/=\n${grease[0]!.body.toString('base64')}\n\n-> empty\n\n`);
+    const payload = Buffer.alloc(plain.length + 2 * 16);
+    sealChunks(payloadKey(fileKey, nonce), payload, plain, 0, true);
+    const ct = Buffer.concat([header, nonce, payload]);
+    expect(decrypt(ct, bobIds, 100).equals(plain)).toBe(true);
   });
 
   it('decrypts through the Transform', async () => {

@@ -24,6 +24,8 @@ import {
   type AgeIdentity,
   type AgeRecipient,
 } from '../../agent/crypto/age.js';
+import { writeHeader } from '../../agent/crypto/age-header.js';
+import { payloadKey, sealChunks } from '../../agent/crypto/age-stream.js';
 
 const PART = 128 * 1024;
 const MAX = 64 << 20;
@@ -178,6 +180,39 @@ describe('what the reference implementations refuse, ours refuses too', () => {
     run('age-keygen', ['-o', other]);
     expect(runFails('age', ['-d', '-i', other], ct)).toMatch(/no identity matched/);
     expect(() => oursDecrypt(ct, parseIdentities(run('cat', [other]).toString(), other))).toThrow(/^no identity matches/);
+  });
+});
+
+describe('parts of a fixed ciphertext size (as lib-storage cuts a body)', () => {
+  it('assemble to a file both references decrypt', async () => {
+    const plain = randomBytes(5 * CHUNK_SIZE + 999);
+    const enc = ageEncryptor(recipients, plain.length);
+    const parts: Buffer[] = [];
+    for (let start = 0; start < enc.ciphertextSize; start += 100_000) {
+      const end = Math.min(enc.ciphertextSize, start + 100_000);
+      const need = enc.plaintextFor(start, end);
+      const out = Buffer.alloc(end - start);
+      enc.encryptRange(out, start, end, plain.subarray(need.offset, need.offset + need.length));
+      parts.push(out);
+    }
+    const ct = Buffer.concat(parts);
+    expect(cliDecrypt(ct, sshKeyFile).equals(plain)).toBe(true);
+    expect((await jsDecrypt(ct)).equals(plain)).toBe(true);
+  });
+});
+
+describe('headers with stanzas of unknown types', () => {
+  it('are valid age to the CLI, and ours skips those stanzas too', () => {
+    const fileKey = randomBytes(16);
+    const nonce = randomBytes(16);
+    const plain = randomBytes(1000);
+    const stanzas = [{ type: 'example.com/grease', args: ['+/='], body: randomBytes(48) }, ...recipients.map((r) => r.wrap(fileKey)), { type: 'x', args: [], body: Buffer.alloc(0) }];
+    const payload = Buffer.alloc(plain.length + 16);
+    sealChunks(payloadKey(fileKey, nonce), payload, plain, 0, true);
+    const ct = Buffer.concat([writeHeader(fileKey, stanzas), nonce, payload]);
+    expect(cliDecrypt(ct, cliKeyFile).equals(plain)).toBe(true);
+    expect(cliDecrypt(ct, sshKeyFile).equals(plain)).toBe(true);
+    expect(oursDecrypt(ct, ours.ssh).equals(plain)).toBe(true);
   });
 });
 
