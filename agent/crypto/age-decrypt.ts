@@ -112,16 +112,15 @@ export class AgeDecryption {
       this.readNonce();
       if (!this.key) throw new AgeError('truncated', `the input ends ${this.queue.length} bytes into the 16-byte payload nonce`);
       const rest = this.queue.take(this.queue.length);
-      if (rest.length === 0) {
-        throw new AgeError('truncated', this.index === 0 ? 'the payload has no chunks' : `the payload ends after chunk ${this.index - 1} without a final chunk (cut at a chunk boundary)`);
-      }
+      // one sealed chunk is always held back, so nothing is left only when the payload had no chunk at all
+      if (rest.length === 0) throw new AgeError('truncated', 'the payload has no chunks');
       if (rest.length < TAG_SIZE) throw new AgeError('truncated', `the final chunk is ${rest.length} bytes, shorter than its 16-byte tag (cut short)`);
       const plain = openChunk(this.key, this.nonce, rest, this.index, true);
       if (!plain) {
         if (rest.length === ENC_CHUNK_SIZE && openChunk(this.key, this.nonce, rest, this.index, false)) {
           throw new AgeError('truncated', `chunk ${this.index} is intact but not marked final: the payload was cut at a chunk boundary`);
         }
-        throw new AgeError('tampered', `${this.where(this.index)} failed authentication: changed, cut short, or not from this file`);
+        throw new AgeError('tampered', `${this.where(this.index, rest.length)} failed authentication: changed, cut short, or not from this file`);
       }
       if (plain.length === 0 && this.index > 0) throw new AgeError('tampered', `the final chunk (${this.index}) is empty, which age forbids`);
       this.index++;
@@ -140,7 +139,7 @@ export class AgeDecryption {
     const plain = openChunk(key, this.nonce, sealed, this.index, false);
     if (!plain) {
       if (openChunk(key, this.nonce, sealed, this.index, true)) {
-        throw new AgeError('trailing_data', `${this.queue.length} bytes follow the final chunk (${this.index})`);
+        throw new AgeError('trailing_data', `data follows the final chunk (${this.index}) at ciphertext byte ${this.header!.size + NONCE_SIZE + (this.index + 1) * ENC_CHUNK_SIZE}`);
       }
       throw new AgeError('tampered', `${this.where(this.index)} failed authentication: changed, reordered, or not from this file`);
     }
@@ -150,9 +149,9 @@ export class AgeDecryption {
   }
 
   /** "chunk 3 (ciphertext bytes 196800–262351)": lets a caller tell which upload part is bad. */
-  private where(index: number): string {
+  private where(index: number, length = ENC_CHUNK_SIZE): string {
     const start = this.header!.size + NONCE_SIZE + index * ENC_CHUNK_SIZE;
-    return `chunk ${index} (ciphertext bytes ${start}–${start + ENC_CHUNK_SIZE - 1})`;
+    return `chunk ${index} (ciphertext bytes ${start}–${start + length - 1})`;
   }
 
   private guard(f: () => Buffer[]): Buffer[] {

@@ -159,7 +159,7 @@ export function parseOpenSshPrivateKey(text: string, file: string): SshEd25519Pr
       throw new KeyError(`${file}: the private key is protected by a passphrase; the agent needs an unencrypted ssh-ed25519 key (ssh-keygen -t ed25519 -N '')`);
     }
     const pem = /-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----/.exec(text);
-    if (pem) throw new KeyError(`${file}: a ${pem[1] ? `${pem[1].trim()} ` : 'PKCS#8 '}PEM private key; the agent reads OpenSSH ssh-ed25519 keys (ssh-keygen -t ed25519)`);
+    if (pem) throw new KeyError(`${file}: a PEM private key (${pem[1]?.trim() || 'PKCS#8'}); the agent reads OpenSSH ssh-ed25519 keys (ssh-keygen -t ed25519)`);
     throw new KeyError(`${file}: not an OpenSSH private key (no ${BEGIN} line)`);
   }
   const body = text.slice(start + BEGIN.length, end).replace(/\s+/g, '');

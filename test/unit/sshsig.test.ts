@@ -84,7 +84,7 @@ describe('OpenSSH private keys', () => {
     expect(() => parseOpenSshPrivateKey(sshKeygenRead(rsa), rsa)).toThrow(`${rsa}: the key is a 'ssh-rsa' key, not ssh-ed25519`);
     const pem = join(dir, 'rsa-pem');
     sshKeygen(['-q', '-t', 'rsa', '-b', '2048', '-N', '', '-m', 'PEM', '-f', pem]);
-    expect(() => parseOpenSshPrivateKey(sshKeygenRead(pem), pem)).toThrow(`${pem}: a RSA PEM private key`);
+    expect(() => parseOpenSshPrivateKey(sshKeygenRead(pem), pem)).toThrow(`${pem}: a PEM private key (RSA)`);
     const text = sshKeygenRead(keyFile);
     const lines = text.split('\n');
     lines[3] = lines[3]!.replace(/^./, (c) => (c === 'A' ? 'B' : 'A'));
