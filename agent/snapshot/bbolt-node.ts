@@ -1,0 +1,527 @@
+// One bbolt node (a branch or leaf page run, or the inline page of a small bucket), parsed from its bytes as
+// they stream past, in any number of pieces, with memory bounded by its element table and two keys.
+//
+// Layout (etcd-io/bbolt page.go, node.go): a 16-byte header {id u64, flags u16, count u16, overflow u32},
+// then `count` 16-byte elements, then the data. Leaf element {flags, pos, ksize, vsize}, branch element
+// {pos, ksize, pgid u64}; `pos` is relative to the element itself. bbolt's node.write puts key and value of
+// element 0, then of element 1, ... back to back right after the table, so every `pos` is determined by the
+// sizes; a table that says otherwise was not written by bbolt and is rejected.
+import zlib from 'node:zlib';
+import { crc32c } from './crc32c.js';
+
+export const PAGE_HEADER = 16;
+export const ELEMENT = 16;
+export const FLAG_BRANCH = 0x01;
+export const FLAG_LEAF = 0x02;
+export const FLAG_META = 0x04;
+export const FLAG_FREELIST = 0x10;
+const BUCKET_LEAF = 0x01; // leaf element flag: the value is a bucket
+const BUCKET_HEADER = 16; // {root pgid u64, sequence u64}
+/** bbolt refuses longer keys on Put, so no file it wrote holds one. */
+export const MAX_KEY = 32768;
+/** Bytes of a key kept per page for cross-page ordering. */
+export const PREFIX = 16;
+/** Leaf summary flags. */
+export const F_REV_KEYS = 1; // every key looks like an etcd revision: 8-byte main, '_', 8-byte sub, optional 't'
+export const F_PLAIN = 2; // holds at least one plain key/value (not a bucket)
+const CAND_VALUE_MAX = 64;
+
+/** Branch children of every parsed branch page, in one append-only store (child pgid, key hash). */
+export class ElementStore {
+  child = new Uint32Array(1 << 12);
+  keyHash = new Uint32Array(1 << 12);
+  length = 0;
+  constructor(readonly limit: number) {}
+  /** Room for n elements; -1 when that would pass the memory bound. */
+  alloc(n: number): number {
+    const base = this.length;
+    if (base + n > this.limit) return -1;
+    if (base + n > this.child.length) {
+      let cap = this.child.length * 2;
+      while (cap < base + n) cap *= 2;
+      const c = new Uint32Array(cap);
+      c.set(this.child);
+      const h = new Uint32Array(cap);
+      h.set(this.keyHash);
+      this.child = c;
+      this.keyHash = h;
+    }
+    this.length += n;
+    return base;
+  }
+}
+
+export interface NodeEnv {
+  /** Pages in the file (the meta's pgid): every page id must be below it. */
+  readonly pages: number;
+  readonly pageSize: number;
+  readonly hashing: boolean;
+  readonly elements: ElementStore;
+  /** Counts one retained bucket reference or fact candidate; false once the bound is reached. */
+  take(what: 'bucket' | 'cand'): boolean;
+}
+
+/** What one inline bucket's page holds, kept with the reference to it. */
+export interface InlineSummary {
+  count: number;
+  crc: number;
+  crcLen: number;
+  flags: number;
+  lastLen: number;
+  lastPrefix: Buffer;
+  cands: Cand[] | undefined;
+}
+
+/** A bucket stored as a leaf value: its name (the key) and either its root page or its inline page. */
+export interface BucketRef {
+  name: string;
+  nameCrc: number;
+  nameLen: number;
+  root: number;
+  inline: InlineSummary | undefined;
+}
+
+/** A key/value kept because it may be one of the etcd facts (meta bucket keys, member ids). */
+export interface Cand {
+  key: string;
+  value: Buffer | undefined;
+}
+
+const META_LENGTHS = new Set([4, 14, 16, 18, 19]);
+const META_KEYS = new Set(['term', 'consistent_index', 'finishedCompactRev', 'scheduledCompactRev', 'clusterVersion', 'storageVersion']);
+
+function isHexId(b: Buffer, s: number, e: number): boolean {
+  if (e - s > 16) return false;
+  for (let i = s; i < e; i++) {
+    const c = b[i]!;
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+/** -1, 0, 1 as a[as, ae) compares to b[bs, be), bytewise like bytes.Compare. */
+export function compareBytes(a: Uint8Array, as: number, ae: number, b: Uint8Array, bs: number, be: number): number {
+  const la = ae - as;
+  const lb = be - bs;
+  const n = la < lb ? la : lb;
+  if (n > 48) return Buffer.compare(a.subarray(as, as + n), b.subarray(bs, bs + n)) || (la === lb ? 0 : la < lb ? -1 : 1);
+  for (let i = 0; i < n; i++) {
+    const x = a[as + i]!;
+    const y = b[bs + i]!;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return la === lb ? 0 : la < lb ? -1 : 1;
+}
+
+/**
+ * Parses one node. The caller feeds the run's bytes in order from its first byte (the page header) with
+ * feed(); feed returns true once the node is complete or broken (`error` set). Views into a fed buffer are
+ * never kept past the call: what must survive (table, previous key) is copied.
+ */
+export class NodeParser {
+  error: string | undefined;
+  // results
+  crc = 0;
+  crcLen = 0;
+  flags = F_REV_KEYS;
+  firstHash = 0;
+  firstLen = 0;
+  lastLen = 0;
+  readonly prefixes = Buffer.alloc(2 * PREFIX); // first key's prefix, last key's prefix
+  elemBase = -1;
+  buckets: BucketRef[] | undefined;
+  cands: Cand[] | undefined;
+
+  private fed = 0;
+  private readonly tableEnd: number;
+  private dataEnd = 0;
+  private tbl: Buffer = EMPTY;
+  private tblOff = 0;
+  private tblOwned = false;
+  private ready = false;
+  private hasBucket = false;
+  // cursor over the data: element i, its key start, sizes and flag; c = next unprocessed run offset
+  private i = 0;
+  private kS = 0;
+  private ks = 0;
+  private vs = 0;
+  private bucketEl = false;
+  private c = 0;
+  private keyBuf: Buffer = EMPTY; // a key being collected across pieces
+  private ownA: Buffer = EMPTY; // two key buffers: one may hold `prev` while the other collects a key
+  private ownB: Buffer = EMPTY;
+  private prev: Buffer = EMPTY; // previous key, for the order check
+  private prevS = 0;
+  private prevE = 0;
+  private capture: 0 | 1 | 2 = 0; // value wanted: 1 bucket, 2 fact candidate
+  private capBuf: Buffer = EMPTY;
+  private capName = '';
+  private capNameCrc = 0;
+
+  constructor(
+    private readonly env: NodeEnv,
+    readonly branch: boolean,
+    readonly count: number,
+    private readonly runLen: number,
+    private readonly inline: boolean,
+  ) {
+    this.tableEnd = PAGE_HEADER + ELEMENT * count;
+    if (this.tableEnd > runLen) this.error = `${count} elements do not fit in ${runLen} bytes`;
+    else if (branch && count === 0) this.error = 'branch page with no elements';
+  }
+
+  /** Feeds buf[s, e), the next bytes of the run. True when done. */
+  feed(buf: Buffer, s: number, e: number): boolean {
+    if (this.error !== undefined) return true;
+    const at = this.fed;
+    const end = at + (e - s);
+    this.fed = end;
+    if (!this.ready) {
+      const need = this.tableEnd;
+      if (at === 0 && end >= need) {
+        this.tbl = buf;
+        this.tblOff = s + PAGE_HEADER;
+      } else {
+        if (!this.tblOwned) {
+          this.tbl = Buffer.allocUnsafe(need - PAGE_HEADER);
+          this.tblOff = 0;
+          this.tblOwned = true;
+        }
+        const from = Math.max(at, PAGE_HEADER);
+        const to = Math.min(end, need);
+        if (to > from) buf.copy(this.tbl, from - PAGE_HEADER, s + (from - at), s + (to - at));
+        if (end < need) return false;
+      }
+      this.ready = true;
+      if (!this.readTable()) return true;
+    }
+    if (end > this.c && this.c < this.dataEnd) this.data(buf, s, at, end);
+    if (this.error !== undefined || this.i >= this.count) return true;
+    if (!this.tblOwned) {
+      this.tbl = Buffer.from(this.tbl.subarray(this.tblOff, this.tblOff + this.tableEnd - PAGE_HEADER));
+      this.tblOff = 0;
+      this.tblOwned = true;
+    }
+    if (this.prev === buf) {
+      const own = this.ownBuffer(this.keyBuf);
+      buf.copy(own, 0, this.prevS, this.prevE);
+      this.prevE -= this.prevS;
+      this.prevS = 0;
+      this.prev = own;
+    }
+    return false;
+  }
+
+  /** One of the two owned key buffers, not `avoid`. */
+  private ownBuffer(avoid: Buffer): Buffer {
+    if (this.ownA === EMPTY) this.ownA = Buffer.allocUnsafe(MAX_KEY);
+    if (this.ownA !== avoid) return this.ownA;
+    if (this.ownB === EMPTY) this.ownB = Buffer.allocUnsafe(MAX_KEY);
+    return this.ownB;
+  }
+
+  private fail(what: string): false {
+    this.error = what;
+    return false;
+  }
+
+  /** Checks the element table against the layout bbolt writes; sets dataEnd. */
+  private readTable(): boolean {
+    const t = this.tbl;
+    const env = this.env;
+    let cur = this.tableEnd;
+    if (this.branch) {
+      const base = this.env.elements.alloc(this.count);
+      if (base < 0) return this.fail('more branch elements than the memory bound allows');
+      this.elemBase = base;
+    }
+    for (let i = 0; i < this.count; i++) {
+      const o = this.tblOff + ELEMENT * i;
+      const self = PAGE_HEADER + ELEMENT * i;
+      let pos: number;
+      let ks: number;
+      let vs = 0;
+      if (this.branch) {
+        pos = t.readUInt32LE(o);
+        ks = t.readUInt32LE(o + 4);
+        const lo = t.readUInt32LE(o + 8);
+        const hi = t.readUInt32LE(o + 12);
+        if (hi !== 0 || lo >= env.pages) return this.fail(`element ${i} points to page ${fmtPgid(lo, hi)}, past the end (${env.pages} pages)`);
+        if (lo < 2) return this.fail(`element ${i} points to meta page ${lo}`);
+        env.elements.child[this.elemBase + i] = lo;
+      } else {
+        const fl = t.readUInt32LE(o);
+        pos = t.readUInt32LE(o + 4);
+        ks = t.readUInt32LE(o + 8);
+        vs = t.readUInt32LE(o + 12);
+        if (fl === BUCKET_LEAF) {
+          if (this.inline) return this.fail(`element ${i} is a bucket inside an inline bucket, which bbolt never writes`);
+          this.hasBucket = true;
+        } else if (fl !== 0) return this.fail(`element ${i} has flags 0x${fl.toString(16)}`);
+      }
+      if (ks === 0 || ks > MAX_KEY) return this.fail(`element ${i} has a key of ${ks} bytes`);
+      if (pos !== cur - self) return this.fail(`element ${i} data at offset ${self + pos}, bbolt writes it at ${cur}`);
+      cur += ks + vs;
+      if (cur > this.runLen) return this.fail(`element ${i} ends at byte ${cur}, past the ${this.runLen}-byte page`);
+    }
+    this.dataEnd = cur;
+    if (!this.inline) {
+      // bbolt allocates floor(size/ps)+1 pages (up to v1.3) or ceil(size/ps) (later) for a node
+      const ps = env.pageSize;
+      const pages = this.runLen / ps;
+      if (pages !== Math.floor(cur / ps) + 1 && pages !== Math.ceil(cur / ps)) {
+        return this.fail(`${pages - 1} overflow pages for ${cur} bytes of node; bbolt allocates ${Math.ceil(cur / ps) - 1}`);
+      }
+    }
+    this.c = this.tableEnd;
+    this.kS = this.tableEnd;
+    if (this.count > 0) this.load(0);
+    return true;
+  }
+
+  private load(i: number): void {
+    const o = this.tblOff + ELEMENT * i;
+    if (this.branch) {
+      this.ks = this.tbl.readUInt32LE(o + 4);
+      this.vs = 0;
+    } else {
+      this.bucketEl = this.tbl.readUInt32LE(o) === BUCKET_LEAF;
+      this.ks = this.tbl.readUInt32LE(o + 8);
+      this.vs = this.tbl.readUInt32LE(o + 12);
+    }
+  }
+
+  /** Processes run bytes [max(at, c), end) held at buf[s + (x - at)]. */
+  private data(buf: Buffer, s: number, at: number, end: number): void {
+    const bulkCrc = this.env.hashing && !this.branch && !this.hasBucket;
+    if (bulkCrc) {
+      const to = Math.min(end, this.dataEnd);
+      this.crc = crc32c(this.crc, buf, s + (this.c - at), s + (to - at));
+      this.crcLen += to - this.c;
+    }
+    const elemCrc = this.env.hashing && !this.branch && this.hasBucket;
+    while (this.i < this.count) {
+      const kE = this.kS + this.ks;
+      const vE = kE + this.vs;
+      if (this.c < kE) {
+        if (this.c === this.kS && end >= kE) {
+          this.key(buf, s + (kE - this.ks - at), s + (kE - at), elemCrc);
+        } else {
+          if (this.c === this.kS) this.keyBuf = this.ownBuffer(this.prev);
+          const to = Math.min(end, kE);
+          buf.copy(this.keyBuf, this.c - this.kS, s + (this.c - at), s + (to - at));
+          if (to < kE) {
+            this.c = to;
+            return;
+          }
+          const kb = this.keyBuf;
+          this.keyBuf = EMPTY;
+          this.key(kb, 0, this.ks, elemCrc);
+        }
+        if (this.error !== undefined) return;
+        this.c = kE;
+      }
+      if (this.c < vE) {
+        const to = Math.min(end, vE);
+        if (this.capture !== 0) {
+          if (this.c === kE && to === vE) this.value(buf, s + (kE - at), s + (vE - at));
+          else {
+            if (this.c === kE) this.capBuf = Buffer.allocUnsafe(this.vs);
+            buf.copy(this.capBuf, this.c - kE, s + (this.c - at), s + (to - at));
+            if (to === vE) this.value(this.capBuf, 0, this.vs);
+          }
+        }
+        if (elemCrc && !this.bucketEl) {
+          this.crc = crc32c(this.crc, buf, s + (this.c - at), s + (to - at));
+          this.crcLen += to - this.c;
+        }
+        this.c = to;
+        if (to < vE) return;
+        if (this.error !== undefined) return;
+      } else if (this.capture !== 0) {
+        this.value(EMPTY, 0, 0);
+        if (this.error !== undefined) return;
+      }
+      this.i++;
+      this.kS = vE;
+      if (this.i < this.count) this.load(this.i);
+    }
+  }
+
+  /** One whole key: kb[ks, ke). */
+  private key(kb: Buffer, ks: number, ke: number, elemCrc: boolean): void {
+    const i = this.i;
+    const len = ke - ks;
+    if (i === 0) {
+      this.firstHash = zlib.crc32(kb.subarray(ks, ke));
+      this.firstLen = len;
+      kb.copy(this.prefixes, 0, ks, ks + Math.min(len, PREFIX));
+    } else if (compareBytes(this.prev, this.prevS, this.prevE, kb, ks, ke) >= 0) {
+      this.error = `key of element ${i} is not greater than the key before it`;
+      return;
+    }
+    if (i === this.count - 1) {
+      this.lastLen = len;
+      kb.copy(this.prefixes, PREFIX, ks, ks + Math.min(len, PREFIX));
+    }
+    this.prev = kb;
+    this.prevS = ks;
+    this.prevE = ke;
+    if (this.branch) {
+      this.env.elements.keyHash[this.elemBase + i] = i === 0 ? this.firstHash : zlib.crc32(kb.subarray(ks, ke));
+      return;
+    }
+    if (!((len === 17 || (len === 18 && kb[ks + 17] === 0x74)) && kb[ks + 8] === 0x5f)) this.flags &= ~F_REV_KEYS;
+    if (elemCrc) {
+      this.crc = crc32c(this.crc, kb, ks, ke);
+      this.crcLen += len;
+    }
+    this.capture = 0;
+    if (this.bucketEl) {
+      if (this.vs < BUCKET_HEADER || this.vs > BUCKET_HEADER + this.env.pageSize / 4) {
+        this.error = `bucket ${quote(kb, ks, ke)} has a ${this.vs}-byte value; bbolt writes 16 bytes, or at most ${BUCKET_HEADER + this.env.pageSize / 4} for an inline bucket`;
+        return;
+      }
+      this.capture = 1;
+      this.capName = kb.toString('utf8', ks, Math.min(ke, ks + 256));
+      this.capNameCrc = this.env.hashing ? crc32c(0, kb, ks, ke) : 0;
+      return;
+    }
+    this.flags |= F_PLAIN;
+    if (len <= 19) {
+      const f = kb[ks]!;
+      const maybeMeta = META_LENGTHS.has(len) && (f === 0x63 || f === 0x66 || f === 0x73 || f === 0x74); // c f s t
+      const named = isHexId(kb, ks, ke) ? false : maybeMeta && META_KEYS.has(kb.toString('latin1', ks, ke)) ? true : undefined;
+      if (named !== undefined && this.env.take('cand')) {
+        this.capName = kb.toString('latin1', ks, ke);
+        if (named && this.vs <= CAND_VALUE_MAX) this.capture = 2;
+        else (this.cands ??= []).push({ key: this.capName, value: undefined });
+      }
+    }
+  }
+
+  /** The whole value of the current element, when captured: vb[vs, ve). */
+  private value(vb: Buffer, vs: number, ve: number): void {
+    const cap = this.capture;
+    this.capture = 0;
+    if (cap === 2) {
+      (this.cands ??= []).push({ key: this.capName, value: Buffer.from(vb.subarray(vs, ve)) });
+      return;
+    }
+    const name = this.capName;
+    const len = ve - vs;
+    const lo = vb.readUInt32LE(vs);
+    const hi = vb.readUInt32LE(vs + 4);
+    let ref: BucketRef;
+    if (lo !== 0 || hi !== 0) {
+      if (len !== BUCKET_HEADER) return void (this.error = `bucket "${name}" has root page ${fmtPgid(lo, hi)} and a ${len}-byte value; bbolt writes 16`);
+      if (hi !== 0 || lo >= this.env.pages) return void (this.error = `bucket "${name}" has root page ${fmtPgid(lo, hi)}, past the end (${this.env.pages} pages)`);
+      if (lo < 2) return void (this.error = `bucket "${name}" has meta page ${lo} as its root`);
+      ref = { name, nameCrc: this.capNameCrc, nameLen: this.ks, root: lo, inline: undefined };
+    } else {
+      if (len < BUCKET_HEADER + PAGE_HEADER) return void (this.error = `inline bucket "${name}" has a ${len}-byte value, too short for its page`);
+      const p = vs + BUCKET_HEADER;
+      const flags = vb.readUInt16LE(p + 8);
+      if (flags !== FLAG_LEAF) return void (this.error = `inline bucket "${name}" has page flags 0x${flags.toString(16)}, bbolt writes a leaf (0x02)`);
+      const sub = new NodeParser(this.env, false, vb.readUInt16LE(p + 10), ve - p, true);
+      sub.feed(vb, p, ve);
+      if (sub.error !== undefined) return void (this.error = `inline bucket "${name}": ${sub.error}`);
+      const inline: InlineSummary = {
+        count: sub.count,
+        crc: sub.crc,
+        crcLen: sub.crcLen,
+        flags: sub.flags,
+        lastLen: sub.lastLen,
+        lastPrefix: Buffer.from(sub.prefixes.subarray(PREFIX)),
+        cands: sub.cands,
+      };
+      ref = { name, nameCrc: this.capNameCrc, nameLen: this.ks, root: 0, inline };
+    }
+    if (!this.env.take('bucket')) return void (this.error = 'more bucket references than the memory bound allows');
+    (this.buckets ??= []).push(ref);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export function fmtPgid(lo: number, hi: number): string {
+  return hi === 0 ? String(lo) : String((BigInt(hi) << 32n) | BigInt(lo));
+}
+
+function quote(b: Buffer, s: number, e: number): string {
+  return JSON.stringify(b.toString('utf8', s, Math.min(e, s + 64)));
+}
+
+/**
+ * The freelist page (flags 0x10): `count` page ids (u64), or, when count is 0xFFFF, the real count in the
+ * first u64 and the ids after it (bbolt freelist.write). Ids are handed to `onId` as they stream past.
+ */
+export class FreelistParser {
+  error: string | undefined;
+  ids = 0;
+  private fed = 0;
+  private start = PAGE_HEADER;
+  private end = -1;
+  private readonly carry = Buffer.alloc(8);
+  private carried = 0;
+
+  constructor(
+    count: number,
+    private readonly runLen: number,
+    private readonly onId: (lo: number, hi: number) => void,
+  ) {
+    if (count !== 0xffff) this.setEnd(PAGE_HEADER, count);
+  }
+
+  private setEnd(start: number, n: number): void {
+    this.start = start;
+    this.end = start + 8 * n;
+    this.ids = n;
+    if (this.end > this.runLen) this.error = `${n} free page ids do not fit in ${this.runLen} bytes`;
+  }
+
+  /** Same contract as NodeParser.feed. */
+  feed(buf: Buffer, s: number, e: number): boolean {
+    let at = this.fed;
+    this.fed += e - s;
+    while (this.error === undefined && s < e) {
+      if (this.end >= 0 && at >= this.end) break;
+      const from = this.end < 0 ? PAGE_HEADER : this.start;
+      if (at < from) {
+        const skip = Math.min(from - at, e - s);
+        s += skip;
+        at += skip;
+        continue;
+      }
+      const room = Math.min(e - s, (this.end < 0 ? PAGE_HEADER + 8 : this.end) - at);
+      if (this.carried > 0 || room < 8) {
+        const n = Math.min(8 - this.carried, room);
+        buf.copy(this.carry, this.carried, s, s + n);
+        this.carried += n;
+        s += n;
+        at += n;
+        if (this.carried === 8) {
+          this.carried = 0;
+          this.word(this.carry, 0);
+        }
+      } else if (this.end < 0) {
+        this.word(buf, s);
+        s += 8;
+        at += 8;
+      } else {
+        const stop = s + (room & ~7);
+        for (; s < stop; s += 8, at += 8) this.onId(buf.readUInt32LE(s), buf.readUInt32LE(s + 4));
+      }
+    }
+    return this.error !== undefined || (this.end >= 0 && at >= this.end);
+  }
+
+  private word(b: Buffer, o: number): void {
+    const lo = b.readUInt32LE(o);
+    const hi = b.readUInt32LE(o + 4);
+    if (this.end < 0) {
+      if (hi !== 0 || lo > 0x7fffffff) this.error = `freelist count ${fmtPgid(lo, hi)} is implausible`;
+      else this.setEnd(PAGE_HEADER + 8, lo);
+    } else this.onId(lo, hi);
+  }
+}

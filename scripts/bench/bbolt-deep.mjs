@@ -1,0 +1,149 @@
+// CPU cost of the deep bbolt check (agent/snapshot/bbolt.ts) alone, on a real etcd snapshot. Not a test.
+//
+//   npm run build
+//   node scripts/bench/bbolt-deep.mjs --make /tmp/etcd-1g.db [--gib 1]   # a real snapshot from a throwaway etcd
+//   node scripts/bench/bbolt-deep.mjs /tmp/etcd-1g.db [--rounds 3]       # CPU s/GiB with and without the hash
+//
+// The file is read into memory first, so only the checker is timed (process CPU time, one thread). It is
+// fed in 16 MiB chunks, as the upload pipeline reads; `--chunk BYTES` changes that.
+import { spawn, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const argv = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = argv.indexOf(name);
+  if (i < 0) return dflt;
+  const v = argv[i + 1];
+  argv.splice(i, 2);
+  return v;
+};
+
+const make = opt('--make');
+if (make) await makeSnapshot(make, Number(opt('--gib', '1')));
+else await bench(argv[0], Number(opt('--rounds', '3')), Number(opt('--chunk', String(16 << 20))));
+
+async function bench(file, rounds, chunkSize) {
+  if (!file) throw new Error('usage: bbolt-deep.mjs SNAPSHOT | --make OUT');
+  const { BboltChecker } = await import(path.join(ROOT, 'dist/agent/snapshot/bbolt.js'));
+  const buf = readFileSync(file);
+  const body = buf.subarray(0, buf.length - 32);
+  const gib = body.length / 2 ** 30;
+  console.log(`${file}: ${(body.length / 2 ** 20).toFixed(0)} MiB body, chunks of ${chunkSize} bytes`);
+  for (const hash of [false, true]) {
+    const samples = [];
+    let facts;
+    for (let r = 0; r < rounds; r++) {
+      const cpu0 = process.cpuUsage();
+      const t0 = process.hrtime.bigint();
+      const c = new BboltChecker({ hash });
+      for (let i = 0; i < body.length; i += chunkSize) c.update(body.subarray(i, i + chunkSize));
+      const res = c.finish();
+      const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+      const cpu = process.cpuUsage(cpu0);
+      if (!res.ok) throw new Error(`check failed: ${res.detail}`);
+      facts = res.facts;
+      samples.push({ cpu: (cpu.user + cpu.system) / 1e6, wall });
+    }
+    samples.sort((a, b) => a.cpu - b.cpu);
+    const med = samples[Math.floor(samples.length / 2)];
+    const rss = process.memoryUsage().rss / 2 ** 20;
+    console.log(
+      `hash=${hash}: median of ${rounds}: ${(med.cpu / gib).toFixed(3)} CPU s/GiB, ${(med.wall / gib).toFixed(3)} wall s/GiB` +
+        ` (all: ${samples.map((x) => (x.cpu / gib).toFixed(3)).join(' ')}); rss ${rss.toFixed(0)} MiB`,
+    );
+    const { buckets, ...rest } = facts;
+    console.log(`  facts: ${JSON.stringify(rest)}`);
+  }
+  try {
+    const st = JSON.parse(execFileSync('etcdctl', ['snapshot', 'status', '-w', 'json', file], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' }));
+    console.log(`  etcdctl snapshot status: ${JSON.stringify(st)}`);
+  } catch (err) {
+    console.log(`  etcdctl snapshot status unavailable: ${err.message.split('\n')[0]}`);
+  }
+}
+
+async function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A throwaway etcd with ~`gib` GiB of Kubernetes-shaped values, history, a lease and a compaction. */
+async function makeSnapshot(out, gib) {
+  const work = mkdtempSync(path.join(os.tmpdir(), 'bbolt-bench-'));
+  const cport = await freePort();
+  let pport = await freePort();
+  while (pport === cport) pport = await freePort();
+  const client = `http://127.0.0.1:${cport}`;
+  const peer = `http://127.0.0.1:${pport}`;
+  const etcd = spawn(
+    'etcd',
+    [
+      '--name', 'bench', '--data-dir', path.join(work, 'data'),
+      '--listen-client-urls', client, '--advertise-client-urls', client,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+      '--initial-cluster', `bench=${peer}`, '--quota-backend-bytes', String(8 * 2 ** 30), '--log-level', 'error',
+    ],
+    { stdio: 'ignore' },
+  );
+  const post = async (p, body) => {
+    const res = await fetch(`${client}${p}`, { method: 'POST', body: JSON.stringify(body) });
+    if (!res.ok) throw new Error(`${p}: HTTP ${res.status} ${await res.text()}`);
+    return res.json();
+  };
+  const b64 = (s) => Buffer.from(s).toString('base64');
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await post('/v3/kv/range', { key: b64('x') });
+        break;
+      } catch (err) {
+        if (i > 100) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const lease = await post('/v3/lease/grant', { TTL: 3600 });
+    const sizes = [600, 1800, 3500, 9000, 30000, 70000];
+    const target = gib * 2 ** 30;
+    const pool = randomBytes(1 << 20).toString('base64');
+    let written = 0;
+    let n = 0;
+    let compacted = false;
+    const one = async () => {
+      while (written < target) {
+        const i = n++;
+        const size = sizes[i % sizes.length];
+        written += size;
+        // a third of the puts overwrite an older key: history for the compaction to free
+        const id = i % 3 === 2 ? Math.floor(i / 2) : i;
+        const key = `/registry/pods/ns-${id % 40}/pod-${String(id).padStart(8, '0')}`;
+        const at = (i * 7919) % (pool.length - size);
+        const body = { key: b64(key), value: Buffer.from(pool.slice(at, at + size)).toString('base64') };
+        if (i % 97 === 0) body.lease = lease.ID;
+        await post('/v3/kv/put', body);
+        if (!compacted && written > target / 2) {
+          compacted = true;
+          const { header } = await post('/v3/kv/range', { key: b64('x') });
+          await post('/v3/kv/compaction', { revision: String(Math.floor(Number(header.revision) / 2)), physical: true });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, one));
+    execFileSync('etcdctl', ['--endpoints', client, 'snapshot', 'save', out], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: 'ignore' });
+    console.log(`${out}: ${statSync(out).size} bytes, ${n} puts`);
+  } finally {
+    etcd.kill('SIGTERM');
+    await new Promise((r) => etcd.once('exit', r));
+    rmSync(work, { recursive: true, force: true });
+  }
+}
