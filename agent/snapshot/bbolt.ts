@@ -208,7 +208,9 @@ export class BboltChecker {
         found.push(m1);
         break;
       }
-      if (ps > 0) problems.push(typeof m1 === 'string' ? m1 : `meta page 1: page size ${m1.pageSize}, meta page 0 says ${ps}`);
+      // with meta 0 broken, only a page that has the magic where a meta 1 would be is worth naming
+      const magic = head.length >= size + 20 && head.readUInt32LE(size + 16) === META_MAGIC;
+      if (ps > 0 || magic) problems.push(typeof m1 === 'string' ? m1 : `meta page 1: page size ${m1.pageSize}, meta page 0 says ${ps}`);
     }
     if (found.length === 0) {
       this.corrupt(`no valid meta page (${problems.join('; ') || 'meta page 1 not found'})`);
