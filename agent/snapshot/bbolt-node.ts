@@ -6,7 +6,6 @@
 // {pos, ksize, pgid u64}; `pos` is relative to the element itself. bbolt's node.write puts key and value of
 // element 0, then of element 1, ... back to back right after the table, so every `pos` is determined by the
 // sizes; a table that says otherwise was not written by bbolt and is rejected.
-import zlib from 'node:zlib';
 import { crc32c } from './crc32c.js';
 
 export const PAGE_HEADER = 16;
@@ -68,7 +67,7 @@ export interface InlineSummary {
   crcLen: number;
   flags: number;
   lastLen: number;
-  lastPrefix: Buffer;
+  lastPrefix: Uint8Array;
   cands: Cand[] | undefined;
 }
 
@@ -99,6 +98,23 @@ function isHexId(b: Buffer, s: number, e: number): boolean {
   return true;
 }
 
+/** Little-endian u32 at b[o] (Buffer.readUInt32LE with its range checks costs more in the element loops). */
+function u32(b: Uint8Array, o: number): number {
+  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+}
+
+/** 32-bit FNV-1a of a key: equal keys hash equal; a branch key is matched to its child's first key by it. */
+export function keyHash(b: Uint8Array, s: number, e: number): number {
+  let h = 0x811c9dc5;
+  for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  return h >>> 0;
+}
+
+function copyPrefix(src: Uint8Array, s: number, len: number, dst: Uint8Array, off: number): void {
+  const n = len < PREFIX ? len : PREFIX;
+  for (let i = 0; i < n; i++) dst[off + i] = src[s + i]!;
+}
+
 /** -1, 0, 1 as a[as, ae) compares to b[bs, be), bytewise like bytes.Compare. */
 export function compareBytes(a: Uint8Array, as: number, ae: number, b: Uint8Array, bs: number, be: number): number {
   const la = ae - as;
@@ -127,13 +143,21 @@ export class NodeParser {
   firstHash = 0;
   firstLen = 0;
   lastLen = 0;
-  readonly prefixes = Buffer.alloc(2 * PREFIX); // first key's prefix, last key's prefix
   elemBase = -1;
   buckets: BucketRef[] | undefined;
   cands: Cand[] | undefined;
+  branch = false;
+  count = 0;
+  /** Where the first and last keys' prefixes go: the page table's arrays at preOff, or the parser's own. */
+  firstPre: Uint8Array;
+  lastPre: Uint8Array;
+  preOff = 0;
 
+  private env: NodeEnv;
+  private runLen = 0;
+  private inline = false;
   private fed = 0;
-  private readonly tableEnd: number;
+  private tableEnd = 0;
   private dataEnd = 0;
   private tbl: Buffer = EMPTY;
   private tblOff = 0;
@@ -158,16 +182,56 @@ export class NodeParser {
   private capName = '';
   private capNameCrc = 0;
 
-  constructor(
-    private readonly env: NodeEnv,
-    readonly branch: boolean,
-    readonly count: number,
-    private readonly runLen: number,
-    private readonly inline: boolean,
-  ) {
+  constructor(env: NodeEnv) {
+    this.env = env;
+    this.firstPre = new Uint8Array(PREFIX);
+    this.lastPre = new Uint8Array(PREFIX);
+  }
+
+  /** Starts a node (parsers are reused: one per page would keep the garbage collector busy). */
+  reset(branch: boolean, count: number, runLen: number, inline: boolean): this {
+    this.error = undefined;
+    this.crc = 0;
+    this.crcLen = 0;
+    this.flags = F_REV_KEYS;
+    this.firstHash = 0;
+    this.firstLen = 0;
+    this.lastLen = 0;
+    this.elemBase = -1;
+    this.buckets = undefined;
+    this.cands = undefined;
+    this.branch = branch;
+    this.count = count;
+    this.runLen = runLen;
+    this.inline = inline;
+    this.fed = 0;
+    this.dataEnd = 0;
+    this.tbl = EMPTY;
+    this.tblOff = 0;
+    this.tblOwned = false;
+    this.ready = false;
+    this.hasBucket = false;
+    this.i = 0;
+    this.kS = 0;
+    this.ks = 0;
+    this.vs = 0;
+    this.bucketEl = false;
+    this.c = 0;
+    this.keyBuf = EMPTY;
+    this.prev = EMPTY;
+    this.capture = 0;
     this.tableEnd = PAGE_HEADER + ELEMENT * count;
     if (this.tableEnd > runLen) this.error = `${count} elements do not fit in ${runLen} bytes`;
     else if (branch && count === 0) this.error = 'branch page with no elements';
+    return this;
+  }
+
+  /** Prefixes go to first[off, off+16) and last[off, off+16). */
+  target(first: Uint8Array, last: Uint8Array, off: number): this {
+    this.firstPre = first;
+    this.lastPre = last;
+    this.preOff = off;
+    return this;
   }
 
   /** Feeds buf[s, e), the next bytes of the run. True when done. */
@@ -242,18 +306,18 @@ export class NodeParser {
       let ks: number;
       let vs = 0;
       if (this.branch) {
-        pos = t.readUInt32LE(o);
-        ks = t.readUInt32LE(o + 4);
-        const lo = t.readUInt32LE(o + 8);
-        const hi = t.readUInt32LE(o + 12);
+        pos = u32(t, o);
+        ks = u32(t, o + 4);
+        const lo = u32(t, o + 8);
+        const hi = u32(t, o + 12);
         if (hi !== 0 || lo >= env.pages) return this.fail(`element ${i} points to page ${fmtPgid(lo, hi)}, past the end (${env.pages} pages)`);
         if (lo < 2) return this.fail(`element ${i} points to meta page ${lo}`);
         env.elements.child[this.elemBase + i] = lo;
       } else {
-        const fl = t.readUInt32LE(o);
-        pos = t.readUInt32LE(o + 4);
-        ks = t.readUInt32LE(o + 8);
-        vs = t.readUInt32LE(o + 12);
+        const fl = u32(t, o);
+        pos = u32(t, o + 4);
+        ks = u32(t, o + 8);
+        vs = u32(t, o + 12);
         if (fl === BUCKET_LEAF) {
           if (this.inline) return this.fail(`element ${i} is a bucket inside an inline bucket, which bbolt never writes`);
           this.hasBucket = true;
@@ -282,12 +346,12 @@ export class NodeParser {
   private load(i: number): void {
     const o = this.tblOff + ELEMENT * i;
     if (this.branch) {
-      this.ks = this.tbl.readUInt32LE(o + 4);
+      this.ks = u32(this.tbl, o + 4);
       this.vs = 0;
     } else {
-      this.bucketEl = this.tbl.readUInt32LE(o) === BUCKET_LEAF;
-      this.ks = this.tbl.readUInt32LE(o + 8);
-      this.vs = this.tbl.readUInt32LE(o + 12);
+      this.bucketEl = u32(this.tbl, o) === BUCKET_LEAF;
+      this.ks = u32(this.tbl, o + 8);
+      this.vs = u32(this.tbl, o + 12);
     }
   }
 
@@ -353,22 +417,22 @@ export class NodeParser {
     const i = this.i;
     const len = ke - ks;
     if (i === 0) {
-      this.firstHash = zlib.crc32(kb.subarray(ks, ke));
+      this.firstHash = keyHash(kb, ks, ke);
       this.firstLen = len;
-      kb.copy(this.prefixes, 0, ks, ks + Math.min(len, PREFIX));
+      copyPrefix(kb, ks, len, this.firstPre, this.preOff);
     } else if (compareBytes(this.prev, this.prevS, this.prevE, kb, ks, ke) >= 0) {
       this.error = `key of element ${i} is not greater than the key before it`;
       return;
     }
     if (i === this.count - 1) {
       this.lastLen = len;
-      kb.copy(this.prefixes, PREFIX, ks, ks + Math.min(len, PREFIX));
+      copyPrefix(kb, ks, len, this.lastPre, this.preOff);
     }
     this.prev = kb;
     this.prevS = ks;
     this.prevE = ke;
     if (this.branch) {
-      this.env.elements.keyHash[this.elemBase + i] = i === 0 ? this.firstHash : zlib.crc32(kb.subarray(ks, ke));
+      this.env.elements.keyHash[this.elemBase + i] = i === 0 ? this.firstHash : keyHash(kb, ks, ke);
       return;
     }
     if (!((len === 17 || (len === 18 && kb[ks + 17] === 0x74)) && kb[ks + 8] === 0x5f)) this.flags &= ~F_REV_KEYS;
@@ -388,7 +452,8 @@ export class NodeParser {
       return;
     }
     this.flags |= F_PLAIN;
-    if (len <= 19) {
+    // fact candidates start with a lowercase letter or a digit; etcd revision keys with 0x00
+    if (len <= 19 && kb[ks]! >= 0x30) {
       const f = kb[ks]!;
       const maybeMeta = META_LENGTHS.has(len) && (f === 0x63 || f === 0x66 || f === 0x73 || f === 0x74); // c f s t
       const named = isHexId(kb, ks, ke) ? false : maybeMeta && META_KEYS.has(kb.toString('latin1', ks, ke)) ? true : undefined;
@@ -423,7 +488,7 @@ export class NodeParser {
       const p = vs + BUCKET_HEADER;
       const flags = vb.readUInt16LE(p + 8);
       if (flags !== FLAG_LEAF) return void (this.error = `inline bucket "${name}" has page flags 0x${flags.toString(16)}, bbolt writes a leaf (0x02)`);
-      const sub = new NodeParser(this.env, false, vb.readUInt16LE(p + 10), ve - p, true);
+      const sub = new NodeParser(this.env).reset(false, vb.readUInt16LE(p + 10), ve - p, true);
       sub.feed(vb, p, ve);
       if (sub.error !== undefined) return void (this.error = `inline bucket "${name}": ${sub.error}`);
       const inline: InlineSummary = {
@@ -432,7 +497,7 @@ export class NodeParser {
         crcLen: sub.crcLen,
         flags: sub.flags,
         lastLen: sub.lastLen,
-        lastPrefix: Buffer.from(sub.prefixes.subarray(PREFIX)),
+        lastPrefix: sub.lastPre,
         cands: sub.cands,
       };
       ref = { name, nameCrc: this.capNameCrc, nameLen: this.ks, root: 0, inline };

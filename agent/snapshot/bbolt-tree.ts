@@ -164,8 +164,9 @@ function comparePrefixed(a: Uint8Array, ao: number, alen: number, b: Uint8Array,
   return NaN;
 }
 
-function mainRevision(prefix: Uint8Array): number {
-  return Number(Buffer.from(prefix.buffer, prefix.byteOffset, 8).readBigInt64BE(0));
+/** etcd's main revision: the first 8 bytes of a revision key, big-endian int64. */
+function mainRevision(prefix: Uint8Array, off: number): number {
+  return Number(Buffer.from(prefix.buffer, prefix.byteOffset + off, 8).readBigInt64BE(0));
 }
 
 /** Resolves the tree from the root bucket; throws Corrupt with one line saying what and where. */
@@ -194,49 +195,51 @@ export function walk(inp: WalkInput): DeepFacts {
 
   const stackPg: number[] = [];
   const stackIdx: number[] = [];
+  let where = '';
+  let prevLeaf = -1;
+  const ctx = (parent: number, idx: number): string => (parent < 0 ? `root of ${where}` : `element ${idx} of branch page ${parent}, ${where}`);
+  /** Takes page p into the tree being walked; a leaf goes to `leaf`, a branch onto the stack. */
+  const enter = (p: number, parent: number, idx: number, leaf: (p: number) => void): void => {
+    const k = t.kind[p]!;
+    if (k !== K_BRANCH && k !== K_LEAF) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): ${describe(inp, p)}`);
+    if (bitGet(onPath, p)) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): cycle, the page is its own ancestor`);
+    const last = p + t.overflow[p]!;
+    for (let q = p; q <= last; q++) {
+      if (bitGet(reach, q)) throw new Corrupt(`page ${q} (${ctx(parent, idx)}): referenced twice`);
+      if (freed && bitGet(freed, q)) throw new Corrupt(`page ${q} (${ctx(parent, idx)}): in use and on the freelist`);
+      bitSet(reach, q);
+    }
+    if (parent >= 0) {
+      if (t.count[p] === 0) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): empty page below a branch`);
+      if (t.firstHash[p] !== el.keyHash[t.aux[parent]! + idx]) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): first key differs from the key the branch holds for it`);
+    }
+    if (k === K_BRANCH) {
+      bitSet(onPath, p);
+      stackPg.push(p);
+      stackIdx.push(0);
+      return;
+    }
+    if (t.count[p]! > 0) {
+      if (prevLeaf >= 0) {
+        const cmp = comparePrefixed(t.lastPre, prevLeaf * PREFIX, t.lastLen[prevLeaf]!, t.firstPre, p * PREFIX, t.firstLen[p]!);
+        if (cmp >= 0) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): first key is not greater than the last key of page ${prevLeaf}`);
+      }
+      prevLeaf = p;
+    }
+    leaf(p);
+  };
   /** Walks one bucket's page tree in key order; `leaf` sees each leaf page. */
-  const tree = (root: number, where: string, leaf: (p: number) => void): void => {
-    let prevLeaf = -1;
-    const enter = (p: number, parent: number, idx: number): void => {
-      const ctx = (): string => (parent < 0 ? `root of ${where}` : `element ${idx} of branch page ${parent}, ${where}`);
-      const k = t.kind[p]!;
-      if (k !== K_BRANCH && k !== K_LEAF) throw new Corrupt(`page ${p} (${ctx()}): ${describe(inp, p)}`);
-      if (bitGet(onPath, p)) throw new Corrupt(`page ${p} (${ctx()}): cycle, the page is its own ancestor`);
-      const last = p + t.overflow[p]!;
-      for (let q = p; q <= last; q++) {
-        if (bitGet(reach, q)) throw new Corrupt(`page ${q} (${ctx()}): referenced twice`);
-        if (freed && bitGet(freed, q)) throw new Corrupt(`page ${q} (${ctx()}): in use and on the freelist`);
-        bitSet(reach, q);
-      }
-      if (parent >= 0) {
-        const e = t.aux[parent]! + idx;
-        if (t.count[p] === 0) throw new Corrupt(`page ${p} (${ctx()}): empty page below a branch`);
-        if (t.firstHash[p] !== el.keyHash[e]) throw new Corrupt(`page ${p} (${ctx()}): first key differs from the key the branch holds for it`);
-      }
-      if (k === K_BRANCH) {
-        bitSet(onPath, p);
-        stackPg.push(p);
-        stackIdx.push(0);
-        return;
-      }
-      if (t.count[p]! > 0) {
-        if (prevLeaf >= 0) {
-          const cmp = comparePrefixed(t.lastPre, prevLeaf * PREFIX, t.lastLen[prevLeaf]!, t.firstPre, p * PREFIX, t.firstLen[p]!);
-          if (cmp >= 0) throw new Corrupt(`page ${p} (${ctx()}): first key is not greater than the last key of page ${prevLeaf}`);
-        }
-        prevLeaf = p;
-      }
-      leaf(p);
-    };
-    const base = stackPg.length;
-    enter(root, -1, 0);
-    while (stackPg.length > base) {
+  const tree = (root: number, name: string, leaf: (p: number) => void): void => {
+    where = name;
+    prevLeaf = -1;
+    enter(root, -1, 0, leaf);
+    while (stackPg.length > 0) {
       const top = stackPg.length - 1;
       const p = stackPg[top]!;
       const i = stackIdx[top]!;
       if (i < t.count[p]!) {
         stackIdx[top] = i + 1;
-        enter(el.child[t.aux[p]! + i]!, p, i);
+        enter(el.child[t.aux[p]! + i]!, p, i, leaf);
       } else {
         bitClear(onPath, p);
         stackPg.pop();
@@ -259,41 +262,48 @@ export function walk(inp: WalkInput): DeepFacts {
   const nested: Array<{ ref: BucketRef; where: string }> = [];
   const buckets: BucketFacts[] = [];
   for (const b of top) {
-    const where = `bucket ${JSON.stringify(b.name)}`;
+    const name = `bucket ${JSON.stringify(b.name)}`;
     const isKey = b.name === 'key';
+    const notRevision = (at: string): Corrupt => new Corrupt(`${at} (${name}): holds a key that is not an etcd revision (8-byte main, '_', 8-byte sub)`);
     let keys = 0;
     if (t.hashing) hash = crc32cCombine(hash, b.nameCrc, b.nameLen);
-    const revOf = (flags: number, count: number, lastLen: number, prefix: Uint8Array, p: string): void => {
-      if (!isKey || count === 0) return;
-      if (!(flags & F_REV_KEYS)) throw new Corrupt(`${p} (${where}): holds a key that is not an etcd revision (8-byte main, '_', 8-byte sub)`);
-      if (lastLen >= 8) revision = mainRevision(prefix);
-    };
     if (b.inline) {
       const s = b.inline;
       keys = s.count;
       if (t.hashing) hash = crc32cCombine(hash, s.crc, s.crcLen);
-      revOf(s.flags, s.count, s.lastLen, s.lastPrefix, 'inline page');
+      if (isKey && s.count > 0) {
+        if (!(s.flags & F_REV_KEYS)) throw notRevision('inline page');
+        revision = mainRevision(s.lastPrefix, 0);
+      }
       for (const c of s.cands ?? []) cands.push({ bucket: b.name, cand: c });
     } else {
-      tree(b.root, where, (p) => {
+      let lastLeaf = -1;
+      tree(b.root, name, (p) => {
         const n = t.count[p]!;
         keys += n;
         if (t.hashing) hash = crc32cCombine(hash, t.crc[p]!, t.crcLen[p]!);
-        revOf(t.flags[p]!, n, t.lastLen[p]!, t.lastPre.subarray(p * PREFIX, p * PREFIX + PREFIX), `page ${p}`);
-        for (const c of inp.cands.get(p) ?? []) cands.push({ bucket: b.name, cand: c });
-        for (const r of inp.buckets.get(p) ?? []) nested.push({ ref: r, where });
+        if (isKey && n > 0) {
+          if (!(t.flags[p]! & F_REV_KEYS)) throw notRevision(`page ${p}`);
+          lastLeaf = p;
+        }
+        const cs = inp.cands.get(p);
+        if (cs) for (const c of cs) cands.push({ bucket: b.name, cand: c });
+        const rs = inp.buckets.get(p);
+        if (rs) for (const r of rs) nested.push({ ref: r, where: name });
       });
+      if (lastLeaf >= 0) revision = mainRevision(t.lastPre, lastLeaf * PREFIX);
     }
     totalKeys += keys;
     buckets.push({ name: b.name, keys });
   }
   // Nested buckets: etcdctl neither hashes nor counts their contents, but bbolt still reads their pages.
   while (nested.length > 0) {
-    const { ref, where } = nested.pop()!;
+    const { ref, where: outer } = nested.pop()!;
     if (ref.inline) continue;
-    const inner = `${where} / ${JSON.stringify(ref.name)}`;
+    const inner = `${outer} / ${JSON.stringify(ref.name)}`;
     tree(ref.root, inner, (p) => {
-      for (const r of inp.buckets.get(p) ?? []) nested.push({ ref: r, where: inner });
+      const rs = inp.buckets.get(p);
+      if (rs) for (const r of rs) nested.push({ ref: r, where: inner });
     });
   }
 

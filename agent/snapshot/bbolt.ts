@@ -116,6 +116,7 @@ export class BboltChecker {
   private pos = 0; // absolute offset of the next body byte to process as pages
   private nextPage = 2;
   private active: Active[] = [];
+  private spare: NodeParser | undefined; // a finished parser, reused for the next page
   private readonly details = new Map<number, string>();
   private readonly buckets = new Map<number, BucketRef[]>();
   private readonly cands = new Map<number, Cand[]>();
@@ -321,7 +322,11 @@ export class BboltChecker {
     t.overflow[p] = overflow;
     const runLen = (overflow + 1) * this.pageSize;
     let parser: NodeParser | FreelistParser;
-    if (flags === FLAG_BRANCH || flags === FLAG_LEAF) parser = new NodeParser(this.env!, flags === FLAG_BRANCH, count, runLen, false);
+    if (flags === FLAG_BRANCH || flags === FLAG_LEAF) {
+      const np = this.spare ?? new NodeParser(this.env!);
+      this.spare = undefined;
+      parser = np.reset(flags === FLAG_BRANCH, count, runLen, false).target(t.firstPre, t.lastPre, p * PREFIX);
+    }
     else if (flags === FLAG_FREELIST) {
       t.kind[p] = K_FREELIST;
       if (p !== this.meta!.freelist) return;
@@ -363,6 +368,7 @@ export class BboltChecker {
       if (parser.error !== undefined) this.freelistError ??= parser.error;
       return;
     }
+    this.spare = parser;
     if (parser.error !== undefined) return this.bad(p, parser.error);
     const t = this.table!;
     t.kind[p] = parser.branch ? K_BRANCH : K_LEAF;
@@ -371,8 +377,6 @@ export class BboltChecker {
     t.firstHash[p] = parser.firstHash;
     t.firstLen[p] = parser.firstLen;
     t.lastLen[p] = parser.lastLen;
-    t.firstPre.set(parser.prefixes.subarray(0, PREFIX), p * PREFIX);
-    t.lastPre.set(parser.prefixes.subarray(PREFIX), p * PREFIX);
     if (parser.branch) t.aux[p] = parser.elemBase;
     else if (this.hashing) {
       t.crc[p] = parser.crc;
@@ -380,6 +384,12 @@ export class BboltChecker {
     }
     if (parser.buckets) this.buckets.set(p, parser.buckets);
     if (parser.cands) this.cands.set(p, parser.cands);
+    if (parser.firstPre !== t.firstPre) {
+      // the table grew while this run was in flight: its prefixes went to the old arrays
+      const o = p * PREFIX;
+      t.firstPre.set(parser.firstPre.subarray(o, o + PREFIX), o);
+      t.lastPre.set(parser.lastPre.subarray(o, o + PREFIX), o);
+    }
   }
 }
 

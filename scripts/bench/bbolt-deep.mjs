@@ -1,7 +1,9 @@
 // CPU cost of the deep bbolt check (agent/snapshot/bbolt.ts) alone, on a real etcd snapshot. Not a test.
 //
 //   npm run build
-//   node scripts/bench/bbolt-deep.mjs --make /tmp/etcd-1g.db [--gib 1]   # a real snapshot from a throwaway etcd
+//   node scripts/bench/bbolt-deep.mjs --make /tmp/etcd-1g.db [--gib 1] [--small]   # a real snapshot from a throwaway etcd
+//     (values of 0.6-70 KiB, many spanning overflow pages; --small: 0.3-2 KiB values, Kubernetes-like, written
+//     100 per transaction)
 //   node scripts/bench/bbolt-deep.mjs /tmp/etcd-1g.db [--rounds 3]       # CPU s/GiB with and without the hash
 //
 // The file is read into memory first, so only the checker is timed (process CPU time, one thread). It is
@@ -25,7 +27,8 @@ const opt = (name, dflt) => {
 };
 
 const make = opt('--make');
-if (make) await makeSnapshot(make, Number(opt('--gib', '1')));
+const small = argv.includes('--small');
+if (make) await makeSnapshot(make, Number(opt('--gib', '1')), small);
 else await bench(argv[0], Number(opt('--rounds', '3')), Number(opt('--chunk', String(16 << 20))));
 
 async function bench(file, rounds, chunkSize) {
@@ -79,7 +82,7 @@ async function freePort() {
 }
 
 /** A throwaway etcd with ~`gib` GiB of Kubernetes-shaped values, history, a lease and a compaction. */
-async function makeSnapshot(out, gib) {
+async function makeSnapshot(out, gib, small) {
   const work = mkdtempSync(path.join(os.tmpdir(), 'bbolt-bench-'));
   const cport = await freePort();
   let pport = await freePort();
@@ -113,7 +116,8 @@ async function makeSnapshot(out, gib) {
       }
     }
     const lease = await post('/v3/lease/grant', { TTL: 3600 });
-    const sizes = [600, 1800, 3500, 9000, 30000, 70000];
+    const sizes = small ? [300, 700, 1100, 1500, 2000] : [600, 1800, 3500, 9000, 30000, 70000];
+    const perTxn = small ? 100 : 1;
     const target = gib * 2 ** 30;
     const pool = randomBytes(1 << 20).toString('base64');
     let written = 0;
@@ -130,7 +134,18 @@ async function makeSnapshot(out, gib) {
         const at = (i * 7919) % (pool.length - size);
         const body = { key: b64(key), value: Buffer.from(pool.slice(at, at + size)).toString('base64') };
         if (i % 97 === 0) body.lease = lease.ID;
-        await post('/v3/kv/put', body);
+        if (perTxn === 1) await post('/v3/kv/put', body);
+        else {
+          // one transaction of distinct keys: this key and the next perTxn - 1
+          const ops = [{ requestPut: body }];
+          for (let k = 1; k < perTxn; k++) {
+            const j = n++;
+            written += sizes[j % sizes.length];
+            const at2 = (j * 7919) % (pool.length - sizes[j % sizes.length]);
+            ops.push({ requestPut: { key: b64(`/registry/configmaps/ns-${j % 40}/cm-${String(j).padStart(9, '0')}`), value: Buffer.from(pool.slice(at2, at2 + sizes[j % sizes.length])).toString('base64') } });
+          }
+          await post('/v3/kv/txn', { success: ops });
+        }
         if (!compacted && written > target / 2) {
           compacted = true;
           const { header } = await post('/v3/kv/range', { key: b64('x') });
