@@ -44,7 +44,7 @@ export class PageTable {
   /** Grows (doubling, at most to `pages`) so that page n − 1 fits. */
   ensure(n: number): void {
     if (n <= this.cap) return;
-    let cap = Math.max(this.cap * 2, 1 << 14);
+    let cap = Math.max(this.cap * 2, Math.min(n, 1 << 14));
     while (cap < n) cap *= 2;
     cap = Math.min(cap, this.pages);
     const grow = <T extends Uint8Array | Uint16Array | Uint32Array>(a: T, make: (n: number) => T, per = 1): T => {
