@@ -270,6 +270,25 @@ describe('damaged copies of a real snapshot', () => {
     expect(detail).toMatch(/: 1 overflow pages for \d+ bytes of node; bbolt allocates 0$/);
   });
 
+  it('a stale page in free space claiming an overflow run across live pages is ignored, however it is chunked', () => {
+    const src = real['etcd-medium.db']!;
+    const l = readLive(src);
+    const f = freePages(l).find((p) => p + 5 < l.pages && [1, 2, 3, 4, 5].some((k) => l.live.has(p + k)))!;
+    const b = Buffer.from(src);
+    const o = f * l.ps;
+    b.writeBigUInt64LE(BigInt(f), o);
+    b.writeUInt16LE(2, o + 8); // leaf
+    b.writeUInt16LE(1, o + 10);
+    b.writeUInt32LE(5, o + 12); // overflow: 5 more pages, live ones among them
+    b.writeUInt32LE(0, o + 16);
+    b.writeUInt32LE(16, o + 20); // pos: data right after the table
+    b.writeUInt32LE(3, o + 24);
+    b.writeUInt32LE(5 * l.ps + 100, o + 28); // the value ends inside page f + 5
+    const want = check(src);
+    expect(check(b)).toEqual(want);
+    expect(checkChunked(b, [1000, 3, 8192])).toEqual(want);
+  });
+
   it('a body cut short, or longer than the meta says', () => {
     const b = real['etcd-small.db']!;
     expect(rejected(check(b.subarray(0, b.length - 4096)))).toBe('body is 126976 bytes; meta page 0 says 32 pages × 4096 = 131072');
