@@ -20,8 +20,9 @@
 // Memory: 52 bytes per page (60 with the hash) for the page table, 8 bytes per branch element (about one
 // per page in bbolt files; bounded at 4 per page), 3 bits per page at finish, the bucket references and fact
 // candidates (bounded counts), plus at most 64 page runs being parsed at once (each: its element table, at
-// most 1 MiB, and two 32 KiB key buffers). Measured live state on real etcd snapshots of 1.1 GiB (270k-290k
-// pages): 67-89 bytes per page, 17-25 MiB; an 8 GiB database of 4 KiB pages (2M pages) needs ~130-180 MiB.
+// most 1 MiB, and two 32 KiB key buffers). Measured on real etcd snapshots of 1.1 GiB (270k-290k pages):
+// the finished checker retains 61-75 bytes per page, 16-21 MiB; an 8 GiB database of 4 KiB pages (2M pages)
+// needs ~120-150 MiB.
 import {
   ElementStore,
   FLAG_BRANCH,
