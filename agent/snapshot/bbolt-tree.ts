@@ -1,7 +1,7 @@
 // The compact per-page facts the streaming pass records, and the walk over them once every page was seen:
 // from the root bucket down every branch, leaf and nested bucket, in key order, as bbolt and etcdctl read it.
 import { crc32cCombine } from './crc32c.js';
-import { F_PLAIN, F_REV_KEYS, PREFIX, type BucketRef, type Cand, type ElementStore } from './bbolt-node.js';
+import { F_PLAIN, F_REV_KEYS, PREFIX, type BucketRef, type Cand, type ElementStore } from './bbolt-format.js';
 
 // Page kinds. Bad kinds are kept, not reported: most pages are never referenced (free pages hold stale
 // copies and overflow pages hold value bytes), so a page is judged only when the tree reaches it.

@@ -30,13 +30,13 @@ import {
   FLAG_LEAF,
   FLAG_META,
   FreelistParser,
-  NodeParser,
   PREFIX,
   fmtPgid,
   type BucketRef,
   type Cand,
   type NodeEnv,
-} from './bbolt-node.js';
+} from './bbolt-format.js';
+import { NodeParser } from './bbolt-node.js';
 import { Corrupt, K_BAD, K_BAD_FLAGS, K_BAD_ID, K_BAD_OVERFLOW, K_BRANCH, K_FREELIST, K_LEAF, K_META, K_ZERO, PageTable, walk, type DeepFacts } from './bbolt-tree.js';
 
 export type { BucketFacts, DeepFacts } from './bbolt-tree.js';
