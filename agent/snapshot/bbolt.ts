@@ -46,7 +46,7 @@ export type DeepResult = { ok: true; facts: DeepFacts } | { ok: false; reason: '
 export interface BboltCheckerOptions {
   /**
    * Compute etcdctl's status hash (CRC-32C of every top-level key and value). Default true. It is a fact,
-   * not a check — the SHA-256 trailer already covers the bytes — and costs about 0.5 CPU s/GiB in JS.
+   * not a check — the SHA-256 trailer already covers the bytes — and adds 0.5-0.7 CPU s/GiB (JS CRC-32C).
    */
   hash?: boolean;
   /**
