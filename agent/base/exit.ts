@@ -17,6 +17,8 @@ export const EXIT = {
   CANT_CREATE: 73,
   /** I/O error on a local file */
   IO: 74,
+  /** S3 answered but refused the content or an option (BadDigest, NotImplemented, a part limit) */
+  REFUSED: 76,
   /** invalid configuration */
   CONFIG: 78,
   /** stopped by a second SIGTERM/SIGINT before draining finished */
@@ -31,10 +33,11 @@ export const EXIT_TABLE: readonly [ExitCode, string][] = [
   [EXIT.USAGE, 'wrong command-line usage'],
   [EXIT.DATA, 'a snapshot failed verification (`upload`, `fetch`), or an input file is malformed (`import-rke`)'],
   [EXIT.NO_INPUT, 'a file to upload or an object to fetch does not exist'],
-  [EXIT.UNAVAILABLE, 'S3 unreachable, or it refused the credentials or bucket'],
+  [EXIT.UNAVAILABLE, 'S3 unreachable, or it refused the credentials or bucket (reachability, credentials, bucket only)'],
   [EXIT.SOFTWARE, 'internal error (a bug: please report it with the log)'],
-  [EXIT.CANT_CREATE, 'cannot write the output file or the state directory'],
-  [EXIT.IO, 'I/O error reading or writing a local file'],
+  [EXIT.CANT_CREATE, 'cannot create the output file (it exists, is not a regular file, or its directory is not writable) or the state directory'],
+  [EXIT.IO, 'I/O error reading or writing a local file (the message names the path)'],
+  [EXIT.REFUSED, 'S3 answered but refused the content or an option: damaged bytes (BadDigest), an unsupported SSE or storage class, a part limit'],
   [EXIT.CONFIG, 'invalid configuration: each problem is printed with its key and the fix'],
   [EXIT.INTERRUPTED, 'a second SIGTERM/SIGINT stopped the agent before draining finished'],
 ];

@@ -1,6 +1,8 @@
 import { constants, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
+const CHUNK = 2 << 20;
+
 /** What identifies one version of a file without reading it. */
 export interface Fingerprint {
   ino: number;
@@ -62,4 +64,48 @@ export async function readAt(fh: FileHandle, position: number, length: number): 
     got += bytesRead;
   }
   return buf.subarray(0, got);
+}
+
+/** The file ended before the size it had when it was opened. */
+export class EndedEarly extends Error {}
+
+/**
+ * Yields [0, size) in order, in views of one of two reused buffers: the next read is in flight while the
+ * caller works on the current view, which is valid until the caller asks for the next one.
+ */
+export async function* chunks(fh: FileHandle, size: number, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+  const bufs = [Buffer.allocUnsafe(Math.min(CHUNK, size)), Buffer.allocUnsafe(Math.min(CHUNK, Math.max(0, size - CHUNK)))];
+  const fill = async (buf: Buffer, pos: number): Promise<number> => {
+    const want = Math.min(buf.length, size - pos);
+    let got = 0;
+    while (got < want) {
+      const { bytesRead } = await fh.read(buf, got, want - got, pos + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return got;
+  };
+  let pos = 0;
+  let i = 0;
+  let pending: Promise<number> | undefined = size > 0 ? fill(bufs[0]!, 0) : undefined;
+  try {
+    while (pending) {
+      const got = await pending;
+      pending = undefined;
+      const want = Math.min(bufs[i]!.length, size - pos);
+      const view = bufs[i]!.subarray(0, got);
+      pos += got;
+      if (got < want) {
+        if (got > 0) yield view;
+        throw new EndedEarly(`file ended at byte ${pos} of ${size} (shrank while being read)`);
+      }
+      signal?.throwIfAborted();
+      i ^= 1;
+      if (pos < size) pending = fill(bufs[i]!, pos);
+      yield view;
+    }
+  } finally {
+    // Never leave a read running into a buffer (or a handle) the caller is about to drop.
+    if (pending) await pending.catch(() => 0);
+  }
 }

@@ -1,6 +1,6 @@
 // The configuration reference and exit-code table as Markdown, from the same tables the code uses,
 // so the README (and `etcd-backup-agent help config`) cannot drift from the behaviour.
-import { KEYS } from './config.js';
+import { KEYS } from './keys.js';
 import { EXIT_TABLE } from '../base/exit.js';
 
 const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');

@@ -46,7 +46,7 @@ class ByteQueue {
   }
 }
 
-function openChunk(key: Buffer, nonce: Buffer, sealed: Buffer, index: number, last: boolean): Buffer | undefined {
+export function openChunk(key: Buffer, nonce: Buffer, sealed: Buffer, index: number, last: boolean): Buffer | undefined {
   const d = createDecipheriv('chacha20-poly1305', key, chunkNonce(nonce, index, last), { authTagLength: TAG_SIZE });
   d.setAuthTag(sealed.subarray(sealed.length - TAG_SIZE));
   const out = d.update(sealed.subarray(0, sealed.length - TAG_SIZE));

@@ -1,9 +1,9 @@
+import type { Logger as CronLogger } from 'node-cron';
 import winston from 'winston';
 import { redactDeep, redactText } from '../base/secret.js';
 
 export type Logger = winston.Logger;
-export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
-export const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
+import type { LogLevel } from '../config/keys.js';
 
 // Scrubs known secrets from the message and every field, whatever produced them.
 const redact = winston.format((info) => {
@@ -41,3 +41,15 @@ export function closeLogger(log: Logger): Promise<void> {
     setTimeout(resolve, 500).unref();
   });
 }
+
+/** node-cron's own messages, into the agent's log (debug unless something failed). */
+export function cronLogger(log: Logger, task: string): CronLogger {
+  const text = (m: string | Error): string => (m instanceof Error ? m.message : String(m));
+  return {
+    info: (m) => log.debug(`node-cron: ${m}`, { task }),
+    debug: (m) => log.debug(`node-cron: ${text(m)}`, { task }),
+    warn: (m) => log.warn(`node-cron: ${m}`, { task }),
+    error: (m, err) => log.error(`node-cron: ${text(m)}`, { task, ...(err ? { error: err.message } : {}) }),
+  };
+}
+

@@ -1,13 +1,19 @@
 // Every number the agent exposes. Series with labels start at 0 so that rate() and absent() work
 // from the first scrape.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { FAILURE_REASONS, type FailureReason } from '../store/s3.js';
-import type { RejectReason } from '../snapshot/verify.js';
+import { FAILURE_REASONS, type FailureReason } from '../base/errors.js';
+import { REJECT_LABELS } from '../snapshot/lifecycle.js';
 
 export type UploadResult = 'success' | 'failure' | 'already_present';
-export type RejectLabel = RejectReason | 'unreadable';
-export const REJECT_REASONS: readonly RejectLabel[] = ['truncated', 'corrupt', 'format', 'unreadable'];
 export type PruneLocation = 'local' | 'remote';
+/** Why a drill failed: a fixed set, safe as a label (the log line has the detail). */
+export type VerifyFailure = 'missing' | 'unreadable' | 'hash' | 'size' | 'corrupt' | 'truncated' | 'format' | 'decrypt' | 'signature' | 'restore';
+export const VERIFY_FAILURES: readonly VerifyFailure[] = ['missing', 'unreadable', 'hash', 'size', 'corrupt', 'truncated', 'format', 'decrypt', 'signature', 'restore'];
+
+export interface BuildFeatures {
+  encryption: boolean;
+  signing: boolean;
+}
 
 export interface LocalUsage {
   count: number;
@@ -33,12 +39,18 @@ export class Metrics {
   readonly s3Up: Gauge;
   readonly dirUp: Gauge;
   readonly ledgerWriteFailures: Counter;
-  readonly buildInfo: Gauge<'version' | 'nodejs'>;
+  readonly buildInfo: Gauge<'version' | 'nodejs' | 'encryption' | 'signing'>;
+  readonly objectsMissing: Counter;
+  readonly lastVerified: Gauge;
+  readonly lastVerifyRun: Gauge;
+  readonly verifyFailures: Counter<'reason'>;
+  readonly lastRevision: Gauge;
+  readonly lastKeys: Gauge;
   private lastUploadS = 0;
   private lastSnapshotS = 0;
   private localUsage: () => Promise<LocalUsage> = async () => ({ count: 0, bytes: 0 });
 
-  constructor(version: string, opts: { defaultMetrics?: boolean } = {}) {
+  constructor(version: string, opts: { defaultMetrics?: boolean; features?: BuildFeatures } = {}) {
     const registers = [this.registry];
     const self = this;
     this.lastUploadSuccess = new Gauge({ name: 'etcdbackup_last_upload_success_timestamp_seconds', help: 'When the newest snapshot of this node was confirmed in S3; seeded at start from the ledger and S3, so a restart does not reset it.', registers });
@@ -79,12 +91,20 @@ export class Metrics {
     this.s3Up = new Gauge({ name: 'etcdbackup_s3_up', help: '1 if the last S3 call succeeded, else 0.', registers });
     this.dirUp = new Gauge({ name: 'etcdbackup_snapshot_directory_up', help: '1 if the snapshot directory exists and is readable, else 0.', registers });
     this.ledgerWriteFailures = new Counter({ name: 'etcdbackup_ledger_write_failures_total', help: 'Failed writes of the local ledger (state directory full or read-only).', registers });
-    this.buildInfo = new Gauge({ name: 'etcdbackup_build_info', help: 'Agent version; the value is always 1.', labelNames: ['version', 'nodejs'], registers });
+    this.buildInfo = new Gauge({ name: 'etcdbackup_build_info', help: 'Agent version, runtime, and whether snapshots are encrypted and signed; the value is always 1.', labelNames: ['version', 'nodejs', 'encryption', 'signing'], registers });
+    this.objectsMissing = new Counter({ name: 'etcdbackup_objects_missing_total', help: 'Confirmed objects the ledger knew that a listing of S3 no longer shows (deleted or lost there); their local files are shipped again.', registers });
+    this.lastVerified = new Gauge({ name: 'etcdbackup_last_verified_timestamp_seconds', help: 'Snapshot time of the newest object of this node that the restore drill streamed back from S3 and found sound.', registers });
+    this.lastVerifyRun = new Gauge({ name: 'etcdbackup_last_verify_run_timestamp_seconds', help: 'When the restore drill last ran to the end, whatever it found.', registers });
+    this.verifyFailures = new Counter({ name: 'etcdbackup_verify_failures_total', help: 'Objects the restore drill found unsound, by reason.', labelNames: ['reason'], registers });
+    this.lastRevision = new Gauge({ name: 'etcdbackup_last_snapshot_revision', help: "etcd revision in the newest shipped snapshot (from the deep check); a revision that stops moving while uploads continue means a stale member's snapshots.", registers });
+    this.lastKeys = new Gauge({ name: 'etcdbackup_last_snapshot_keys', help: 'Keys in the newest shipped snapshot (from the deep check), as etcdctl snapshot status counts them.', registers });
 
-    this.buildInfo.set({ version, nodejs: process.version }, 1);
+    const f = opts.features ?? { encryption: false, signing: false };
+    this.buildInfo.set({ version, nodejs: process.version, encryption: String(f.encryption), signing: String(f.signing) }, 1);
+    for (const r of VERIFY_FAILURES) this.verifyFailures.inc({ reason: r }, 0);
     for (const r of ['success', 'failure', 'already_present'] as const) this.uploads.inc({ result: r }, 0);
     for (const r of FAILURE_REASONS) this.uploadFailures.inc({ reason: r }, 0);
-    for (const r of REJECT_REASONS) this.rejected.inc({ reason: r }, 0);
+    for (const r of REJECT_LABELS) this.rejected.inc({ reason: r }, 0);
     for (const l of ['local', 'remote'] as const) {
       this.pruned.inc({ location: l }, 0);
       this.prunedBytes.inc({ location: l }, 0);
@@ -140,5 +160,41 @@ export class Metrics {
 
   uploadFailed(reason: FailureReason): void {
     this.uploadFailures.inc({ reason });
+  }
+
+  /** revision and keys of the newest shipped snapshot (by snapshot time) */
+  private newestFactsS = 0;
+  dbFacts(revision: number, keys: number, snapshotTimeMs = Date.now()): void {
+    if (snapshotTimeMs < this.newestFactsS) return;
+    this.newestFactsS = snapshotTimeMs;
+    this.lastRevision.set(revision);
+    this.lastKeys.set(keys);
+  }
+
+  /** The timestamps `status` shows (seconds; 0: never). */
+  times(): { lastUploadS: number; lastVerifiedS: number; lastVerifyRunS: number; lastPruneS: number } {
+    return { lastUploadS: this.lastUploadS, lastVerifiedS: this.lastVerifiedS, lastVerifyRunS: this.lastVerifyRunS, lastPruneS: this.lastPruneS };
+  }
+
+  private lastVerifyRunS = 0;
+  verifyRan(at = Date.now()): void {
+    this.lastVerifyRunS = at / 1000;
+    this.lastVerifyRun.set(this.lastVerifyRunS);
+  }
+
+  private lastPruneS = 0;
+  pruneSucceeded(at = Date.now()): void {
+    this.lastPruneS = at / 1000;
+    this.lastPruneSuccess.set(this.lastPruneS);
+  }
+
+  /** Moves forward only, like confirmedAt. */
+  private lastVerifiedS = 0;
+  verified(snapshotTime: Date): void {
+    const s = Math.min(snapshotTime.getTime(), Date.now()) / 1000;
+    if (s > this.lastVerifiedS) {
+      this.lastVerifiedS = s;
+      this.lastVerified.set(s);
+    }
   }
 }

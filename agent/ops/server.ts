@@ -8,7 +8,8 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { Registry } from 'prom-client';
-import type { Config } from '../config/config.js';
+import type { Config } from '../config/keys.js';
+import type { StatusDoc } from './status.js';
 import type { Logger } from './log.js';
 import { registerSecret } from '../base/secret.js';
 
@@ -17,6 +18,8 @@ export interface Health {
   live(): { ok: boolean; detail: string };
   /** watching the directory and S3 reachable at the last check */
   ready(): { ok: boolean; detail: string };
+  /** `status` as JSON (behind the same TLS and basic auth as /metrics) */
+  status?(): Promise<StatusDoc>;
 }
 
 export interface ServerOptions {
@@ -151,7 +154,7 @@ export class MetricsServer {
       address: `${addr.address}:${addr.port}`,
       scheme: this.scheme,
       basicAuth: Boolean(basicAuth),
-      paths: ['/metrics', '/healthz', '/readyz'],
+      paths: ['/metrics', '/healthz', '/readyz', ...(this.health.status ? ['/status'] : [])],
     });
     return addr;
   }
@@ -210,6 +213,8 @@ export class MetricsServer {
       } else if (path === '/healthz' || path === '/readyz') {
         const h = path === '/healthz' ? this.health.live() : this.health.ready();
         res.writeHead(h.ok ? 200 : 503, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`${h.ok ? 'ok' : 'not ok'}: ${h.detail}\n`);
+      } else if (path === '/status' && this.health.status) {
+        res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' }).end(`${JSON.stringify(await this.health.status())}\n`);
       } else if (path === '/') {
         res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end('<html><body><h1>etcd-backup-agent</h1><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></body></html>\n');
       } else {

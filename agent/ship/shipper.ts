@@ -1,21 +1,26 @@
-// The life of one snapshot: seen → settling → verified → queued → shipping → confirmed (or rejected).
-// Every transition is decided here, once.
-import { lstat } from 'node:fs/promises';
+// Drives each snapshot file through its life: gathers what is known about it, asks lifecycle.decide() what
+// state it is in and what to do next, and does it (check, wait, ship, reject). The upload queue lives here:
+// newest snapshot first, one backoff for the whole queue when S3 is at fault, one per file otherwise.
+import { lstat, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Config } from '../config/config.js';
-import { objectKey } from '../config/config.js';
-import { fingerprint, openRegular, readAt, sameFingerprint, NotRegularError, type Fingerprint } from '../base/files.js';
-import type { Ledger } from '../store/ledger.js';
+import { classifyError, describeError, storeAtFault } from '../base/errors.js';
+import { fingerprint, NotRegularError, openRegular, readAt, sameFingerprint, type Fingerprint } from '../base/files.js';
+import { isValidUtf8Name, shownBytes } from '../base/text.js';
+import type { Config } from '../config/keys.js';
+import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, type NameRules, type SnapshotName } from '../snapshot/names.js';
 import type { Logger } from '../ops/log.js';
 import type { Metrics } from '../ops/metrics.js';
-import { classify, compileRules, sniff, SNIFF_BYTES, type NameRules, type SnapshotName } from '../detect/producers.js';
-import { classifyError, describeError, type FailureReason, type Store } from '../store/s3.js';
-import { ship } from './upload.js';
-import { quickCheck, verifyFile, type Verdict } from '../snapshot/verify.js';
+import { decide, type CheckResult, type FileFacts, type RejectLabel, type TrackState } from '../snapshot/lifecycle.js';
+import type { DeepCheck } from '../snapshot/deep.js';
+import { quickCheck } from '../snapshot/verifier.js';
+import type { Ledger } from '../store/ledger.js';
+import { objectKey } from '../store/layout.js';
+import type { PartIntegrity, Store } from '../store/store.js';
+import type { Sealing } from '../crypto/seal.js';
+import { shipOptions } from './options.js';
+import { Uploader, type ShipOutcome } from './upload.js';
 
-export type TrackState = 'held' | 'settling' | 'queued' | 'shipping' | 'confirmed' | 'rejected' | 'superseded';
-
-/** What the agent knows about one snapshot file in the directory. */
+/** What the agent knows about one snapshot file in the directory (for retention, metrics, `status`). */
 export interface LocalSnapshot {
   name: string;
   path: string;
@@ -25,15 +30,19 @@ export interface LocalSnapshot {
   sha256?: string;
   key?: string;
   rejectReason?: string;
+  /** why it is in its state */
+  why: string;
+  /** bytes sent of the upload in flight */
+  progress?: { done: number; total: number };
 }
 
 interface Track extends LocalSnapshot {
   firstSeen: number;
   changedAt: number;
-  verifiedFp?: Fingerprint;
+  quick?: { fp: Fingerprint; result: CheckResult };
+  failed?: { fp: Fingerprint; result: CheckResult };
   rejectedFp?: Fingerprint;
-  /** ctime when it was rejected as unreadable: a chmod or ACL change (same content) is worth a new look */
-  unreadableCtimeMs?: number;
+  unreadable?: { code: string; ctimeMs: number };
   attempts: number;
   /** a queued snapshot whose own upload failed waits until then */
   notBefore: number;
@@ -45,8 +54,6 @@ interface Track extends LocalSnapshot {
 
 /** unknown files whose first bytes are read at once */
 const SNIFF_CONCURRENCY = 16;
-// Failures that say something about S3, not about the file: the whole queue backs off.
-const STORE_WIDE: ReadonlySet<FailureReason> = new Set(['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'client']);
 
 export interface ShipperDeps {
   cfg: Config;
@@ -55,6 +62,10 @@ export interface ShipperDeps {
   metrics: Metrics;
   log: Logger;
   version: string;
+  /** how parts are proven (decided by the start-up probe) */
+  integrity: () => PartIntegrity;
+  deep?: DeepCheck;
+  sealing?: Sealing;
 }
 
 export class Shipper {
@@ -62,26 +73,31 @@ export class Shipper {
   /** names that are not snapshots, by fingerprint, so rescans don't re-read them */
   private readonly notSnapshots = new Map<string, string>();
   private readonly loggedIgnored = new Set<string>();
+  /** names whose bytes are not UTF-8: reported once each */
+  private readonly badNames = new Set<string>();
   /** unknown names waiting for their first bytes to be read, name → path */
   private readonly sniffQueued = new Map<string, string>();
   private sniffsRunning = 0;
   private readonly rules: NameRules;
+  private readonly uploader: Uploader;
   private readonly active = new Set<Promise<void>>();
   private readonly abort = new AbortController();
-  private verifying: Promise<unknown> = Promise.resolve();
   private storeFailures = 0;
   private backoffUntil = 0;
   private backoffTimer: NodeJS.Timeout | undefined;
   private closing = false;
   private dirHasZips = false;
+  /** another reader of S3 (the drill) has the turn: no upload starts */
+  private yielded = 0;
 
   constructor(private readonly d: ShipperDeps) {
     this.rules = compileRules(d.cfg.include, d.cfg.exclude);
+    this.uploader = new Uploader(d.store);
   }
 
-  /** Local snapshot files the agent tracks (for retention, metrics and `prune`). */
+  /** Local snapshot files the agent tracks (for retention, metrics, `status`). */
   snapshots(): LocalSnapshot[] {
-    return [...this.tracks.values()].map(({ name, path, snap, state, fp, sha256, key, rejectReason }) => ({ name, path, snap, state, fp, sha256, key, rejectReason }));
+    return [...this.tracks.values()].map(({ name, path, snap, state, fp, sha256, key, rejectReason, why, progress }) => ({ name, path, snap, state, fp, sha256, key, rejectReason, why, progress }));
   }
 
   get pendingCount(): number {
@@ -125,11 +141,23 @@ export class Shipper {
     this.tracks.delete(t.name);
     if (t.state === 'queued' || t.state === 'settling') this.d.log.warn('snapshot disappeared before it was shipped', { file: path, state: t.state });
     this.updatePending();
+    this.kickRawOf(t.name);
+  }
+
+  /** Objects S3 lost (found by the reconcile pass): their local files are shipped again. */
+  forgotten(names: readonly string[]): void {
+    for (const name of names) {
+      const t = this.tracks.get(name);
+      if (t && t.state === 'confirmed') {
+        t.state = 'settling';
+        this.kick(t);
+      }
+    }
   }
 
   private track(path: string, snap: SnapshotName): Track {
     const now = Date.now();
-    const t: Track = { name: snap.name, path, snap, state: 'settling', firstSeen: now, changedAt: now, attempts: 0, notBefore: 0, busy: false, again: false };
+    const t: Track = { name: snap.name, path, snap, state: 'settling', why: 'just seen', firstSeen: now, changedAt: now, attempts: 0, notBefore: 0, busy: false, again: false };
     this.tracks.set(t.name, t);
     if (snap.format === 'zip') this.dirHasZips = true;
     return t;
@@ -162,7 +190,8 @@ export class Shipper {
     let st;
     try {
       st = await lstat(path);
-    } catch {
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\ufffd')) await this.checkName(path);
       return;
     }
     const id = `${st.ino}:${st.size}:${st.mtimeMs}`;
@@ -178,13 +207,34 @@ export class Shipper {
     } catch {
       return;
     }
-    const snap = sniff(name, head);
+    const snap = sniffName(name, head);
     if (!snap) {
       this.notSnapshots.set(name, id);
       return;
     }
     this.notSnapshots.delete(name);
     if (!this.tracks.has(name) && !this.closing) this.kick(this.track(path, snap));
+  }
+
+  /**
+   * A name whose bytes are not UTF-8 reaches the agent with U+FFFD in place of the odd bytes, and no file has
+   * that name: the snapshot cannot be opened by it. Say so once, with the bytes, instead of "disappeared".
+   */
+  private async checkName(path: string): Promise<boolean> {
+    const name = basename(path);
+    let raw: Buffer | undefined;
+    try {
+      raw = (await readdir(dirname(path), { encoding: 'buffer' })).find((b) => b.toString('utf8') === name && !isValidUtf8Name(b));
+    } catch {
+      return false;
+    }
+    if (!raw) return false;
+    if (!this.badNames.has(name)) {
+      this.badNames.add(name);
+      this.d.metrics.rejected.inc({ reason: 'name' });
+      this.d.log.error('snapshot rejected: its file name is not valid UTF-8, so it can be neither opened by name nor named in S3; rename it', { file: join(dirname(path), shownBytes(raw)), reason: 'name' });
+    }
+    return true;
   }
 
   private kick(t: Track, delayMs = 0): void {
@@ -212,138 +262,151 @@ export class Shipper {
       });
   }
 
-  /** settle → verify → queue. Cheap when nothing changed. */
-  private async examine(t: Track): Promise<void> {
-    const { cfg, ledger, log, metrics } = this.d;
+  /** A zip changed state: its raw file may now be superseded, or (the zip failed) the backup to ship. */
+  private kickRawOf(zipName: string): void {
+    if (!zipName.endsWith('.zip')) return;
+    const raw = this.tracks.get(zipName.slice(0, -4));
+    if (raw) this.kick(raw);
+  }
+
+  private async zipState(t: Track): Promise<FileFacts['zip']> {
+    const z = this.tracks.get(`${t.name}.zip`);
+    if (z) {
+      if (z.state === 'rejected') return 'rejected';
+      return z.state === 'queued' || z.state === 'shipping' || z.state === 'confirmed' ? 'good' : 'pending';
+    }
+    return (await lstat(join(dirname(t.path), `${t.name}.zip`)).then(() => true, () => false)) ? 'pending' : 'absent';
+  }
+
+  /** What is known about the file now: the facts decide() needs. */
+  private async facts(t: Track): Promise<FileFacts | undefined> {
+    const { cfg, ledger } = this.d;
     let st;
     try {
       st = await lstat(t.path);
     } catch {
+      if (t.name.includes('\ufffd') && (await this.checkName(t.path))) {
+        clearTimeout(t.timer);
+        this.tracks.delete(t.name);
+        return undefined;
+      }
       this.gone(t.path);
-      return;
+      return undefined;
     }
     const fp = fingerprint(st);
-    if (!st.isFile()) {
-      // a link could lead the agent into uploading some other file; a FIFO or device is no snapshot
-      if (!(t.state === 'rejected' && sameFingerprint(fp, t.rejectedFp))) this.reject(t, fp, 'format', `not a regular file (${st.isSymbolicLink() ? 'a symlink, never followed' : st.isDirectory() ? 'a directory' : 'a FIFO, socket or device'})`);
-      return;
-    }
     if (!sameFingerprint(fp, t.fp)) {
       t.fp = fp;
       t.changedAt = Date.now();
     }
-
-    const shipped = ledger.findUnchanged(t.name, fp.size, fp.mtimeMs);
-    if (shipped) {
-      if (t.state !== 'confirmed') log.debug('already confirmed in S3', { file: t.path, key: shipped.key });
-      Object.assign(t, { state: 'confirmed', sha256: shipped.sha256, key: shipped.key, verifiedFp: fp });
-      metrics.snapshotSeen(fp.mtimeMs);
-      return;
+    if (t.unreadable && t.unreadable.ctimeMs !== st.ctimeMs) {
+      // a chmod or ACL change: the same bytes may be readable now
+      t.unreadable = undefined;
+      t.quick = undefined;
     }
-    if (t.state === 'rejected' && sameFingerprint(fp, t.rejectedFp) && (t.unreadableCtimeMs === undefined || t.unreadableCtimeMs === st.ctimeMs)) return;
-    if (t.state === 'confirmed' && sameFingerprint(fp, t.verifiedFp)) return;
+    const kind = st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'special';
+    const confirmed = kind === 'file' ? ledger.findUnchanged(t.name, fp.size, fp.mtimeMs) : undefined;
+    const zipping = t.snap.format === 'raw' && (t.snap.zips || this.dirHasZips);
+    return {
+      kind,
+      fp,
+      now: Date.now(),
+      firstSeenMs: t.firstSeen,
+      changedAtMs: t.changedAt,
+      ...(confirmed ? { confirmed: { key: confirmed.key, sha256: confirmed.sha256 } } : {}),
+      zipping,
+      ...(zipping ? { zip: await this.zipState(t) } : {}),
+      ...(t.quick && sameFingerprint(t.quick.fp, fp) ? { quick: t.quick.result } : {}),
+      ...(t.failed && sameFingerprint(t.failed.fp, fp) ? { failed: t.failed.result } : {}),
+      ...(t.unreadable ? { unreadable: { ...t.unreadable, nowCtimeMs: st.ctimeMs } } : {}),
+      settleTimeoutMs: cfg.detect.settleTimeoutMs,
+      zipWaitMs: cfg.detect.zipWaitMs,
+      pollIntervalMs: cfg.detect.pollIntervalMs,
+    };
+  }
 
-    // RKE-family producers zip the raw file and delete it: ship the zip, not the raw.
-    if (t.snap.format === 'raw' && (t.snap.zips || this.dirHasZips)) {
-      const zipPath = join(dirname(t.path), `${t.name}.zip`);
-      if (await lstat(zipPath).then(() => true, () => false)) {
-        if (t.state !== 'superseded') log.debug('raw snapshot superseded by its zip', { file: t.path });
-        t.state = 'superseded';
-        return;
-      }
-      const wait = t.firstSeen + cfg.detect.zipWaitMs - Date.now();
-      if (wait > 0) {
-        t.state = 'held';
-        this.kick(t, wait);
-        return;
+  /** Facts → decision → action, until the decision is to wait or do nothing. Cheap when nothing changed. */
+  private async examine(t: Track): Promise<void> {
+    const { log, metrics } = this.d;
+    for (;;) {
+      const f = await this.facts(t);
+      if (!f || this.closing) return;
+      const was = t.state;
+      const d = decide(f);
+      t.why = d.why;
+      switch (d.action.kind) {
+        case 'none':
+          if (d.state === 'confirmed' && was !== 'confirmed') {
+            const e = this.d.ledger.findUnchanged(t.name, f.fp.size, f.fp.mtimeMs)!;
+            Object.assign(t, { sha256: e.sha256, key: e.key });
+            log.debug('already confirmed in S3', { file: t.path, key: e.key });
+            metrics.snapshotSeen(f.fp.mtimeMs);
+          }
+          if (d.state === 'superseded' && was !== 'superseded') log.debug('raw snapshot superseded by its zip', { file: t.path });
+          t.state = d.state;
+          return;
+        case 'wait':
+          t.state = d.state;
+          if (d.state === 'settling' && !t.waitLogged) {
+            t.waitLogged = true;
+            log.debug('snapshot not complete yet; waiting', { file: t.path, reason: d.why });
+          }
+          this.kick(t, d.action.ms);
+          return;
+        case 'check':
+          t.state = d.state;
+          t.quick = { fp: f.fp, result: await this.quick(t) };
+          continue;
+        case 'reject':
+          if (!(was === 'rejected' && sameFingerprint(t.rejectedFp, f.fp))) this.reject(t, f.fp, d.action.reason, d.action.detail);
+          t.state = 'rejected';
+          this.kickRawOf(t.name);
+          return;
+        case 'ship':
+          if (was !== 'queued') {
+            t.state = 'queued';
+            t.key = objectKey(this.d.cfg, t.name);
+            t.rejectReason = undefined;
+            metrics.snapshotSeen(f.fp.mtimeMs);
+            log.info('snapshot complete; queued for upload', { file: t.path, key: t.key, size: f.fp.size, producer: t.snap.producer, format: t.snap.format });
+            this.updatePending();
+            this.kickRawOf(t.name);
+          }
+          this.pump();
+          return;
       }
     }
-    t.state = 'settling';
+  }
 
-    let verdict: Verdict;
-    let after: Fingerprint;
+  /** The cheap checks (a few KiB read); an unreadable file is remembered as such until its ctime changes. */
+  private async quick(t: Track): Promise<CheckResult> {
     try {
-      const { fh, st: fst } = await openRegular(t.path);
+      const { fh, st } = await openRegular(t.path);
       try {
-        const ofp = fingerprint(fst);
-        const quick = await quickCheck(fh, ofp.size, t.snap.format);
-        if (quick) verdict = quick;
-        else verdict = await this.serialVerify(() => verifyFile(fh, ofp.size, { format: t.snap.format, name: t.name, signal: this.abort.signal }));
-        after = fingerprint(await fh.stat());
-        if (!sameFingerprint(ofp, after)) {
-          t.changedAt = Date.now();
-          verdict = { ok: false, reason: 'truncated', detail: 'file changed while it was being verified' };
-        }
+        const r = await quickCheck(fh, st.size, t.snap.format, t.name);
+        return r ? { ok: false, reason: r.reason, detail: r.detail } : { ok: true };
       } finally {
         await fh.close();
       }
     } catch (e) {
-      if (this.closing) return;
-      if (e instanceof NotRegularError) {
-        // swapped for a link or special file between lstat and open
-        this.reject(t, fp, 'format', e.message);
-        return;
-      }
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return this.gone(t.path);
-      this.reject(t, fp, 'unreadable', `cannot read it (${code ?? String(e)}); check the agent's read access to the snapshot directory`);
-      t.unreadableCtimeMs = st.ctimeMs;
-      return;
+      if (e instanceof NotRegularError) return { ok: false, reason: 'format', detail: e.message };
+      const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      if (code === 'ENOENT') return { ok: false, reason: 'truncated', detail: 'gone' };
+      const st = await lstat(t.path).catch(() => undefined);
+      t.unreadable = { code, ctimeMs: st?.ctimeMs ?? 0 };
+      return { ok: false, reason: 'format', detail: `cannot read it (${code})` };
     }
-    if (this.closing) return;
-    t.fp = after;
-
-    if (!verdict.ok) {
-      const quiet = Date.now() - t.changedAt;
-      if (quiet < cfg.detect.settleTimeoutMs) {
-        if (!t.waitLogged) log.debug('snapshot not complete yet; waiting', { file: t.path, reason: verdict.detail });
-        t.waitLogged = true;
-        this.kick(t, Math.min(cfg.detect.pollIntervalMs, cfg.detect.settleTimeoutMs - quiet + 10));
-        return;
-      }
-      this.reject(t, after, verdict.reason, verdict.detail);
-      return;
-    }
-
-    metrics.snapshotSeen(after.mtimeMs);
-    t.sha256 = verdict.sha256;
-    t.verifiedFp = after;
-    t.rejectReason = undefined;
-    const same = ledger.find(t.name, verdict.sha256);
-    if (same && same.size === verdict.size) {
-      // Same content shipped before (e.g. rewritten byte for byte): S3 holds what this file holds, so
-      // the backup is as fresh as the file.
-      Object.assign(t, { state: 'confirmed', key: same.key });
-      metrics.confirmedAt(new Date(after.mtimeMs));
-      log.info('snapshot content already confirmed in S3; not sent again', { file: t.path, key: same.key, sha256: verdict.sha256 });
-      return;
-    }
-    t.key = objectKey(cfg, t.name);
-    t.state = 'queued';
-    log.info('snapshot verified; queued for upload', { file: t.path, key: t.key, size: verdict.size, sha256: verdict.sha256, producer: t.snap.producer, format: verdict.format });
-    this.updatePending();
-    this.pump();
   }
 
-  private reject(t: Track, fp: Fingerprint, reason: 'truncated' | 'corrupt' | 'format' | 'unreadable', detail: string): void {
-    t.state = 'rejected';
+  private reject(t: Track, fp: Fingerprint, reason: RejectLabel, detail: string): void {
     t.rejectedFp = fp;
-    t.unreadableCtimeMs = undefined;
     t.rejectReason = `${reason}: ${detail}`;
     this.d.metrics.rejected.inc({ reason });
     this.d.log.error('snapshot rejected: not shipped and never deleted by the agent', { file: t.path, reason, detail });
     this.updatePending();
   }
 
-  /** One full verification at a time: they read whole files, and etcd shares the disk. */
-  private serialVerify<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.verifying.then(fn, fn);
-    this.verifying = run.catch(() => undefined);
-    return run;
-  }
-
   private pump(): void {
-    if (this.closing) return;
+    if (this.closing || this.yielded > 0) return;
     const now = Date.now();
     if (this.backoffUntil > now) return this.wakeAt(this.backoffUntil);
     while (this.active.size < this.d.cfg.upload.concurrency) {
@@ -353,6 +416,7 @@ export class Shipper {
       next.state = 'shipping';
       const p = this.deliver(next).finally(() => {
         this.active.delete(p);
+        next.progress = undefined;
         // events for the file were ignored while it was shipping (deleted, replaced by a rename): look again
         this.kick(next);
         this.pump();
@@ -369,108 +433,128 @@ export class Shipper {
     }, Math.max(0, at - Date.now()));
   }
 
-  /** Newest first: after an outage the most recent backup is the most valuable. Else the one due soonest. */
+  /**
+   * Newest first: after an outage the most recent backup is the most valuable. "Newest" is the snapshot's
+   * own time (the producer's in its name, else its mtime), ties broken by name. Else the one due soonest.
+   */
   private nextQueued(now: number): Track | undefined {
     let best: Track | undefined;
     let soonest: Track | undefined;
+    const when = (t: Track): number => snapshotTime(t.snap, t.fp?.mtimeMs ?? 0).getTime();
     for (const t of this.tracks.values()) {
       if (t.state !== 'queued') continue;
       if (t.notBefore <= now) {
-        if (!best || (t.fp?.mtimeMs ?? 0) > (best.fp?.mtimeMs ?? 0)) best = t;
+        if (!best || when(t) > when(best) || (when(t) === when(best) && t.name > best.name)) best = t;
       } else if (!soonest || t.notBefore < soonest.notBefore) soonest = t;
     }
     return best ?? soonest;
   }
 
   private async deliver(t: Track): Promise<void> {
-    const { cfg, store, ledger, log, metrics } = this.d;
+    const { cfg, ledger, log, metrics } = this.d;
     const started = Date.now();
-    let fh;
+    let opened;
     try {
-      const opened = await openRegular(t.path);
-      fh = opened.fh;
-      if (!sameFingerprint(fingerprint(opened.st), t.verifiedFp)) {
-        log.info('snapshot changed after verification; verifying it again', { file: t.path });
-        await fh.close();
-        t.state = 'settling';
-        this.updatePending();
-        this.kick(t);
-        return;
-      }
+      opened = await openRegular(t.path);
     } catch (e) {
       t.state = 'settling';
       this.updatePending();
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') this.gone(t.path);
-      else this.kick(t);
       return;
     }
-    const fp = t.verifiedFp!;
+    const { fh, st } = opened;
+    const fp = fingerprint(st);
     const key = t.key ?? objectKey(cfg, t.name);
     log.debug('upload started', { file: t.path, key, size: fp.size, attempt: t.attempts + 1 });
+    let lastProgressLog = Date.now();
+    let outcome: ShipOutcome;
     try {
-      const res = await ship(
-        store,
-        { fh, name: t.name, size: fp.size, sha256: t.sha256!, mtimeMs: fp.mtimeMs, producer: t.snap.producer, key, extraMetadata: { node: cfg.node, cluster: cfg.cluster, agent: this.d.version } },
-        { signal: this.abort.signal, timeoutMs: cfg.upload.timeoutMs, bandwidthLimit: cfg.upload.bandwidthLimit, partSize: cfg.s3.partSize },
+      outcome = await this.uploader.ship(
+        { fh, fp, name: t.name, producer: t.snap.producer, snapshotTime: snapshotTime(t.snap, fp.mtimeMs), key, node: cfg.node, cluster: cfg.cluster, agent: this.d.version, format: t.snap.format },
+        shipOptions(cfg, {
+          signal: this.abort.signal,
+          integrity: this.d.integrity(),
+          ...(this.d.deep ? { deep: this.d.deep } : {}),
+          ...(this.d.sealing ? { sealing: this.d.sealing } : {}),
+          onProgress: (done, total) => {
+            t.progress = { done, total };
+            if (Date.now() - lastProgressLog >= 30_000) {
+              lastProgressLog = Date.now();
+              log.debug('upload progress', { file: t.path, key, bytes: done, of: total, percent: Math.floor((done / total) * 100) });
+            }
+          },
+        }),
       );
-      const seconds = (Date.now() - started) / 1000;
-      t.key = res.key;
-      t.state = 'confirmed';
-      t.attempts = 0;
-      t.notBefore = 0;
-      this.storeFailures = 0;
-      this.updatePending();
-      const confirmedAt = new Date();
-      if (res.sent) {
-        metrics.uploadSucceeded(fp.size, seconds, confirmedAt);
-        log.info('snapshot shipped and confirmed', { file: t.path, key: res.key, size: fp.size, sha256: t.sha256, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((fp.size / 1048576 / Math.max(seconds, 0.001)).toFixed(1)) });
-      } else {
-        metrics.uploads.inc({ result: 'already_present' });
-        // S3 already holds these bytes: the backup is as fresh as the newer of the object and this file
-        metrics.confirmedAt(new Date(Math.max(res.info.lastModified?.getTime() ?? 0, fp.mtimeMs)));
-        log.info('snapshot already in S3 with the same sha256; not sent again', { file: t.path, key: res.key, sha256: t.sha256 });
-      }
-      try {
-        await ledger.record({ name: t.name, key: res.key, size: fp.size, sha256: t.sha256!, mtimeMs: fp.mtimeMs, producer: t.snap.producer, confirmedAt: confirmedAt.toISOString() });
-      } catch (e) {
-        // S3 has it; the ledger is a cache that the next write (or a rebuild) repairs.
-        metrics.ledgerWriteFailures.inc();
-        log.error('could not write the ledger; the upload is confirmed in S3 and kept in memory', { file: t.path, key: res.key, ledger: ledger.path, error: (e as NodeJS.ErrnoException).code ?? String(e) });
-      }
     } catch (err) {
-      const reason = classifyError(err);
-      if (this.closing && reason === 'aborted') {
-        t.state = 'queued';
-        log.warn('upload aborted by shutdown; it will be shipped after restart', { file: t.path, key });
-        return;
-      }
-      metrics.uploads.inc({ result: 'failure' });
-      metrics.uploadFailed(reason);
-      t.attempts++;
-      if (reason === 'changed' || reason === 'local_io') {
-        log.warn('upload stopped: the file changed; verifying it again', { file: t.path, key, reason, detail: describeError(err, { location: store.location, key }) });
-        t.state = 'settling';
-        t.verifiedFp = undefined;
-        this.updatePending();
-        this.kick(t, cfg.detect.pollIntervalMs);
-        return;
-      }
-      t.state = 'queued';
-      const storeWide = STORE_WIDE.has(reason);
-      const delay = this.backoff(storeWide ? ++this.storeFailures : t.attempts);
-      if (storeWide) this.backoffUntil = Date.now() + delay;
-      else t.notBefore = Date.now() + delay;
-      log.warn('upload failed; the snapshot stays pending and will be retried', {
-        file: t.path,
-        key,
-        reason,
-        error: describeError(err, { location: store.location, key }),
-        attempt: t.attempts,
-        retryInSeconds: Math.round(delay / 1000),
-      });
-    } finally {
       await fh.close().catch(() => undefined);
+      this.failed(t, key, err);
+      return;
     }
+    await fh.close().catch(() => undefined);
+    this.storeFailures = 0;
+    if (outcome.kind === 'rejected') {
+      // The one read pass found the file not to be a sound snapshot; the upload was aborted.
+      t.failed = { fp, result: { ok: false, reason: outcome.verdict.reason, detail: outcome.verdict.detail } };
+      t.state = 'settling';
+      this.updatePending();
+      return;
+    }
+    const sha256 = outcome.kind === 'shipped' ? outcome.verified.sha256 : outcome.sha256;
+    const seconds = (Date.now() - started) / 1000;
+    Object.assign(t, { key: outcome.key, sha256, state: 'confirmed' as const, attempts: 0, notBefore: 0, why: `confirmed in S3 as ${outcome.storedKey}` });
+    this.updatePending();
+    const confirmedAt = new Date();
+    if (outcome.kind === 'shipped') {
+      metrics.uploadSucceeded(fp.size, seconds, confirmedAt);
+      if (outcome.verified.db) metrics.dbFacts(outcome.verified.db.revision, outcome.verified.db.keys, snapshotTime(t.snap, fp.mtimeMs).getTime());
+      log.info('snapshot shipped and confirmed', { file: t.path, key: outcome.storedKey, size: fp.size, sha256, parts: outcome.parts, integrity: outcome.manifest.object.integrity, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((fp.size / 1048576 / Math.max(seconds, 0.001)).toFixed(1)) });
+    } else {
+      metrics.uploads.inc({ result: 'already_present' });
+      // S3 already holds these bytes: the backup is as fresh as the newer of the object and this file
+      metrics.confirmedAt(new Date(Math.max(outcome.lastModified?.getTime() ?? 0, fp.mtimeMs)));
+      log.info('snapshot already in S3; not sent again', { file: t.path, key: outcome.storedKey, sha256, why: outcome.why });
+    }
+    try {
+      await ledger.record({ name: t.name, key: outcome.key, ...(outcome.storedKey !== outcome.key ? { storedKey: outcome.storedKey } : {}), size: fp.size, sha256, mtimeMs: fp.mtimeMs, producer: t.snap.producer, confirmedAt: confirmedAt.toISOString(), snapshotTime: snapshotTime(t.snap, fp.mtimeMs).toISOString() });
+    } catch (e) {
+      // S3 has it; the ledger is a cache that the next write (or a rebuild) repairs.
+      metrics.ledgerWriteFailures.inc();
+      log.error('could not write the ledger; the upload is confirmed in S3 and kept in memory', { file: t.path, key: outcome.key, ledger: ledger.path, error: (e as NodeJS.ErrnoException).code ?? String(e) });
+    }
+  }
+
+  private failed(t: Track, key: string, err: unknown): void {
+    const { cfg, log, metrics, store } = this.d;
+    const reason = classifyError(err);
+    if (this.closing && reason === 'aborted') {
+      t.state = 'queued';
+      log.warn('upload aborted by shutdown; it will be shipped after restart', { file: t.path, key });
+      return;
+    }
+    metrics.uploads.inc({ result: 'failure' });
+    metrics.uploadFailed(reason);
+    t.attempts++;
+    if (reason === 'changed' || reason === 'local_io') {
+      log.warn('upload stopped: the file changed or could not be read; checking it again', { file: t.path, key, reason, detail: describeError(err, { location: store.location, key }) });
+      t.state = 'settling';
+      t.changedAt = Date.now();
+      this.updatePending();
+      this.kick(t, cfg.detect.pollIntervalMs);
+      return;
+    }
+    t.state = 'queued';
+    const storeWide = storeAtFault(reason);
+    const delay = this.backoff(storeWide ? ++this.storeFailures : t.attempts);
+    if (storeWide) this.backoffUntil = Date.now() + delay;
+    else t.notBefore = Date.now() + delay;
+    log.warn('upload failed; the snapshot stays pending and will be retried', {
+      file: t.path,
+      key,
+      reason,
+      error: describeError(err, { location: store.location, key }),
+      attempt: t.attempts,
+      retryInSeconds: Math.round(delay / 1000),
+    });
   }
 
   /** Exponential backoff with jitter, so many agents recovering together don't stampede S3. */
@@ -482,6 +566,18 @@ export class Shipper {
 
   private updatePending(): void {
     this.d.metrics.pending.set(this.pendingCount);
+  }
+
+  /** Runs fn once no upload is in flight, starting none meanwhile (the drill: one reader of S3 at a time). */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.yielded++;
+    try {
+      await this.idle();
+      return await fn();
+    } finally {
+      this.yielded--;
+      this.pump();
+    }
   }
 
   /** Retry queued uploads now (e.g. S3 came back, as seen by another call). */
@@ -504,10 +600,8 @@ export class Shipper {
     let timer: NodeJS.Timeout | undefined;
     const finished = await Promise.race([all.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)))]);
     clearTimeout(timer);
-    if (!finished) {
-      this.abort.abort();
-      await Promise.race([all, new Promise((r) => setTimeout(r, 10_000).unref())]);
-    } else this.abort.abort();
+    this.abort.abort();
+    if (!finished) await Promise.race([all, new Promise((r) => setTimeout(r, 10_000).unref())]);
     return { finished };
   }
 

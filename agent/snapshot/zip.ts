@@ -1,7 +1,8 @@
 // Zip central-directory reader: just enough of APPNOTE.TXT to find every entry of a snapshot zip and where its
 // data lies, including Zip64 (snapshots pass 4 GiB). Reads only the tail and the local headers, never the data.
-import type { FileHandle } from 'node:fs/promises';
-import { readAt } from '../base/files.js';
+
+/** Reads `len` bytes at `pos` (fewer at the end): a file, a ranged GET, or a decrypted range. */
+export type ReadAt = (pos: number, len: number) => Promise<Buffer>;
 
 export type ZipProblemReason = 'truncated' | 'corrupt' | 'format';
 
@@ -84,7 +85,7 @@ export function findEocd(tail: Buffer, tailStart: number, size: number): number 
 }
 
 /** Finds the end records and parses the central directory. Throws ZipError. */
-export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadDirectoryOptions = {}): Promise<ZipDirectory> {
+export async function readZipDirectory(read: ReadAt, size: number, opts: ReadDirectoryOptions = {}): Promise<ZipDirectory> {
   const maxEntries = opts.maxEntries ?? 64;
   const maxDirectoryBytes = opts.maxDirectoryBytes ?? 1 << 20;
   if (size === 0) throw new ZipError('truncated', 'empty file');
@@ -99,7 +100,7 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
     const tailLen = Math.min(size, want);
     if (tailLen <= tail.length) break;
     tailStart = size - tailLen;
-    tail = await readAt(fh, tailStart, tailLen);
+    tail = await read(tailStart, tailLen);
     if (tail.length < tailLen) throw new ZipError('truncated', `file shorter than ${size} bytes while reading`);
     at = findEocd(tail, tailStart, size);
     if (at >= ZIP64_LOCATOR_LEN || (at >= 0 && tailStart === 0)) break;
@@ -127,7 +128,7 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
     if (recOffset + ZIP64_EOCD_LEN > locatorOffset) {
       throw new ZipError('format', `zip64 end record offset ${recOffset} overlaps its locator at ${locatorOffset}`);
     }
-    const rec = await readAt(fh, recOffset, ZIP64_EOCD_LEN);
+    const rec = await read(recOffset, ZIP64_EOCD_LEN);
     if (rec.length < ZIP64_EOCD_LEN || rec.readUInt32LE(0) !== SIG_ZIP64_EOCD) {
       throw new ZipError('format', `no zip64 end record at offset ${recOffset}`);
     }
@@ -160,7 +161,7 @@ export async function readZipDirectory(fh: FileHandle, size: number, opts: ReadD
     throw new ZipError('format', `central directory (${cdOffset}+${cdSize}) runs past the end record at ${directoryEnd}`);
   }
 
-  const cd = await readAt(fh, cdOffset, cdSize);
+  const cd = await read(cdOffset, cdSize);
   if (cd.length < cdSize) throw new ZipError('truncated', 'file ended inside the central directory');
   const entries = parseCentralDirectory(cd, count);
   return { entries, cdOffset, cdSize, eocdOffset, zip64 };
@@ -226,12 +227,12 @@ export function findExtra(extra: Buffer, id: number): Buffer | undefined {
  * Reads every entry's local header, checks it agrees with the central directory, and fills `dataOffset`.
  * Also checks the entries' data lie in order, without overlap, before the central directory.
  */
-export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promise<void> {
+export async function readLocalHeaders(read: ReadAt, dir: ZipDirectory): Promise<void> {
   const byOffset = [...dir.entries].sort((a, b) => a.localHeaderOffset - b.localHeaderOffset);
   let floor = 0;
   for (const e of byOffset) {
     if (e.localHeaderOffset < floor) throw new ZipError('format', `entry ${e.name} overlaps the entry before it`);
-    const fixed = await readAt(fh, e.localHeaderOffset, LOCAL_LEN);
+    const fixed = await read(e.localHeaderOffset, LOCAL_LEN);
     if (fixed.length < LOCAL_LEN || fixed.readUInt32LE(0) !== SIG_LOCAL) {
       throw new ZipError('format', `entry ${e.name}: no local header at offset ${e.localHeaderOffset}`);
     }
@@ -239,7 +240,7 @@ export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promi
     const method = fixed.readUInt16LE(8);
     const nameLen = fixed.readUInt16LE(26);
     const extraLen = fixed.readUInt16LE(28);
-    const varPart = await readAt(fh, e.localHeaderOffset + LOCAL_LEN, nameLen + extraLen);
+    const varPart = await read(e.localHeaderOffset + LOCAL_LEN, nameLen + extraLen);
     if (varPart.length < nameLen + extraLen) throw new ZipError('truncated', `entry ${e.name}: file ends inside its local header`);
     if (!varPart.subarray(0, nameLen).equals(e.nameBytes)) {
       throw new ZipError('format', `entry ${e.name}: local header names it ${JSON.stringify(varPart.subarray(0, nameLen).toString('latin1'))}`);
@@ -267,7 +268,7 @@ export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promi
     if (floor > dir.cdOffset) {
       throw new ZipError('format', `entry ${e.name}: data (${e.dataOffset}+${e.compressedSize}) runs into the central directory at ${dir.cdOffset}`);
     }
-    if (flags & FLAG_DATA_DESCRIPTOR) floor += await checkDataDescriptor(fh, e, floor, dir.cdOffset);
+    if (flags & FLAG_DATA_DESCRIPTOR) floor += await checkDataDescriptor(read, e, floor, dir.cdOffset);
   }
 }
 
@@ -275,8 +276,8 @@ export async function readLocalHeaders(fh: FileHandle, dir: ZipDirectory): Promi
  * The data descriptor after an entry's data must agree with the directory (Go's archive/zip, which k3s
  * restores with, rejects a CRC mismatch there). Returns its length.
  */
-async function checkDataDescriptor(fh: FileHandle, e: ZipEntry, at: number, limit: number): Promise<number> {
-  const d = await readAt(fh, at, Math.min(24, limit - at));
+async function checkDataDescriptor(read: ReadAt, e: ZipEntry, at: number, limit: number): Promise<number> {
+  const d = await read(at, Math.min(24, limit - at));
   const sig = d.length >= 4 && d.readUInt32LE(0) === SIG_DATA_DESCRIPTOR ? 4 : 0;
   if (d.length < sig + 12) throw new ZipError('format', `entry ${e.name}: no room for its data descriptor`);
   if (d.readUInt32LE(sig) !== e.crc32) {

@@ -1,11 +1,8 @@
 import { readFileSync, statSync } from 'node:fs';
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import { CredentialsError } from '../base/errors.js';
 import { registerSecret } from '../base/secret.js';
-
-export class CredentialsError extends Error {
-  override name = 'CredentialsError';
-}
 
 /** Parses an AWS shared-credentials (INI) file into profiles. Values are never put into errors. */
 export function parseCredentialsIni(text: string): Map<string, Record<string, string>> {

@@ -1,29 +1,57 @@
-// The durable record of what is confirmed in S3. It is a cache of the bucket: if it is lost or
-// corrupt, it is rebuilt from this node's listing instead of stopping the agent.
+// The durable record of what is confirmed in one bucket. It is a cache of that bucket: it names the endpoint,
+// bucket and prefix it describes, a config pointing elsewhere starts a new one from the new location's
+// listing, and entries are reconciled with a listing on a schedule so that an object deleted or lost in S3
+// is shipped again while its local file exists.
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Store } from './s3.js';
+import type { Config } from '../config/keys.js';
+import { nodePrefix } from './layout.js';
 
 export interface LedgerEntry {
   /** local file name */
   name: string;
+  /** the snapshot key (the object is this, plus `.age` when encrypted) */
   key: string;
+  /** the object's key when it differs from `key` (`.age`) */
+  storedKey?: string;
+  /** of the plaintext snapshot file */
   size: number;
   sha256: string;
   /** the local file's mtime when it was shipped (ms since epoch) */
   mtimeMs: number;
   producer: string;
   confirmedAt: string;
+  /** when the snapshot was taken (ISO): the producer's time in its name, else the file's mtime */
+  snapshotTime?: string;
+}
+
+/** The bucket a ledger describes. */
+export interface LedgerLocation {
+  endpoint: string;
+  bucket: string;
+  prefix: string;
 }
 
 interface LedgerFile {
-  version: 1;
+  version: 2;
+  location: LedgerLocation;
   entries: LedgerEntry[];
 }
 
-export type LedgerStatus = 'ok' | 'missing' | 'corrupt';
+/** `elsewhere`: the file describes another bucket, endpoint or prefix (moved aside, a new one starts). */
+export type LedgerStatus = 'ok' | 'missing' | 'corrupt' | 'elsewhere';
 
 const FILE = 'ledger.json';
+// A stat's mtimeMs survives JSON exactly, but not every object's metadata (seconds with a fraction).
+const MTIME_SLACK_MS = 0.001;
+
+/** The bucket and prefix a node's ledger describes. */
+export function ledgerLocation(cfg: Pick<Config, 'cluster' | 'node' | 's3'>): LedgerLocation {
+  return { endpoint: cfg.s3.endpoint ?? `aws:${cfg.s3.region}`, bucket: cfg.s3.bucket, prefix: nodePrefix(cfg) };
+}
+
+export const sameLocation = (a: LedgerLocation, b: LedgerLocation): boolean => a.endpoint === b.endpoint && a.bucket === b.bucket && a.prefix === b.prefix;
+export const describeLocation = (l: LedgerLocation): string => `s3://${l.bucket}/${l.prefix}${l.endpoint ? ` at ${l.endpoint}` : ''}`;
 
 export class Ledger {
   private readonly byKey = new Map<string, LedgerEntry>();
@@ -32,20 +60,26 @@ export class Ledger {
   private dirty = false;
   private writing: Promise<void> = Promise.resolve();
 
-  private constructor(readonly dir: string) {}
+  private constructor(
+    readonly dir: string,
+    readonly location: LedgerLocation,
+  ) {}
 
   get path(): string {
     return join(this.dir, FILE);
   }
 
   /** A ledger that cannot be persisted (unusable state directory): every save fails and is counted. */
-  static inMemory(dir: string): Ledger {
-    return new Ledger(dir);
+  static inMemory(dir: string, location: LedgerLocation): Ledger {
+    return new Ledger(dir, location);
   }
 
-  /** Loads the ledger. A corrupt file is moved aside (kept for inspection) and reported, never fatal. */
-  static async open(dir: string): Promise<{ ledger: Ledger; status: LedgerStatus; detail?: string }> {
-    const ledger = new Ledger(dir);
+  /**
+   * Loads the ledger of this location. A corrupt file, or one describing another location (or written by
+   * an agent that did not record its location), is moved aside (kept for inspection) and reported.
+   */
+  static async open(dir: string, location: LedgerLocation): Promise<{ ledger: Ledger; status: LedgerStatus; detail?: string }> {
+    const ledger = new Ledger(dir, location);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     let text: string;
     try {
@@ -54,19 +88,27 @@ export class Ledger {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { ledger, status: 'missing' };
       throw e;
     }
+    const aside = async (why: string): Promise<string> => {
+      const to = `${ledger.path}.${why}-${Date.now()}`;
+      await rename(ledger.path, to).catch(() => undefined);
+      return to;
+    };
+    let parsed: { version: 1 | 2; location?: LedgerLocation; entries: LedgerEntry[] };
     try {
-      const parsed = JSON.parse(text) as LedgerFile;
-      if (parsed.version !== 1 || !Array.isArray(parsed.entries)) throw new Error('unexpected shape');
+      parsed = JSON.parse(text) as typeof parsed;
+      if ((parsed.version !== 1 && parsed.version !== 2) || !Array.isArray(parsed.entries)) throw new Error('unexpected shape');
       for (const e of parsed.entries) {
         if (typeof e.key !== 'string' || typeof e.sha256 !== 'string' || typeof e.name !== 'string' || typeof e.size !== 'number') throw new Error('bad entry');
-        ledger.put(e);
       }
-      return { ledger, status: 'ok' };
     } catch (e) {
-      const aside = `${ledger.path}.corrupt-${Date.now()}`;
-      await rename(ledger.path, aside).catch(() => undefined);
-      return { ledger, status: 'corrupt', detail: `${(e as Error).message}; moved to ${aside}` };
+      return { ledger, status: 'corrupt', detail: `${(e as Error).message}; moved to ${await aside('corrupt')}` };
     }
+    if (parsed.version === 1 || !parsed.location || !sameLocation(parsed.location, location)) {
+      const was = parsed.version === 2 && parsed.location ? describeLocation(parsed.location) : 'a location it did not record';
+      return { ledger, status: 'elsewhere', detail: `it described ${was}, the config names ${describeLocation(location)}; moved to ${await aside('elsewhere')}` };
+    }
+    for (const e of parsed.entries) ledger.put(e);
+    return { ledger, status: 'ok' };
   }
 
   entries(): LedgerEntry[] {
@@ -99,7 +141,7 @@ export class Ledger {
   find(name: string, sha256?: string): LedgerEntry | undefined {
     let best: LedgerEntry | undefined;
     for (const e of this.named(name)) {
-      if (e.name !== name || (sha256 && e.sha256 !== sha256)) continue;
+      if (sha256 && e.sha256 !== sha256) continue;
       if (!best || e.confirmedAt > best.confirmedAt) best = e;
     }
     return best;
@@ -107,14 +149,8 @@ export class Ledger {
 
   /** The entry recorded for this file's current size and mtime: lets a rescan skip re-reading shipped files. */
   findUnchanged(name: string, size: number, mtimeMs: number): LedgerEntry | undefined {
-    for (const e of this.named(name)) if (e.size === size && e.mtimeMs === mtimeMs) return e;
+    for (const e of this.named(name)) if (e.size === size && Math.abs(e.mtimeMs - mtimeMs) < MTIME_SLACK_MS) return e;
     return undefined;
-  }
-
-  newest(): LedgerEntry | undefined {
-    let best: LedgerEntry | undefined;
-    for (const e of this.byKey.values()) if (!best || e.confirmedAt > best.confirmedAt) best = e;
-    return best;
   }
 
   async record(entry: LedgerEntry): Promise<void> {
@@ -123,11 +159,27 @@ export class Ledger {
   }
 
   async forget(key: string): Promise<void> {
+    if (!this.drop(key)) return;
+    await this.save();
+  }
+
+  private drop(key: string): LedgerEntry | undefined {
     const old = this.byKey.get(key);
-    if (!old) return;
+    if (!old) return undefined;
     this.byKey.delete(key);
     this.byName.get(old.name)?.delete(key);
-    await this.save();
+    return old;
+  }
+
+  /**
+   * Drops the entries whose object is not in a fresh listing of this node's prefix (`present`: every stored
+   * key listed). Returns them: their local files, if any, are no longer backed up.
+   */
+  async reconcile(present: ReadonlySet<string>): Promise<LedgerEntry[]> {
+    const missing = this.entries().filter((e) => !present.has(e.storedKey ?? e.key));
+    for (const e of missing) this.drop(e.key);
+    if (missing.length) await this.save();
+    return missing;
   }
 
   async replaceAll(entries: LedgerEntry[]): Promise<void> {
@@ -146,7 +198,7 @@ export class Ledger {
   save(): Promise<void> {
     this.dirty = true;
     const run = async (): Promise<void> => {
-      const body = JSON.stringify({ version: 1, entries: this.entries() } satisfies LedgerFile, null, 1);
+      const body = JSON.stringify({ version: 2, location: this.location, entries: this.entries() } satisfies LedgerFile, null, 1);
       const tmp = `${this.path}.tmp-${process.pid}`;
       const fh = await open(tmp, 'w', 0o600);
       try {
@@ -167,51 +219,4 @@ export class Ledger {
     this.writing = this.writing.then(run, run);
     return this.writing;
   }
-}
-
-/** Metadata keys the agent writes on every object (S3 user metadata is lower-case ASCII). */
-export const META = {
-  sha256: 'sha256',
-  name: 'name',
-  producer: 'producer',
-  mtime: 'mtime',
-  node: 'node',
-  cluster: 'cluster',
-  agent: 'agent',
-} as const;
-
-/** Rebuilds ledger entries from this node's objects; objects without our sha256 metadata are not ours. */
-export async function entriesFromStore(store: Store, prefix: string, concurrency = 8): Promise<LedgerEntry[]> {
-  const keys: { key: string; lastModified?: Date }[] = [];
-  for await (const o of store.list(prefix)) keys.push(o);
-  const out: LedgerEntry[] = [];
-  let i = 0;
-  const worker = async (): Promise<void> => {
-    while (i < keys.length) {
-      const o = keys[i++]!;
-      const h = await store.head(o.key);
-      const md = h?.metadata;
-      if (!h || !md?.[META.sha256] || !/^[0-9a-f]{64}$/.test(md[META.sha256]!)) continue;
-      const rawName = md[META.name];
-      let name = o.key.slice(o.key.lastIndexOf('/') + 1);
-      if (rawName) {
-        try {
-          name = decodeURIComponent(rawName);
-        } catch {
-          /* keep the key's name */
-        }
-      }
-      out.push({
-        name,
-        key: o.key,
-        size: h.size,
-        sha256: md[META.sha256]!,
-        mtimeMs: Number(md[META.mtime]) || 0,
-        producer: md[META.producer] ?? 'unknown',
-        confirmedAt: (h.lastModified ?? o.lastModified ?? new Date(0)).toISOString(),
-      });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, keys.length) }, worker));
-  return out;
 }

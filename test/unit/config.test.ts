@@ -2,7 +2,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, clusterPrefix, loadConfig, nodePrefix, objectKey, parseConfig } from '../../agent/config/config.js';
+import { ConfigError, parseConfig } from '../../agent/config/parse.js';
+import { completeConfig, loadConfig } from '../../agent/config/load.js';
+import { clusterPrefix, nodePrefix, objectKey } from '../../agent/store/layout.js';
 
 function issuesOf(text: string): { key: string; problem: string; fix: string }[] {
   try {
@@ -20,7 +22,7 @@ describe('config', () => {
     expect(c.s3.bucket).toBe('backups');
     expect(c.s3.endpoint).toBe('http://127.0.0.1:7480');
     expect(c.s3.forcePathStyle).toBe(true);
-    expect(c.s3.checksum).toBe('when_required');
+    expect(c.s3.checksum).toBe('auto');
     expect(c.s3.partSize).toBe(8 * 1024 * 1024);
     expect(c.snapshotDir).toBe('/opt/rke/etcd-snapshots');
     expect(c.stateDir).toBe('/var/lib/etcd-backup-agent');
@@ -72,7 +74,10 @@ describe('config', () => {
     ['s3: {bucket: bkt}\nnode: "a/b"', 'node', 'cannot be part of an object key'],
     ['s3: {bucket: bkt}\nupload: {retryInitial: 1m, retryMax: 1s}', 'upload.retryMax', 'shorter'],
     ['s3: {bucket: bkt}\ndetect: {settleTimeout: 3y}', 'detect.settleTimeout', 'is not a duration'],
-    ['s3: {bucket: bkt, caFile: /nonexistent/ca.pem}', 's3.caFile', 'does not exist'],
+    ['s3: {bucket: bkt, objectLock: {mode: GOVERNANCE}}', 's3.objectLock.retainFor', 'missing'],
+    ['s3: {bucket: bkt, proxy: "ftp://user:hunter2@proxy"}', 's3.proxy', 'not a proxy URL'],
+    ['s3: {bucket: bkt, maxParts: 0}', 's3.maxParts', 'below the minimum'],
+    ['s3: {bucket: bkt}\nverify: {schedule: "daily"}', 'verify.schedule', 'not a cron expression'],
     ['- just\n- a list', '(file)', 'not a mapping'],
     ['s3: {bucket: bkt\n', '(file)', 'not valid YAML'],
   ])('%s → %s: %s', (text, key, problem) => {
@@ -81,6 +86,29 @@ describe('config', () => {
     expect(hit, JSON.stringify(issues)).toBeDefined();
     expect(hit!.problem).toContain(problem);
     expect(hit!.fix.length).toBeGreaterThan(5);
+  });
+
+  it('files a config names are probed after parsing (parsing itself opens nothing)', () => {
+    const cfg = parseConfig('s3: {bucket: bkt, caFile: /nonexistent/ca.pem}\nsigning: {keyFile: /nonexistent/key}', 'x', {});
+    expect(cfg.s3.caFile).toBe('/nonexistent/ca.pem');
+    const err = (() => {
+      try {
+        completeConfig(cfg, 'x');
+      } catch (e) {
+        return e as ConfigError;
+      }
+    })()!;
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.issues.map((i) => [i.key, i.problem])).toEqual([
+      ['s3.caFile', '/nonexistent/ca.pem does not exist'],
+      ['signing.keyFile', '/nonexistent/key does not exist'],
+    ]);
+  });
+
+  it('an unparsable endpoint or proxy is never echoed with its credentials', () => {
+    const issues = issuesOf('s3: {bucket: bkt, endpoint: "http://admin:hunter2@host:port:x", proxy: "ftp://u:hunter3@p"}');
+    expect(JSON.stringify(issues)).not.toMatch(/hunter[23]/);
+    expect(issues.map((i) => i.key).sort()).toEqual(['s3.endpoint', 's3.proxy']);
   });
 
   it('every problem is reported at once, each naming its key', () => {

@@ -6,8 +6,9 @@ import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { quickCheck, verifyPath } from '../../agent/snapshot/verify.js';
+import { quickCheck, verifyPath } from '../../agent/snapshot/verifier.js';
 import { FLAG_DATA_DESCRIPTOR, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/snapshot/zip.js';
+import { readAt } from '../../agent/base/files.js';
 import { goList, goZip, goZipBinary, startGoZip, type GoListedEntry } from '../support/go-zip.js';
 import { fixturePath } from '../support/snapshots.js';
 
@@ -57,8 +58,8 @@ async function k3sZipOf(fixture: string, opts: { truncateAt?: number; finish?: b
 async function readDirectory(path: string): Promise<ZipDirectory> {
   const fh = await open(path, 'r');
   try {
-    const d = await readZipDirectory(fh, (await fh.stat()).size);
-    await readLocalHeaders(fh, d);
+    const d = await readZipDirectory((p, l) => readAt(fh, p, l), (await fh.stat()).size);
+    await readLocalHeaders((p, l) => readAt(fh, p, l), d);
     return d;
   } finally {
     await fh.close();

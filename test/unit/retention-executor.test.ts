@@ -7,65 +7,63 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { objectKey, parseConfig } from '../../agent/config/config.js';
-import { Ledger } from '../../agent/store/ledger.js';
+import { parseConfig } from '../../agent/config/parse.js';
+import { objectKey } from '../../agent/store/layout.js';
+import { Ledger, ledgerLocation } from '../../agent/store/ledger.js';
 import { createLogger } from '../../agent/ops/log.js';
 import { Metrics } from '../../agent/ops/metrics.js';
-import { prunePass, RetentionScheduler, type LocalFileAt } from '../../agent/retention/retention.js';
-import type { ObjectInfo, Store, UploadInfo } from '../../agent/store/s3.js';
+import { prunePass, type LocalFileAt } from '../../agent/retention/executor.js';
+import { RetentionScheduler } from '../../agent/retention/scheduler.js';
+import type { ObjectInfo, UploadInfo } from '../../agent/store/store.js';
+import { MemoryStore } from '../support/memory-store.js';
 
 const NOW = Date.now();
 const H = 3_600_000;
 
-class MemoryStore implements Store {
-  readonly location = 's3://backups (memory)';
-  readonly objects = new Map<string, { size: number; lastModified: Date; metadata: Record<string, string> }>();
-  uploads: UploadInfo[] = [];
+/** The shared memory store, with an outage switch and hooks into the calls retention makes. */
+class RetentionStore extends MemoryStore {
   down = false;
-  readonly calls: string[] = [];
+  readonly seen: string[] = [];
   onHead: ((key: string) => Promise<void>) | undefined;
   beforeListUploads: (() => Promise<void>) | undefined;
 
   private gate(): void {
     if (this.down) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' });
   }
-  async put(): Promise<void> {
-    throw new Error('retention never uploads');
-  }
-  async head(key: string): Promise<ObjectInfo | undefined> {
-    this.calls.push(`head ${key}`);
+  override async head(key: string): Promise<ObjectInfo | undefined> {
+    this.seen.push(`head ${key}`);
     await this.onHead?.(key);
     this.gate();
-    const o = this.objects.get(key);
-    return o && { key, size: o.size, lastModified: o.lastModified, sha256: o.metadata.sha256, metadata: o.metadata };
+    return super.head(key);
   }
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  override async *list(prefix: string): AsyncIterable<ObjectInfo> {
     this.gate();
-    for (const [key, o] of this.objects) if (key.startsWith(prefix)) yield { key, size: o.size, lastModified: o.lastModified };
+    yield* super.list(prefix);
   }
-  async get(): Promise<never> {
-    throw new Error('retention never downloads');
-  }
-  async delete(key: string): Promise<void> {
+  override async get(key: string): Promise<{ body: AsyncIterable<Uint8Array>; size: number } | undefined> {
     this.gate();
-    this.calls.push(`delete ${key}`);
-    this.objects.delete(key);
+    return super.get(key);
   }
-  async listUploads(prefix: string): Promise<UploadInfo[]> {
-    this.calls.push(`list-uploads ${prefix}`);
+  override async delete(key: string): Promise<void> {
+    this.gate();
+    this.seen.push(`delete ${key}`);
+    return super.delete(key);
+  }
+  override async listUploads(prefix: string): Promise<UploadInfo[]> {
+    this.seen.push(`list-uploads ${prefix}`);
     await this.beforeListUploads?.();
     this.gate();
-    return this.uploads.filter((u) => u.key.startsWith(prefix));
+    return super.listUploads(prefix);
   }
-  async abortUpload(key: string, uploadId: string): Promise<void> {
+  override async abortUpload(key: string, uploadId: string): Promise<void> {
     this.gate();
-    this.calls.push(`abort ${key}`);
-    this.uploads = this.uploads.filter((u) => u.uploadId !== uploadId);
+    this.seen.push(`abort ${key}`);
+    return super.abortUpload(key, uploadId);
   }
-  async check(): Promise<void> {
-    this.gate();
+  /** an upload left open at `initiated` */
+  open(key: string, uploadId: string, initiated: Date): void {
+    this.uploads.set(uploadId, { key, opts: { metadata: {} }, initiated, parts: new Map() });
   }
-  close(): void {}
 }
 
 async function setup(retention: Record<string, unknown> = {}) {
@@ -73,8 +71,8 @@ async function setup(retention: Record<string, unknown> = {}) {
   const snapshots = join(root, 'snapshots');
   await mkdir(snapshots);
   const cfg = parseConfig(stringify({ cluster: 'c1', node: 'node-a', snapshotDir: snapshots, stateDir: join(root, 'state'), s3: { bucket: 'backups' }, retention }), 'test', {});
-  const { ledger } = await Ledger.open(cfg.stateDir);
-  const store = new MemoryStore();
+  const { ledger } = await Ledger.open(cfg.stateDir, ledgerLocation(cfg));
+  const store = new RetentionStore();
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -102,7 +100,7 @@ async function setup(retention: Record<string, unknown> = {}) {
     const key = objectKey(cfg, name);
     if (shipped) {
       await ledger.record({ name, key, size: st.size, sha256, mtimeMs: st.mtimeMs, producer: 'etcdctl', confirmedAt: t.toISOString() });
-      store.objects.set(key, { size: st.size, lastModified: t, metadata: { sha256, node: 'node-a', cluster: 'c1', name } });
+      store.seed(key, body, { sha256, node: 'node-a', cluster: 'c1', name }, t);
     }
     return { name, path, state: shipped ? 'confirmed' : 'queued', size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, sha256 };
   };
@@ -116,7 +114,7 @@ describe('retention executor', () => {
     const report = await prunePass(t.deps, files, { trigger: 'test' });
     expect(report.ok).toBe(true);
     expect((await readdir(t.snapshots)).sort()).toEqual(['a.db', 'b.db', 'e.db']);
-    expect(t.store.calls.filter((c) => c.startsWith('head'))).toEqual(['head etcd-backup/c1/node-a/c.db', 'head etcd-backup/c1/node-a/d.db']);
+    expect(t.store.seen.filter((c) => c.startsWith('head'))).toEqual(['head etcd-backup/c1/node-a/c.db', 'head etcd-backup/c1/node-a/d.db']);
     const pruned = t.lines.filter((l) => l.msg === 'retention: pruned local snapshot');
     expect(pruned.map((l) => [l.file, l.key])).toEqual([
       [join(t.snapshots, 'c.db'), 'etcd-backup/c1/node-a/c.db'],
@@ -139,10 +137,10 @@ describe('retention executor', () => {
     expect(await readdir(t.snapshots)).toHaveLength(3);
     expect(report.problems.map((p) => p.phase)).toEqual(['local', 'remote', 'uploads']);
     const warn = t.lines.find((l) => l.level === 'warn' && String(l.msg).startsWith('retention: S3 unreachable; no local snapshot pruned'))!;
-    expect(String(warn.error)).toMatch(/S3 unreachable at s3:\/\/backups .*ECONNREFUSED.*check s3.endpoint/);
+    expect(String(warn.error)).toMatch(/S3 unreachable at s3:\/\/memory.*ECONNREFUSED.*check s3.endpoint/);
     expect(report.local.kept.find((k) => k.name === 'c.db')!.reason).toMatch(/S3 could not confirm its copy: S3 unreachable/);
     // one unanswered S3 is enough: the later phases don't ask again
-    expect(t.store.calls.some((c) => c.startsWith('list-uploads') || c.startsWith('delete'))).toBe(false);
+    expect(t.store.seen.some((c) => c.startsWith('list-uploads') || c.startsWith('delete'))).toBe(false);
     expect(await t.value('etcdbackup_prune_failures_total')).toBe(1);
     expect(await t.value('etcdbackup_last_prune_success_timestamp_seconds')).toBe(0);
   });
@@ -150,7 +148,7 @@ describe('retention executor', () => {
   it('dry run: logs what would go, deletes and counts nothing', async () => {
     const t = await setup({ maxAge: '2h', remote: { enabled: true, keep: 1 } });
     const files = [await t.add('a.db', 1), await t.add('b.db', 3)];
-    t.store.objects.set('etcd-backup/c1/node-a/gone.db', { size: 5, lastModified: new Date(NOW - 100 * H), metadata: { sha256: 'f'.repeat(64), node: 'node-a', cluster: 'c1', name: 'gone.db' } });
+    t.store.seed('etcd-backup/c1/node-a/gone.db', Buffer.from('gone!'), { sha256: 'f'.repeat(64), node: 'node-a', cluster: 'c1', name: 'gone.db' }, new Date(NOW - 100 * H));
     const report = await prunePass(t.deps, files, { dryRun: true });
     expect(report.local.deleted.map((d) => d.name)).toEqual(['b.db']);
     expect(report.remote!.deleted.map((d) => d.key)).toEqual(['etcd-backup/c1/node-a/gone.db']);
@@ -176,11 +174,11 @@ describe('retention executor', () => {
     for (const [i, name] of ['old1.db', 'old2.db', 'old3.db'].entries()) {
       const key = objectKey(t.cfg, name);
       await t.ledger.record({ name, key, size: 5, sha256: String(i).repeat(64), mtimeMs: 0, producer: 'etcdctl', confirmedAt: new Date(NOW - (10 + i) * H).toISOString() });
-      t.store.objects.set(key, { size: 5, lastModified: new Date(NOW - (10 + i) * H), metadata: { sha256: String(i).repeat(64), node: 'node-a', cluster: 'c1', name } });
+      t.store.seed(key, Buffer.from('12345'), { sha256: String(i).repeat(64), node: 'node-a', cluster: 'c1', name }, new Date(NOW - (10 + i) * H));
     }
     const foreign = ['etcd-backup/c1/node-b/old.db', 'etcd-backup/c1/node-a/notes.txt'];
-    t.store.objects.set(foreign[0]!, { size: 5, lastModified: new Date(0), metadata: { sha256: 'e'.repeat(64), node: 'node-b', cluster: 'c1', name: 'old.db' } });
-    t.store.objects.set(foreign[1]!, { size: 5, lastModified: new Date(0), metadata: {} });
+    t.store.seed(foreign[0]!, Buffer.from('12345'), { sha256: 'e'.repeat(64), node: 'node-b', cluster: 'c1', name: 'old.db' }, new Date(0));
+    t.store.seed(foreign[1]!, Buffer.from('12345'), {}, new Date(0));
     const report = await prunePass(t.deps, files);
     expect(report.remote!.deleted.map((d) => d.key).sort()).toEqual(['etcd-backup/c1/node-a/old2.db', 'etcd-backup/c1/node-a/old3.db']);
     expect([...t.store.objects.keys()].sort()).toEqual([...foreign, 'etcd-backup/c1/node-a/new.db', 'etcd-backup/c1/node-a/old1.db'].sort());
@@ -193,17 +191,15 @@ describe('retention executor', () => {
   it('stale multipart uploads: the injected clock decides, nobody waits a day', async () => {
     const t = await setup({ staleUploadAge: '24h' });
     const started = new Date(NOW);
-    t.store.uploads = [
-      { key: 'etcd-backup/c1/node-a/crashed.db', uploadId: 'u1', initiated: started },
-      { key: 'etcd-backup/c1/node-a/busy.db', uploadId: 'u2', initiated: started },
-      { key: 'etcd-backup/c1/node-b/crashed.db', uploadId: 'u3', initiated: started },
-    ];
+    t.store.open('etcd-backup/c1/node-a/crashed.db', 'u1', started);
+    t.store.open('etcd-backup/c1/node-a/busy.db', 'u2', started);
+    t.store.open('etcd-backup/c1/node-b/crashed.db', 'u3', started);
     const inFlightKeys = new Set(['etcd-backup/c1/node-a/busy.db']);
     const at = (ms: number) => ({ ...t.deps, now: () => ms });
     expect((await prunePass(at(NOW + 23 * H), [], { inFlightKeys })).uploads!.aborted).toEqual([]);
     const later = await prunePass(at(NOW + 25 * H), [], { inFlightKeys });
     expect(later.uploads!.aborted.map((u) => u.uploadId)).toEqual(['u1']);
-    expect(t.store.uploads.map((u) => u.uploadId)).toEqual(['u2', 'u3']);
+    expect([...t.store.uploads.keys()]).toEqual(['u2', 'u3']);
     const line = t.lines.find((l) => l.msg === 'retention: aborted stale multipart upload')!;
     expect(line).toMatchObject({ key: 'etcd-backup/c1/node-a/crashed.db', uploadId: 'u1', initiated: started.toISOString() });
   });
@@ -221,7 +217,7 @@ describe('retention scheduler', () => {
       await blocked;
       active--;
     };
-    const scheduler = new RetentionScheduler({ ...t.deps, now: undefined, files: () => [] }, 10);
+    const scheduler = new RetentionScheduler({ ...t.deps, now: undefined, files: () => [], inFlightKeys: () => new Set() }, 10);
     scheduler.start();
     expect(t.lines.find((l) => l.msg === 'retention scheduled')).toMatchObject({ schedule: '* * * * * *', timezone: 'UTC', firstPassInSeconds: 0.01 });
     const waitLine = async (pred: (l: Record<string, unknown>) => boolean): Promise<void> => {

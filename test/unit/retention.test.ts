@@ -1,8 +1,10 @@
 // The retention planners are pure: one table per rule, then properties over random directories,
 // ledgers, S3 states and policies (retention-property.test.ts).
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../agent/config/config.js';
-import { LOCAL_RULES, REMOTE_RULES, planPrune, planRemote, planStaleUploads, keysToConfirm, type FileState, type HeadFact, type LedgerFact, type LocalFile, type LocalPolicy, type RemoteObject } from '../../agent/retention/retention.js';
+import { parseConfig } from '../../agent/config/parse.js';
+import { LOCAL_RULES, planPrune, keysToConfirm, type FileState, type HeadFact, type LedgerFact, type LocalFile, type LocalPolicy } from '../../agent/retention/local.js';
+import { REMOTE_RULES, planRemote, type RemoteObject } from '../../agent/retention/remote.js';
+import { planStaleUploads } from '../../agent/retention/uploads.js';
 
 const NOW = Date.parse('2024-05-08T12:00:00Z');
 const H = 3_600_000;
@@ -134,12 +136,12 @@ describe('local planner: safety rules', () => {
     expect(why(p, 'c')).toBe('newest verified snapshot; always kept');
   });
 
-  it('future mtimes (clock jumps) count as age 0: never deleted for age, and take no place in the count', () => {
+  it('future times (clock jumps) count as age 0: never deleted for age, and take no place in the count', () => {
     const files = [file('future1', -48), file('future2', -1), file('a', 1), file('b', 2), file('c', 100)];
     const p = plan(files, { keep: 1, maxAgeMs: 24 * H });
     expect(gone(p)).toEqual(['b', 'c']);
     expect(why(p, 'future1')).toBe('newest verified snapshot; always kept');
-    expect(why(p, 'future2')).toMatch(/^modified in the future \(2024-05-08T13:00:00.000Z\): the clock may have jumped/);
+    expect(why(p, 'future2')).toMatch(/^taken in the future \(2024-05-08T13:00:00.000Z\): the clock may have jumped/);
     expect(why(p, 'a')).toMatch(/within policy: one of the newest 1/);
   });
 
@@ -159,7 +161,7 @@ describe('local planner: safety rules', () => {
       'only verified files',
       'raw files replaced by a zip belong to their producer',
       'the newest verified snapshot always stays',
-      'a future mtime is age 0',
+      'a future time is age 0',
       'the policy (keep, maxAge)',
       'never before it is in S3',
       'the ledger confirms this content',
@@ -174,6 +176,7 @@ describe('local planner: safety rules', () => {
       'the newest N always stay',
       'age must be known',
       'maxAge',
+      'never a locked object',
       'never while the local file exists',
     ]);
   });
@@ -211,7 +214,7 @@ describe('remote planner', () => {
     ];
     const p = remote(objects, { keep: 1 });
     expect(p.delete).toEqual([]);
-    expect(p.keep.find((k) => k.key === `${P}README`)!.reason).toBe('no sha256 metadata: not written by the agent; never touched');
+    expect(p.keep.find((k) => k.key === `${P}README`)!.reason).toBe('no sha256 metadata or manifest: not a complete backup by the agent; never touched');
     expect(p.keep.find((k) => k.key.endsWith('forged'))!.reason).toBe('written for node node-b of cluster c1; never touched');
     expect(p.keep.find((k) => k.key === 'etcd-backup/c1/node-b/b1')!.reason).toMatch(/not directly under this node's prefix/);
   });

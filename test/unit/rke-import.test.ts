@@ -3,10 +3,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseConfig } from '../../agent/config/config.js';
+import { loadConfig } from '../../agent/config/load.js';
+import { parseConfig } from '../../agent/config/parse.js';
 import { parseCredentialsIni } from '../../agent/store/credentials.js';
 import { EXIT } from '../../agent/base/exit.js';
-import { importRke, planRkeImport, RkeImportError } from '../../agent/cli/import-rke.js';
+import { importRke } from '../../agent/cli/import-rke.js';
+import { planRkeImport, RkeImportError } from '../../agent/config/rke-import.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/rke');
 const OUT = '/etc/etcd-backup-agent';

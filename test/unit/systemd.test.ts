@@ -7,7 +7,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_CONFIG_PATH, KEYS, parseConfig } from '../../agent/config/config.js';
+import { ConfigError, parseConfig } from '../../agent/config/parse.js';
+import { DEFAULT_CONFIG_PATH, KEYS } from '../../agent/config/keys.js';
 import { parseDuration } from '../../agent/base/units.js';
 import { renderConfigExample } from '../../scripts/gen-config-example.mjs';
 

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatFromName, quickCheck, sniffFormat, verifyFile, verifyPath, type SnapshotFormat, type Verdict } from '../../agent/snapshot/verify.js';
+import { formatFromName, sniffFormat, type SnapshotFormat, type Verdict } from '../../agent/snapshot/format.js';
+import { quickCheck, verifyFile, verifyPath } from '../../agent/snapshot/verifier.js';
 import {
   fixturePath,
   flipByte,

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ZipError, findEocd, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/snapshot/zip.js';
+import { readAt } from '../../agent/base/files.js';
 import { fixturePath } from '../support/snapshots.js';
 import { zipBuffer, type WriteZipOptions, type ZipInput } from '../support/handmade-zip.js';
 
@@ -28,8 +29,8 @@ async function put(buf: Buffer): Promise<string> {
 async function readDir(path: string): Promise<ZipDirectory> {
   const fh = await open(path, 'r');
   try {
-    const dirInfo = await readZipDirectory(fh, (await fh.stat()).size);
-    await readLocalHeaders(fh, dirInfo);
+    const dirInfo = await readZipDirectory((p, l) => readAt(fh, p, l), (await fh.stat()).size);
+    await readLocalHeaders((p, l) => readAt(fh, p, l), dirInfo);
     return dirInfo;
   } finally {
     await fh.close();
