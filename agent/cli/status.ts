@@ -1,0 +1,112 @@
+// `status [--json]`: what the agent on this node is doing, in one screen. From the running daemon's /status
+// endpoint (same address, TLS and basic auth as /metrics) when it answers; else computed here from the
+// snapshot directory, the ledger and S3, and said so.
+import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { describeError } from '../base/errors.js';
+import { EXIT, type ExitCode } from '../base/exit.js';
+import { formatBytes, formatDuration } from '../base/units.js';
+import type { Config } from '../config/keys.js';
+import { scanDirectory } from '../detect/scan.js';
+import type { StatusDoc } from '../ops/status.js';
+import { parseListen } from '../ops/server.js';
+import { planPrune } from '../retention/local.js';
+import { readCatalog } from '../store/catalog.js';
+import { nodePrefix } from '../store/layout.js';
+import { Ledger, ledgerLocation } from '../store/ledger.js';
+import type { Store } from '../store/store.js';
+import { VERSION } from '../base/version.js';
+import { q, type Out } from './output.js';
+
+/** Asks the daemon on this host; undefined when none answers. */
+async function fromDaemon(cfg: Config): Promise<StatusDoc | undefined> {
+  if (!cfg.metrics.enabled) return undefined;
+  const { host, port } = parseListen(cfg.metrics.listen);
+  const headers: Record<string, string> = {};
+  if (cfg.metrics.basicAuthUser && cfg.metrics.basicAuthPasswordFile) {
+    const pw = (await readFile(cfg.metrics.basicAuthPasswordFile, 'utf8').catch(() => '')).replace(/\r?\n$/, '');
+    headers.authorization = `Basic ${Buffer.from(`${cfg.metrics.basicAuthUser}:${pw}`).toString('base64')}`;
+  }
+  const tls = Boolean(cfg.metrics.tlsCertFile);
+  const target = !host || host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return new Promise((resolve) => {
+    const req = (tls ? httpsRequest : httpRequest)({ host: target, port, path: '/status', headers, timeout: 3000, ...(tls ? { rejectUnauthorized: false } : {}) }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        try {
+          resolve(res.statusCode === 200 ? (JSON.parse(body) as StatusDoc) : undefined);
+        } catch {
+          resolve(undefined);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
+}
+
+async function offline(cfg: Config, store: Store): Promise<StatusDoc> {
+  let ledger: Ledger;
+  try {
+    ledger = (await Ledger.open(cfg.stateDir, ledgerLocation(cfg))).ledger;
+  } catch {
+    ledger = Ledger.inMemory(cfg.stateDir, ledgerLocation(cfg));
+  }
+  const files = await scanDirectory(cfg, ledger).catch(() => []);
+  const now = Date.now();
+  const plan = planPrune({ files, ledger: ledger.entries(), heads: new Map(), policy: { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: false }, now });
+  let s3 = { up: false, detail: '' };
+  let newest: StatusDoc['newestInS3'];
+  try {
+    const entries = (await readCatalog(store, nodePrefix(cfg))).entries.filter((e) => e.complete);
+    s3 = { up: true, detail: `${entries.length} confirmed snapshot(s) under ${store.location}/${nodePrefix(cfg)}` };
+    const n = entries[0];
+    if (n) newest = { key: n.object.key, time: n.time.toISOString(), ...(n.manifest?.snapshot.db ? { revision: n.manifest.snapshot.db.revision } : {}) };
+  } catch (err) {
+    s3 = { up: false, detail: describeError(err, { location: store.location }) };
+  }
+  const last = ledger.entries().reduce((a, e) => (e.confirmedAt > a ? e.confirmedAt : a), '');
+  return {
+    source: 'offline',
+    version: VERSION,
+    node: cfg.node,
+    cluster: cfg.cluster,
+    snapshotDir: cfg.snapshotDir,
+    destination: `${store.location}/${nodePrefix(cfg)}`,
+    s3,
+    pending: files.filter((f) => f.state === 'queued').length,
+    ...(last ? { lastUpload: last } : {}),
+    snapshots: files.filter((f) => f.state !== 'unrecognised').map((f) => ({ name: f.name, state: f.state, why: f.detail ?? f.state, size: f.size, time: new Date(f.timeMs ?? f.mtimeMs).toISOString() })),
+    nextPrune: plan.delete.map((d) => ({ name: d.name, reason: d.reason })),
+    ...(newest ? { newestInS3: newest } : {}),
+  };
+}
+
+const ago = (iso: string | undefined): string => (iso ? `${iso} (${formatDuration(Math.max(0, Date.now() - Date.parse(iso)))} ago)` : 'never');
+
+export async function statusCommand(cfg: Config, store: Store, opts: { json: boolean }, io: Out): Promise<ExitCode> {
+  const doc = (await fromDaemon(cfg)) ?? (await offline(cfg, store));
+  if (opts.json) {
+    io.out(JSON.stringify(doc));
+    return EXIT.OK;
+  }
+  io.out(doc.source === 'daemon' ? `etcd-backup-agent ${doc.version} on node ${doc.node} (cluster ${doc.cluster}), from the running daemon` : `no running daemon answered on ${cfg.metrics.listen}; computed offline from ${q(cfg.snapshotDir)}, the ledger and S3`);
+  io.out(`S3: ${doc.s3.up ? 'reachable' : 'NOT reachable'}: ${q(doc.s3.detail)}${doc.integrity ? `; parts proven by ${doc.integrity}` : ''}`);
+  io.out(`last upload: ${ago(doc.lastUpload)}; last prune: ${ago(doc.lastPrune)}; last drill: ${ago(doc.lastVerifyRun)} (newest verified: ${doc.lastVerified ?? 'none'})`);
+  if (doc.newestInS3) io.out(`newest in S3: ${q(doc.newestInS3.key)} taken ${doc.newestInS3.time}${doc.newestInS3.revision !== undefined ? `, revision ${doc.newestInS3.revision}` : ''}`);
+  io.out(`pending uploads: ${doc.pending}`);
+  io.out('');
+  io.out(`${'STATE'.padEnd(11)} ${'SIZE'.padStart(10)}  ${'SNAPSHOT TIME'.padEnd(20)}  FILE / WHY`);
+  for (const s of doc.snapshots) {
+    const progress = s.progress ? ` ${Math.floor((s.progress.done / Math.max(1, s.progress.total)) * 100)}%` : '';
+    io.out(`${(s.state + progress).padEnd(11)} ${formatBytes(s.size).padStart(10)}  ${s.time.slice(0, 19).padEnd(20)}  ${q(s.name)}: ${q(s.why)}`);
+  }
+  io.out('');
+  io.out(doc.nextPrune.length ? 'the next retention pass would delete (once S3 confirms each copy):' : 'the next retention pass would delete nothing');
+  for (const d of doc.nextPrune) io.out(`  ${q(d.name)}: ${q(d.reason)}`);
+  return EXIT.OK;
+}
