@@ -54,6 +54,8 @@ export class S3Store implements Store {
   constructor(
     private readonly cfg: Config,
     client?: S3Client,
+    /** keys per ListObjectsV2 page (S3's default, 1000, unless a test asks for small pages) */
+    private readonly pageSize?: number,
   ) {
     this.client = client ?? s3Client(cfg);
     this.bucket = cfg.s3.bucket;
@@ -155,7 +157,7 @@ export class S3Store implements Store {
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     let token: string | undefined;
     do {
-      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, ...(this.pageSize ? { MaxKeys: this.pageSize } : {}) }));
       for (const o of r.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0, lastModified: o.LastModified, etag: o.ETag };
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);

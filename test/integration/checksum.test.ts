@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, runCli, testDirs, writeConfig } from '../support/agent.js';
 import { sha256File } from '../support/snapshots.js';
-import { createBucket, emptyAndDeleteBucket, putKeys, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
+import { createBucket, emptyAndDeleteBucket, putKeys, readWorldEnv, recorded, s3Client, saveSnapshot, type World } from '../support/world.js';
 
 let world: World;
 const bucket = `checksum-${Date.now().toString(36)}`;
@@ -51,6 +51,6 @@ describe.each(['when_required', 'when_supported'])('s3.checksum: %s', (mode) => 
     }
     expect(size).toBe((await stat(src)).size);
     expect(hash.digest('hex')).toBe(await sha256File(src));
-    expect(obj.Metadata?.sha256).toBe(await sha256File(src));
+    expect((await recorded(world, bucket, key)).sha256).toBe(await sha256File(src));
   });
 });

@@ -61,7 +61,7 @@ describe('a 1 GiB snapshot', () => {
     const agent = await startAgent(dirs, agentEnv(world), cfg);
     agents.push(agent);
     await import('node:fs/promises').then((fs) => fs.link(snapshot, path.join(dirs.snapshots, 'big.db')));
-    await agent.waitMsg('snapshot verified; queued for upload', 'big.db', 120_000);
+    await agent.waitMsg('snapshot complete; queued for upload', 'big.db', 120_000);
     const t0 = Date.now();
     const exit = await agent.stop('SIGTERM');
     expect(exit).toEqual({ code: 0, signal: null });

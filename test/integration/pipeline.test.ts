@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { startProxy } from '../support/tcp-proxy.js';
 import { sha256File } from '../support/snapshots.js';
-import { createBucket, emptyAndDeleteBucket, listKeys, putKeys, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
+import { createBucket, emptyAndDeleteBucket, listKeys, putKeys, recorded, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
 import { goZip, startGoZip } from '../support/go-zip.js';
 
 let world: World;
@@ -40,8 +40,8 @@ async function agentFor(overrides: Record<string, unknown> = {}): Promise<{ agen
 }
 
 async function headSha(key: string): Promise<{ sha256?: string; size?: number; producer?: string }> {
-  const r = await s3Client(world).send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-  return { sha256: r.Metadata?.sha256, size: r.ContentLength, producer: r.Metadata?.producer };
+  const r = await recorded(world, bucket, key);
+  return { sha256: r.sha256, size: r.size, producer: r.producer };
 }
 
 describe('pipeline against Ceph RGW and real etcd', () => {
@@ -84,7 +84,7 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     // The writer stalls mid-file. The agent must look, find the zip incomplete, and wait.
     await agent.waitFor((l) => l.msg === 'snapshot not complete yet; waiting' && l.file === zipPath, 20_000, 'the half zip to be seen as incomplete');
     await new Promise((r) => setTimeout(r, 3000)); // the stall itself: RKE pauses for seconds
-    expect(agent.lines.some((l) => l.msg === 'snapshot verified; queued for upload')).toBe(false);
+    expect(agent.lines.some((l) => l.msg === 'snapshot complete; queued for upload')).toBe(false);
     writing.resume();
     expect(await writing.done).toMatchObject({ ok: true }); // then rke-tools deletes the raw file, chmods the zip 0600
 
@@ -92,7 +92,7 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     expect(shipped.key).toBe(`${prefix}${name}.zip`);
     expect((await headSha(`${prefix}${name}.zip`)).sha256).toBe(await sha256File(zipPath));
     expect(await listKeys(world, bucket, prefix)).toEqual([`${prefix}${name}.zip`]);
-    expect(agent.lines.some((l) => l.msg === 'snapshot verified; queued for upload' && l.file === raw)).toBe(false);
+    expect(agent.lines.some((l) => l.msg === 'snapshot complete; queued for upload' && l.file === raw)).toBe(false);
   });
 
   it('RKE one-time and RKE2/k3s names, raw and zip, each under its own key', async () => {
@@ -159,7 +159,7 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     const fh = await fs.open(file, 'r+');
     await fh.write(Buffer.from('scribble'), 0, 8, 4096 * 3);
     await fh.close();
-    const stopped = await agent.waitMsg('upload stopped: the file changed; verifying it again', 'changing.db');
+    const stopped = await agent.waitMsg('upload stopped: the file changed or could not be read; checking it again', 'changing.db');
     expect(stopped.reason).toBe('changed');
     const rejected = await agent.waitFor((l) => l.msg.startsWith('snapshot rejected') && l.file === file);
     expect(rejected.reason).toBe('corrupt');
@@ -187,7 +187,7 @@ describe('pipeline against Ceph RGW and real etcd', () => {
       await fh.write(Buffer.from('scribble'), 0, 8, 4096 * 3);
       await fh.close();
       await proxy.setMode('pass');
-      const stopped = await agent.waitMsg('upload stopped: the file changed; verifying it again', 'stalled.db');
+      const stopped = await agent.waitMsg('upload stopped: the file changed or could not be read; checking it again', 'stalled.db');
       expect(stopped.reason).toBe('changed');
       await agent.waitFor((l) => l.msg.startsWith('snapshot rejected') && l.file === file);
       expect(await listKeys(world, bucket, prefix)).toEqual([]);

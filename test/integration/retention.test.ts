@@ -68,7 +68,7 @@ describe('retention', () => {
       });
       const agent = await startAgent(dirs, agentEnv(world), cfg);
       agents.push(agent);
-      const verified = (l: LogLine): boolean => l.msg === 'snapshot verified; queued for upload' && agent.count(l.msg) >= 168;
+      const verified = (l: LogLine): boolean => l.msg === 'snapshot complete; queued for upload' && agent.count(l.msg) >= 168;
       await agent.waitFor(verified, 60_000, '168 verified snapshots');
       // two whole passes that saw the week, every snapshot verified and pending
       const passOverWeek = (from: number) => (l: LogLine): boolean => l.msg.startsWith('retention pass') && l.localKept === 168 && agent.lines.indexOf(l) >= from;

@@ -98,7 +98,7 @@ describe('fault 7: clock jumps', () => {
           // phase 3: a shipped file touched 10 years ahead; it stays, and the gauges do not follow it into the future
           const touched = now + 10 * YEAR;
           await utimes(path.join(dirs.snapshots, 'recent.db'), touched / 1000, touched / 1000);
-          await agent.waitFor((l) => l.msg === 'snapshot content already confirmed in S3; not sent again' && path.basename(String(l.file)) === 'recent.db', 30_000, 'recent.db seen again');
+          await agent.waitFor((l) => l.msg === 'snapshot already in S3; not sent again' && path.basename(String(l.file)) === 'recent.db', 30_000, 'recent.db seen again');
           await passes(agent, 2);
           violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: all, local, agent, metrics: { rejected: { corrupt: 1 }, uploadsSuccess: all.length } })).map((v) => `after the touch: ${v}`));
           const text = await agent.metrics();

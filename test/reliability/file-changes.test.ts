@@ -148,7 +148,7 @@ describe('fault 3: the snapshot changes while it is uploaded', () => {
             case 'rewrite-in-place':
             case 'rewrite-same-bytes': {
               const final = c.change === 'rewrite-in-place' ? b : a;
-              await agent.waitFor((l) => (l.msg === MSG.shipped || l.msg === 'snapshot content already confirmed in S3; not sent again') && l.sha256 === final.sha256, 60_000, 'the rewritten snapshot to be shipped');
+              await agent.waitFor((l) => (l.msg === MSG.shipped || l.msg === 'snapshot already in S3; not sent again') && l.sha256 === final.sha256, 60_000, 'the rewritten snapshot to be shipped');
               const shipped = c.change === 'rewrite-in-place' && shippedA();
               const expected = shipped ? [exp('snap.db', a), exp('snap.db', final)] : [exp('snap.db', final)];
               const stopped = agent.lines.some((l) => l.msg === MSG.changed);

@@ -410,6 +410,6 @@ export async function cleanPrefix(env: Env, prefix: string): Promise<void> {
 
 /** The reasons of the upload failures an agent logged, e.g. "network, timeout" ('' when none). */
 export function failureReasons(agent: AgentProcess): string {
-  const reasons = new Set(agent.lines.filter((l) => l.msg === 'upload failed; the snapshot stays pending and will be retried' || l.msg === 'upload stopped: the file changed; verifying it again').map((l) => String(l.reason)));
+  const reasons = new Set(agent.lines.filter((l) => l.msg === 'upload failed; the snapshot stays pending and will be retried' || l.msg === 'upload stopped: the file changed or could not be read; checking it again').map((l) => String(l.reason)));
   return [...reasons].sort().join(', ');
 }

@@ -18,18 +18,18 @@ import type { AgentProcess, LogLine } from '../support/agent.js';
 import { sha256File } from '../support/snapshots.js';
 import { s3Client, type World } from '../support/world.js';
 
-export const FAILURE_REASONS = ['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'client', 'verify', 'changed', 'local_io', 'aborted'] as const;
+export const FAILURE_REASONS = ['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'credentials', 'integrity', 'refused', 'client', 'verify', 'changed', 'local_io', 'aborted'] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];
-export const REJECT_REASONS = ['truncated', 'corrupt', 'format', 'unreadable'] as const;
+export const REJECT_REASONS = ['truncated', 'corrupt', 'format', 'unreadable', 'name'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export const MSG = {
   shipped: 'snapshot shipped and confirmed',
-  present: 'snapshot already in S3 with the same sha256; not sent again',
+  present: 'snapshot already in S3; not sent again',
   failed: 'upload failed; the snapshot stays pending and will be retried',
-  changed: 'upload stopped: the file changed; verifying it again',
+  changed: 'upload stopped: the file changed or could not be read; checking it again',
   rejected: 'snapshot rejected: not shipped and never deleted by the agent',
-  queued: 'snapshot verified; queued for upload',
+  queued: 'snapshot complete; queued for upload',
   pruned: 'retention: pruned local snapshot',
   ledgerFailures: [
     'could not write the ledger; the upload is confirmed in S3 and kept in memory',
@@ -89,9 +89,12 @@ interface ObjectFacts {
   key: string;
   size: number;
   sha256: string;
+  /** what the agent recorded for it: its manifest's sha256 (objects of earlier agents: their metadata) */
   metaSha256?: string;
   contentLength?: number;
 }
+
+const MANIFEST = '.manifest.json';
 
 const clients = new WeakMap<World, S3Client>();
 function client(world: World): S3Client {
@@ -115,10 +118,22 @@ async function listObjects(s3: S3Client, bucket: string, prefix: string): Promis
 // a long series would otherwise download the same GiB objects again each time
 const hashed = new Map<string, ObjectFacts>();
 
-/** Downloads the object and hashes every byte; HeadObject gives what the object claims. */
+/** The sha256 a manifest records for its snapshot, read as any client would (it is JSON). */
+async function manifestSha(s3: S3Client, bucket: string, key: string): Promise<string | undefined> {
+  try {
+    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${key}${MANIFEST}` }));
+    const m = JSON.parse(await (r.Body as { transformToString(): Promise<string> }).transformToString()) as { snapshot?: { sha256?: string } };
+    return m.snapshot?.sha256;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Downloads the object and hashes every byte; its manifest (or HeadObject) gives what the agent recorded. */
 async function objectFacts(s3: S3Client, bucket: string, key: string): Promise<ObjectFacts> {
   const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-  const version = `${bucket}/${key}:${head.ContentLength}:${head.LastModified?.getTime()}:${head.ETag}:${head.Metadata?.sha256}`;
+  const recorded = (await manifestSha(s3, bucket, key)) ?? head.Metadata?.sha256;
+  const version = `${bucket}/${key}:${head.ContentLength}:${head.LastModified?.getTime()}:${head.ETag}:${recorded}`;
   const known = hashed.get(version);
   if (known) return known;
   const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
@@ -128,7 +143,7 @@ async function objectFacts(s3: S3Client, bucket: string, key: string): Promise<O
     hash.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
-  const facts = { key, size, sha256: hash.digest('hex'), metaSha256: head.Metadata?.sha256, contentLength: head.ContentLength };
+  const facts = { key, size, sha256: hash.digest('hex'), metaSha256: recorded, contentLength: head.ContentLength };
   hashed.set(version, facts);
   return facts;
 }
@@ -158,15 +173,18 @@ function keyIsFor(key: string, prefix: string, name: string): boolean {
 
 async function checkBucket(input: InvariantInput, out: string[]): Promise<Map<string, ObjectFacts>> {
   const s3 = client(input.world);
-  const keys = await listObjects(s3, input.bucket, input.prefix);
+  const all = await listObjects(s3, input.bucket, input.prefix);
+  // a manifest belongs to its object; one whose object is gone is an orphan
+  const keys = all.filter((k) => !k.endsWith(MANIFEST));
+  for (const m of all.filter((k) => k.endsWith(MANIFEST))) if (!keys.includes(m.slice(0, -MANIFEST.length))) out.push(`manifest ${m} has no object`);
   const facts = await pool(keys, 6, (k) => objectFacts(s3, input.bucket, k));
   const byKey = new Map(facts.map((f) => [f.key, f]));
 
   // 2. no corrupt or partial object
   for (const f of facts) {
     if (f.contentLength !== f.size) out.push(`object ${f.key}: downloaded ${f.size} bytes but HeadObject says ${f.contentLength}`);
-    if (!f.metaSha256) out.push(`object ${f.key} has no sha256 metadata`);
-    else if (f.metaSha256 !== f.sha256) out.push(`object ${f.key} is corrupt or partial: its bytes hash to ${short(f.sha256)}, its metadata says ${short(f.metaSha256)}`);
+    if (!f.metaSha256) out.push(`object ${f.key} has no manifest (nor sha256 metadata): an upload never confirmed`);
+    else if (f.metaSha256 !== f.sha256) out.push(`object ${f.key} is corrupt or partial: its bytes hash to ${short(f.sha256)}, its manifest says ${short(f.metaSha256)}`);
   }
   // 1. every expected snapshot exactly once
   for (const e of input.expected) {

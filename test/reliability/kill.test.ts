@@ -4,7 +4,7 @@ import { HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { s3Client } from '../support/world.js';
+import { recorded, s3Client } from '../support/world.js';
 import { bigSnapshot, cleanPrefix, nodePrefix, pick, placeSnapshot, Recorder, rng, setupEnv, testDirs, type Env, type RealSnapshot, type TestDirs } from './harness.js';
 import { checkInvariants, MSG } from './invariants.js';
 
@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 interface LedgerFile {
-  entries: { name: string; key: string; sha256: string; size: number }[];
+  entries: { name: string; key: string; storedKey?: string; sha256: string; size: number }[];
 }
 
 /** The ledger on disk: must always parse (writes are atomic) and never claim what S3 does not hold. */
@@ -46,9 +46,9 @@ async function ledgerProblems(dirs: TestDirs): Promise<{ names: Set<string>; pro
   }
   const s3 = s3Client(env.world);
   for (const e of ledger.entries) {
-    const h = await s3.send(new HeadObjectCommand({ Bucket: env.bucket, Key: e.key })).catch(() => undefined);
+    const h = await recorded(env.world, env.bucket, e.storedKey ?? e.key, s3).catch(() => undefined);
     if (!h) problems.push(`ledger records ${e.key} but S3 has no such object`);
-    else if (h.Metadata?.sha256 !== e.sha256 || h.ContentLength !== e.size) problems.push(`ledger records ${e.key} with other content than S3 holds`);
+    else if (h.sha256 !== e.sha256 || h.size !== e.size) problems.push(`ledger records ${e.key} with other content than S3 holds`);
   }
   s3.destroy();
   return { names: new Set(ledger.entries.map((e) => e.name)), problems };

@@ -11,6 +11,8 @@ import {
   CreateBucketCommand,
   DeleteBucketCommand,
   DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
@@ -371,14 +373,18 @@ export async function startSwift(dir: string, opts: StartSwiftOptions = {}): Pro
 }
 
 /** All keys under prefix, sorted. */
-export async function listKeys(world: World, bucket: string, prefix = ''): Promise<string[]> {
+/**
+ * The snapshot objects under a prefix, sorted. The manifests and signatures the agent writes beside each
+ * snapshot are left out unless `all` (a snapshot's manifest is checked through `recorded`).
+ */
+export async function listKeys(world: World, bucket: string, prefix = '', opts: { all?: boolean } = {}): Promise<string[]> {
   const keys: string[] = [];
   let token: string | undefined;
   do {
     const r = await client(world).send(
       new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
     );
-    for (const o of r.Contents ?? []) keys.push(o.Key!);
+    for (const o of r.Contents ?? []) if (opts.all || !/\.(manifest\.json|sig)$/.test(o.Key!)) keys.push(o.Key!);
     token = r.IsTruncated ? r.NextContinuationToken : undefined;
   } while (token);
   return keys.sort();
@@ -447,4 +453,19 @@ export async function putKeys(world: World, n: number, valueBytes: number, prefi
 export async function saveSnapshot(world: World, file: string): Promise<number> {
   await etcdctl(world, ['snapshot', 'save', file], { timeoutMs: 120_000 });
   return (await stat(file)).size;
+}
+
+/**
+ * What the agent recorded for a snapshot object when it confirmed it: its manifest (`<key>.manifest.json`,
+ * plain JSON any client can read), or the `sha256` metadata of objects written before manifests.
+ */
+export async function recorded(world: World, bucket: string, key: string, client: S3Client = s3Client(world)): Promise<{ sha256?: string; size?: number; storedSize?: number; producer?: string; node?: string; manifest?: Record<string, any> }> {
+  const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+  try {
+    const r = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `${key.replace(/\.age$/, '')}.manifest.json` }));
+    const m = JSON.parse(await r.Body!.transformToString()) as Record<string, any>;
+    return { sha256: m.snapshot.sha256, size: m.snapshot.size, storedSize: head.ContentLength, producer: m.snapshot.producer, node: m.node, manifest: m };
+  } catch {
+    return { sha256: head.Metadata?.sha256, size: head.ContentLength, storedSize: head.ContentLength, producer: head.Metadata?.producer, node: head.Metadata?.node };
+  }
 }
