@@ -70,6 +70,13 @@ export interface HttpFaultProxy {
   readonly stats: HttpFaultStats;
   /** Answer the next `count` requests of `op` with `reply` (default 503 SlowDown) instead of forwarding them. */
   failNext(op: S3Op, count: number, reply?: S3ErrorReply): void;
+  /**
+   * Answer the next `count` requests of `op` with `reply` as soon as their headers arrive, without reading
+   * the body, and close the connection: what Swift does over its part limit, or any server refusing early.
+   */
+  rejectEarlyNext(op: S3Op, count: number, reply: S3ErrorReply): void;
+  /** Forward the next `count` requests of `op` with one byte of the body flipped: damage in transit. */
+  flipNext(op: S3Op, count: number): void;
   /** Requests of `op` still to be failed. */
   pending(op: S3Op): number;
   /** Forget every planned failure: S3 is healthy again. */
@@ -84,6 +91,8 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
   const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 32 });
   const stats: HttpFaultStats = { seen: {}, injected: {}, forwarded: 0 };
   const plans = new Map<S3Op, { left: number; reply: S3ErrorReply }[]>();
+  const early = new Map<S3Op, { left: number; reply: S3ErrorReply }[]>();
+  const flips = new Map<S3Op, number>();
   const waiters: { op: S3Op; count: number; resolve: () => void }[] = [];
   let requestSeq = 0;
 
@@ -98,17 +107,33 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
       }
     }
   };
-  const take = (op: S3Op): S3ErrorReply | undefined => {
-    const queue = plans.get(op);
+  const take = (op: S3Op, from = plans): S3ErrorReply | undefined => {
+    const queue = from.get(op);
     const plan = queue?.[0];
     if (!plan) return undefined;
     if (--plan.left <= 0) queue!.shift();
     return plan.reply;
   };
 
+  const errorBody = (reply: S3ErrorReply, id: string): string =>
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${reply.code}</Code><Message>${reply.message}</Message><RequestId>${id}</RequestId><HostId>http-fault-proxy</HostId></Error>`;
+
   const server = http.createServer({ keepAlive: true }, (req, res) => {
     const op = s3Op(req.method ?? 'GET', req.url ?? '/');
     bump(stats.seen, op);
+    const rejectNow = take(op, early);
+    if (rejectNow) {
+      bump(stats.injected, op);
+      const id = `fault-${++requestSeq}`;
+      const body = errorBody(rejectNow, id);
+      // answer before the body is read, then drop the connection: the client is still writing
+      res.writeHead(rejectNow.status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body), Connection: 'close', 'x-amz-request-id': id });
+      res.end(body, () => req.socket.destroy());
+      wake();
+      return;
+    }
+    const flip = (flips.get(op) ?? 0) > 0;
+    if (flip) flips.set(op, flips.get(op)! - 1);
     const reply = take(op);
     if (reply) {
       // read the whole body first, as a server does before it answers a signed upload
@@ -116,10 +141,7 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
       req.on('end', () => {
         bump(stats.injected, op);
         const id = `fault-${++requestSeq}`;
-        const body =
-          req.method === 'HEAD'
-            ? ''
-            : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${reply.code}</Code><Message>${reply.message}</Message><RequestId>${id}</RequestId><HostId>http-fault-proxy</HostId></Error>`;
+        const body = req.method === 'HEAD' ? '' : errorBody(reply, id);
         res.writeHead(reply.status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body), 'x-amz-request-id': id });
         res.end(body);
         wake();
@@ -138,7 +160,20 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
     res.on('close', () => {
       if (!res.writableFinished) up.destroy();
     });
-    req.pipe(up);
+    if (!flip) {
+      req.pipe(up);
+      return;
+    }
+    // the whole body, one byte in the middle changed, same length: what a bad NIC or proxy does
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (body.length) body[body.length >> 1] ^= 0x01;
+      bump(stats.injected, op);
+      up.end(body);
+      wake();
+    });
   });
   server.on('clientError', (_e, socket) => socket.destroy());
 
@@ -161,11 +196,22 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
       queue.push({ left: count, reply });
       plans.set(op, queue);
     },
+    rejectEarlyNext(op, count, reply) {
+      if (count <= 0) return;
+      const queue = early.get(op) ?? [];
+      queue.push({ left: count, reply });
+      early.set(op, queue);
+    },
+    flipNext(op, count) {
+      flips.set(op, (flips.get(op) ?? 0) + count);
+    },
     pending(op) {
       return (plans.get(op) ?? []).reduce((n, p) => n + p.left, 0);
     },
     heal() {
       plans.clear();
+      early.clear();
+      flips.clear();
     },
     injectedReached(op, count) {
       return new Promise((resolve) => {
