@@ -20,7 +20,10 @@ export function objectLockFor(cfg: Config, now = Date.now()): ObjectLock | undef
  * once in the log when a CRC32 cannot be trusted there. A probe that cannot reach S3 keeps the signed payload.
  */
 export async function resolveIntegrity(store: Store, cfg: Config, log: Logger): Promise<PartIntegrity> {
-  if (cfg.s3.checksum === 'when_required') return 'sha256';
+  if (cfg.s3.checksum === 'when_required') {
+    log.info('part integrity', { proof: 'signed payload SHA-256', probe: 'not run (s3.checksum: when_required)' });
+    return 'sha256';
+  }
   let probe;
   try {
     probe = await probePartChecksum(store, nodePrefix(cfg));
