@@ -44,6 +44,7 @@ export class Metrics {
   readonly lastVerified: Gauge;
   readonly lastVerifyRun: Gauge;
   readonly verifyFailures: Counter<'reason'>;
+  readonly lastVerifyFailed: Gauge;
   readonly lastRevision: Gauge;
   readonly lastKeys: Gauge;
   private lastUploadS = 0;
@@ -96,6 +97,7 @@ export class Metrics {
     this.lastVerified = new Gauge({ name: 'etcdbackup_last_verified_timestamp_seconds', help: 'Snapshot time of the newest object of this node that the restore drill streamed back from S3 and found sound.', registers });
     this.lastVerifyRun = new Gauge({ name: 'etcdbackup_last_verify_run_timestamp_seconds', help: 'When the restore drill last ran to the end, whatever it found.', registers });
     this.verifyFailures = new Counter({ name: 'etcdbackup_verify_failures_total', help: 'Objects the restore drill found unsound, by reason.', labelNames: ['reason'], registers });
+    this.lastVerifyFailed = new Gauge({ name: 'etcdbackup_last_verify_failed_objects', help: 'Objects the last restore drill found unsound (0: all it checked passed); kept across restarts in the state directory.', registers });
     this.lastRevision = new Gauge({ name: 'etcdbackup_last_snapshot_revision', help: "etcd revision in the newest shipped snapshot (from the deep check); a revision that stops moving while uploads continue means a stale member's snapshots.", registers });
     this.lastKeys = new Gauge({ name: 'etcdbackup_last_snapshot_keys', help: 'Keys in the newest shipped snapshot (from the deep check), as etcdctl snapshot status counts them.', registers });
 
@@ -111,6 +113,7 @@ export class Metrics {
     }
     this.s3Up.set(0);
     this.dirUp.set(0);
+    this.lastVerifyFailed.set(0);
     this.pending.set(0);
     // prom-client samples event-loop lag every 10 ms by default: 200 wake-ups a second on an idle host
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 1000 });
@@ -177,9 +180,11 @@ export class Metrics {
   }
 
   private lastVerifyRunS = 0;
-  verifyRan(at = Date.now()): void {
+  /** A drill ran to the end at `at` and found `failed` objects unsound. */
+  verifyRan(at = Date.now(), failed = 0): void {
     this.lastVerifyRunS = at / 1000;
     this.lastVerifyRun.set(this.lastVerifyRunS);
+    this.lastVerifyFailed.set(failed);
   }
 
   private lastPruneS = 0;
