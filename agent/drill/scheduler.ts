@@ -68,6 +68,8 @@ export class DrillScheduler {
   /** Runs a drill now (or joins the one running): the schedule's trigger, and tests'. */
   runNow(trigger = 'manual'): Promise<VerifyReport[]> {
     if (this.running) return this.running;
+    // "due" and "started" apart show how long the drill waited for an upload in flight
+    this.d.log.debug('restore drill due', { trigger });
     this.running = this.d
       .exclusive(() => this.drill(trigger))
       .catch((err) => {
