@@ -1,6 +1,8 @@
 // The restore drill: on its cron schedule (by default once a day, at a minute the node's name picks), this
 // node's newest object in S3 and `verify.sample` random older ones are streamed back and verified. One at a
-// time, never while an upload runs (the shipper yields its turn), within upload.bandwidthLimit.
+// time, never while an upload runs (the shipper yields its turn), within upload.bandwidthLimit. The revision
+// and key count it reads are logged, not exported: those gauges describe what was shipped (the upload's
+// deep check), so that a revision that stops moving means the snapshots did, not that a drill was missed.
 import { createTask, type ScheduledTask } from 'node-cron';
 import { classifyError, describeError } from '../base/errors.js';
 import type { Config } from '../config/keys.js';
@@ -111,7 +113,6 @@ export class DrillScheduler {
       if (r.ok) {
         metrics.verified(r.time);
         if (r.time.getTime() > this.lastVerifiedMs) this.lastVerifiedMs = r.time.getTime();
-        if (r.db && e === picked[0]) metrics.dbFacts(r.db.revision, r.db.keys, r.time.getTime());
         log.info('restore drill: backup verified', { key: r.key, depth: r.depth, revision: r.db?.revision, keys: r.db?.keys, snapshotTime: r.time.toISOString(), seconds, detail: r.detail });
       } else {
         metrics.verifyFailures.inc({ reason: r.reason ?? 'corrupt' });
