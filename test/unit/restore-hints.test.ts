@@ -1,5 +1,6 @@
 // The restore commands `list` prints: the flags the producers' own tools take (rancher/rke cmd/etcd.go,
 // k3s-io/k3s pkg/cli/cmds/server.go) and the folder and name by which those tools find the object.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { restoreHints } from '../../agent/cli/restore-hints.js';
@@ -82,5 +83,15 @@ describe('restoreHints', () => {
       '  etcd-backup-agent fetch etcd-backup/prod/node-a/manual.db --output /tmp/manual.db',
       '  etcdutl snapshot restore /tmp/manual.db --data-dir /var/lib/etcd-restored   # etcd 3.4: etcdctl snapshot restore',
     ]);
+  });
+
+  it('docs/restore.md shows exactly what list prints for its example', () => {
+    const doc = readFileSync(new URL('../../docs/restore.md', import.meta.url), 'utf8');
+    const m = /<!-- restore-hints example: cluster (\S+), node (\S+), bucket (\S+), endpoint (\S+), caFile (\S+) -->\n```text\n([\s\S]*?)\n```/.exec(doc);
+    expect(m, 'the example block in docs/restore.md').not.toBeNull();
+    const [, cluster, node, bucket, endpoint, caFile, block] = m!;
+    const c = parseConfig(stringify({ cluster, node, snapshotDir: '/snap', stateDir: '/state', s3: { bucket, endpoint, caFile } }), 'test', {});
+    const key = `etcd-backup/${cluster}/${node}/2024-05-01T12:00:00Z_etcd.zip`;
+    expect(restoreHints(c, entry(key, { producer: 'rke1', node })).join('\n')).toBe(block);
   });
 });
