@@ -44,6 +44,8 @@ export class DrillScheduler {
   private running: Promise<VerifyReport[]> | undefined;
   private readonly abort = new AbortController();
   private lastVerifiedMs = 0;
+  /** a drill has its turn and reads S3 (not merely waiting for an upload to end) */
+  private reading = false;
 
   constructor(private readonly d: DrillDeps) {}
 
@@ -79,12 +81,18 @@ export class DrillScheduler {
         else this.d.log.error('restore drill could not run', { trigger, error: describeError(err, { location: this.d.store.location }) });
         return [];
       })
-      .finally(() => (this.running = undefined));
+      .finally(() => {
+        this.running = undefined;
+        this.reading = false;
+      });
     return this.running;
   }
 
   private async drill(trigger: string): Promise<VerifyReport[]> {
     const { cfg, store, log, metrics } = this.d;
+    // the turn may come after shutdown began (the drill waited for an upload): then nothing is read
+    this.abort.signal.throwIfAborted();
+    this.reading = true;
     const started = Date.now();
     const entries = (await readCatalog(store, nodePrefix(cfg))).entries;
     const picked = pickDrill(entries, cfg.node, cfg.cluster, cfg.verify.sample, this.d.random ?? Math.random);
@@ -137,9 +145,14 @@ export class DrillScheduler {
     }
   }
 
+  /**
+   * Stops the schedule and a drill that is reading. A drill still waiting for its turn is not waited for:
+   * it waits for the upload in flight, which the shipper's own stop bounds, and reads nothing when its turn
+   * comes.
+   */
   async stop(): Promise<void> {
     this.abort.abort();
     await this.task?.destroy();
-    await this.running?.catch(() => undefined);
+    if (this.reading) await this.running?.catch(() => undefined);
   }
 }

@@ -355,4 +355,20 @@ describe('one reader of S3 at a time', () => {
     const drilled = lines.filter((l) => l.msg === VERIFIED).map((l) => Number(l.seconds));
     expect(Math.max(...drilled)).toBeGreaterThan(3);
   });
+
+  it('SIGTERM while a drill waits for a slow upload: the upload is aborted within shutdownTimeout, the drill reads nothing', async () => {
+    const dirs = await testDirs('shutdown-');
+    const cfg = await writeConfig(dirs, world, bucket, { node: 'shutdown-node', shutdownTimeout: '1s', upload: { bandwidthLimit: '2MiB' }, verify: { schedule: EVERY_2S } });
+    const a = await agent(dirs, cfg);
+    await place(snaps.big.file, dirs.snapshots, 'slow.db');
+    const started = await a.waitMsg('upload started', 'slow.db', 30_000);
+    await a.waitFor((l) => l.msg === 'restore drill due' && at(l) > at(started), 10_000, 'a drill due during the upload');
+    const t0 = Date.now();
+    const exit = await a.stop('SIGTERM');
+    expect(exit.code).toBe(0);
+    // 1 s of drain, then the abort: far less than the ~13 s the upload still needed
+    expect(Date.now() - t0).toBeLessThan(6000);
+    expect(a.count('restore drill started')).toBe(0);
+    expect(a.lines.some((l) => l.msg === 'restore drill could not run')).toBe(false);
+  });
 });

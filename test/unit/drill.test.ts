@@ -463,6 +463,29 @@ describe('DrillScheduler', () => {
     expect(store.calls.length).toBeGreaterThan(before);
   });
 
+  it('stopping while the drill waits for an upload does not wait for that upload, and the drill then reads nothing', async () => {
+    const store = new MemoryStore();
+    await ship(store, files['etcd-small.db']!, 'a.db');
+    let grant!: () => void;
+    const turn = new Promise<void>((r) => (grant = r));
+    const { d, lines } = drill(store, {
+      exclusive: async (fn) => {
+        await turn;
+        return fn();
+      },
+    });
+    const run = d.runNow('test');
+    await settle();
+    const before = store.calls.length;
+    // the upload in flight never ends while stop() runs: stop() must not hang on it
+    await d.stop();
+    grant();
+    expect(await run).toEqual([]);
+    expect(store.calls.length).toBe(before);
+    expect(lines.some((l) => l.msg === 'restore drill stopped by shutdown')).toBe(true);
+    expect(lines.some((l) => l.msg === 'restore drill could not run')).toBe(false);
+  });
+
   it('nothing of this node in S3 yet: says so, counts the run, fails nothing', async () => {
     const store = new MemoryStore();
     const { d, lines, metrics } = drill(store);
