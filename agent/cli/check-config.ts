@@ -47,6 +47,8 @@ export async function checkConfigCommand(cfg: Config, store: Store, io: Out, opt
   const s = opts.sealing;
   io.out(s?.encrypt ? `encryption: age to ${s.encrypt.recipients.length} recipient(s): objects are <key>.age` : 'encryption: off (objects are plaintext snapshots: whoever reads the bucket reads every Secret)');
   io.out(s?.sign ? `signing: SSHSIG by ${s.sign.publicKey} (namespace ${s.sign.namespace})` : 'signing: off');
+  io.out(`deep check before upload: ${cfg.verify.beforeUpload ? 'on (every bbolt page of each snapshot)' : 'off (verify.beforeUpload: false; only the drill reads the pages)'}`);
+  io.out(cfg.verify.enabled ? `restore drill: cron ${q(cfg.verify.schedule)} (UTC)${cfg.verify.sample ? `, the newest object and ${cfg.verify.sample} older` : ', the newest object'}; on demand: etcd-backup-agent verify --latest` : 'restore drill: off (verify.enabled: false)');
   io.out(`credentials: ${opts.credentialsFrom}`);
   if (opts.offline) return code;
 

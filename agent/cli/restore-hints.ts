@@ -1,51 +1,76 @@
-// The commands that restore a snapshot from where this agent put it, for the producer that made it: RKE
-// finds an S3 snapshot by listing `<folder>/<name>` and matching the key without its extension, so its
-// `--folder` is this node's prefix; RKE2 and k3s take the same prefix as `--etcd-s3-folder`.
+// The commands that restore a snapshot from where this agent put it, for the producer that made it (flags
+// as rancher/rke `cmd/etcd.go` and k3s-io/k3s `pkg/cli/cmds/server.go` define them):
+//  - RKE finds an S3 snapshot by listing `<folder>/<name>` and matching each key without its extension, so
+//    its `--folder` is the object's prefix and `--name` the snapshot's name without `.zip`.
+//  - RKE2 and k3s download `<etcd-s3-folder>/<cluster-reset-restore-path>` and unzip a `.zip`, so the
+//    restore path is the object's own name.
+// Both address the object by name: an object stored beside a conflicting one (`<name>.<sha256 prefix>`) or
+// encrypted is fetched and restored from the file instead.
 import type { Config } from '../config/keys.js';
 import type { CatalogEntry } from '../store/catalog.js';
-import { nodePrefix } from '../store/layout.js';
 import { q } from './output.js';
-
-function endpointHost(cfg: Config): string | undefined {
-  if (!cfg.s3.endpoint) return undefined;
-  const u = new URL(cfg.s3.endpoint);
-  return u.host;
-}
 
 /** Lines an operator can paste (secrets shown as placeholders). */
 export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
-  const folder = nodePrefix(cfg).replace(/\/$/, '');
-  const bare = e.name.replace(/\.zip$/, '');
-  const host = endpointHost(cfg);
-  const http = cfg.s3.endpoint?.startsWith('http:') ?? false;
-  const lines = [`newest snapshot of this node: ${q(e.object.key)} (taken ${e.time.toISOString()})`];
+  const slash = e.object.key.lastIndexOf('/');
+  const folder = e.object.key.slice(0, Math.max(0, slash));
+  const objectName = e.object.key.slice(slash + 1);
+  const bare = e.name.replace(/\.zip$/i, '');
+  const endpoint = cfg.s3.endpoint ? new URL(cfg.s3.endpoint) : undefined;
+  const host = endpoint?.host;
+  const http = endpoint?.protocol === 'http:';
+  const ca = cfg.s3.caFile ?? (cfg.s3.ca ? '/path/to/ca.pem' : undefined);
+  const lines = [
+    `newest snapshot${e.node ? ` of node ${q(e.node)}` : ''}: ${q(e.object.key)} (taken ${e.time.toISOString()})`,
+    `check it first (streamed back and checked page by page, nothing written): etcd-backup-agent verify ${q(e.object.key)}${e.encrypted ? ' --identity /path/to/age-identity.txt' : ''}`,
+  ];
+  const fetched = e.name.toLowerCase().endsWith('.zip') ? `/tmp/${q(bare)}` : `/tmp/${q(e.name)}`;
+  const fromFile = [
+    `  etcd-backup-agent fetch ${q(e.object.key)}${e.encrypted ? ' --identity /path/to/age-identity.txt' : ''} --output /tmp/${q(e.name)}`,
+    ...(e.name.toLowerCase().endsWith('.zip') ? [`  unzip -j -o /tmp/${q(e.name)} -x '*.rkestate' -d /tmp/`] : []),
+    `  etcdutl snapshot restore ${fetched} --data-dir /var/lib/etcd-restored   # etcd 3.4: etcdctl snapshot restore`,
+  ];
   if (e.encrypted) {
-    lines.push(
-      'it is encrypted: the producers\' own restore cannot read it. Fetch and decrypt it, then restore from the file:',
-      `  etcd-backup-agent fetch ${q(e.object.key)} --identity /path/to/age-identity.txt --output /tmp/${q(bare)}.db`,
-      `  etcdutl snapshot restore /tmp/${q(bare)}.db --data-dir /var/lib/etcd-restored   # or: rke2/k3s server --cluster-reset --cluster-reset-restore-path=/tmp/${q(bare)}.db`,
-    );
+    lines.push("it is encrypted: the producers' own restore cannot read it. Fetch and decrypt it (sha256 checked), then restore from the file:", ...fromFile);
+    return lines;
+  }
+  if (objectName !== e.name) {
+    lines.push(`it is stored as ${q(objectName)}, beside another object named ${q(e.name)}: the producers' restore would find that one. Fetch it, then restore from the file:`, ...fromFile);
     return lines;
   }
   const producer = e.producer ?? '';
   if (producer.startsWith('rke1') || producer === 'rancher') {
-    lines.push(
-      'restore with RKE (its --folder is this node\'s prefix):',
-      `  rke etcd snapshot-restore --config cluster.yml --name ${q(bare)} --s3 --bucket-name ${cfg.s3.bucket} --folder ${q(folder)}${host ? ` --s3-endpoint ${host}` : ''}${cfg.s3.region ? ` --region ${cfg.s3.region}` : ''} --access-key ACCESS_KEY --secret-key SECRET_KEY`,
-    );
-    if (http) lines.push('  (RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front or `etcd-backup-agent fetch` instead)');
+    const flags = [
+      `--name ${q(bare)}`,
+      '--s3',
+      `--bucket-name ${cfg.s3.bucket}`,
+      ...(folder ? [`--folder ${q(folder)}`] : []),
+      ...(host ? [`--s3-endpoint ${host}`] : []),
+      ...(ca ? [`--s3-endpoint-ca ${q(ca)}`] : []),
+      ...(cfg.s3.region ? [`--region ${cfg.s3.region}`] : []),
+      '--access-key ACCESS_KEY --secret-key SECRET_KEY',
+    ];
+    lines.push("restore with RKE (from the machine that holds cluster.yml and cluster.rkestate; --folder is this object's prefix):", `  rke etcd snapshot-restore --config cluster.yml ${flags.join(' ')}`);
+    if (http) lines.push('  (RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front, or restore from the fetched file below)');
   } else if (producer === 'rke2') {
+    const flags = [
+      '--cluster-reset',
+      `--cluster-reset-restore-path=${q(objectName)}`,
+      '--etcd-s3',
+      `--etcd-s3-bucket=${cfg.s3.bucket}`,
+      ...(folder ? [`--etcd-s3-folder=${q(folder)}`] : []),
+      ...(host ? [`--etcd-s3-endpoint=${host}`] : []),
+      ...(ca ? [`--etcd-s3-endpoint-ca=${q(ca)}`] : []),
+      ...(http ? ['--etcd-s3-insecure'] : []),
+      `--etcd-s3-region=${cfg.s3.region}`,
+      '--etcd-s3-access-key=ACCESS_KEY --etcd-s3-secret-key=SECRET_KEY',
+    ];
     lines.push(
-      'restore with RKE2 (or k3s: the same flags on `k3s server`):',
-      `  rke2 server --cluster-reset --cluster-reset-restore-path=${q(e.name)} --etcd-s3 --etcd-s3-bucket=${cfg.s3.bucket} --etcd-s3-folder=${q(folder)}${host ? ` --etcd-s3-endpoint=${host}` : ''}${http ? ' --etcd-s3-insecure' : ''} --etcd-s3-region=${cfg.s3.region} --etcd-s3-access-key=ACCESS_KEY --etcd-s3-secret-key=SECRET_KEY`,
+      'restore with RKE2 (stop rke2-server on every server node first; on a rebuilt node add --token=<the cluster token>):',
+      `  rke2 server ${flags.join(' ')}`,
+      '  (k3s: the same flags on `k3s server`)',
     );
   }
-  const db = e.name.endsWith('.zip') ? `/tmp/${q(bare)}` : `/tmp/${q(e.name)}`;
-  lines.push(
-    'or fetch it (sha256 and format checked) and restore the file:',
-    `  etcd-backup-agent fetch ${q(e.object.key)} --output /tmp/${q(e.name)}`,
-    ...(e.name.endsWith('.zip') ? [`  unzip -j -o /tmp/${q(e.name)} -x '*.rkestate' -d /tmp/`] : []),
-    `  etcdutl snapshot restore ${db} --data-dir /var/lib/etcd-restored`,
-  );
+  lines.push('or fetch it (sha256 and format checked) and restore the file:', ...fromFile);
   return lines;
 }

@@ -232,7 +232,7 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
   }
 
   const verifySchedule = get<string>('verify.schedule') ?? spreadSchedule(node);
-  if (!validateCron(verifySchedule)) issues.push({ key: 'verify.schedule', problem: `${describe(verifySchedule)} is not a cron expression`, fix: 'use 5 fields (minute hour day month weekday), e.g. "23 4 * * *"' });
+  if (!validateCron(verifySchedule)) issues.push({ key: 'verify.schedule', problem: `${describe(verifySchedule)} is not a cron expression`, fix: 'use 5 fields (minute hour day month weekday), e.g. "23 4 * * *", or 6 with seconds first' });
 
   if (issues.length) throw new ConfigError(file, issues);
 

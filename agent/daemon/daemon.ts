@@ -163,7 +163,7 @@ export class Daemon {
     this.retention.start();
     if (cfg.verify.enabled) {
       this.drill = new DrillScheduler({ cfg, store: this.store, log, metrics: this.metrics, exclusive: (fn) => this.shipper.exclusive(fn) });
-      this.drill.start();
+      await this.drill.start();
     }
     this.scheduleReconcile();
     if (this.opts.signals !== false) this.installSignals();

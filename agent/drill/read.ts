@@ -117,12 +117,20 @@ async function checkSignatures(store: Store, e: CatalogEntry, digest: Buffer, si
   return v.principal;
 }
 
+/** The object was listed but is gone when read: deleted meanwhile, or lost by the store. */
+export class ObjectGone extends Error {
+  override readonly name = 'ObjectGone';
+  constructor(readonly key: string) {
+    super(`${key} is gone from S3`);
+  }
+}
+
 /** Plaintext bytes at any offset of the entry's object (ranged GETs; decrypted chunk by chunk for age). */
 export async function plainReader(store: Store, e: CatalogEntry, identities?: readonly AgeIdentity[]): Promise<{ read: (pos: number, len: number) => Promise<Buffer>; size: number }> {
   const ranged = async (pos: number, len: number): Promise<Buffer> => {
     if (len <= 0 || pos >= e.object.size) return Buffer.alloc(0);
     const got = await store.get(e.object.key, { range: { start: pos, end: Math.min(e.object.size, pos + len) - 1 } });
-    if (!got) throw new AgeError('truncated', `${e.object.key} is gone from S3`);
+    if (!got) throw new ObjectGone(e.object.key);
     const parts: Buffer[] = [];
     for await (const c of got.body) parts.push(Buffer.from(c));
     return Buffer.concat(parts);

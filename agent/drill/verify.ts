@@ -25,7 +25,7 @@ import { METHOD_DEFLATE, readLocalHeaders, readZipDirectory } from '../snapshot/
 import type { CatalogEntry } from '../store/catalog.js';
 import type { Store } from '../store/store.js';
 import type { Throttle } from '../base/throttle.js';
-import { plainReader, readBack, type ReadProblem } from './read.js';
+import { ObjectGone, plainReader, readBack, type ReadProblem } from './read.js';
 
 export interface VerifyOptions {
   identities?: readonly AgeIdentity[];
@@ -58,7 +58,11 @@ const REJECT: Record<Rejected['reason'], VerifyFailure> = { truncated: 'truncate
 export async function verifyEntry(store: Store, e: CatalogEntry, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const base = { key: e.object.key, size: e.size, time: e.time };
   if (!e.complete) return { ...base, ok: false, depth: 'deep', reason: 'hash', detail: 'no manifest and no sha256 metadata: not a backup the agent confirmed' };
-  if (e.encrypted && !opts.identities?.length) return verifyStored(store, e, opts, base);
+  const depth = e.encrypted && !opts.identities?.length ? 'stored' : 'deep';
+  // the listing already tells an object cut short or replaced by one of another size: no need to read it
+  const recorded = e.manifest?.object.size;
+  if (recorded !== undefined && e.object.size !== recorded) return { ...base, ok: false, depth, reason: 'size', detail: `${e.object.key} holds ${e.object.size} bytes, its manifest says ${recorded}: cut short or replaced in S3` };
+  if (depth === 'stored') return verifyStored(store, e, opts, base);
 
   // the few bytes the verifier reads before the stream (a zip's directory sits at the end)
   let verifier: Verifier | Rejected;
@@ -66,6 +70,7 @@ export async function verifyEntry(store: Store, e: CatalogEntry, opts: VerifyOpt
     const reader = await plainReader(store, e, opts.identities);
     verifier = await openVerifier(reader.read, reader.size, { deep: deepCheckWithHash });
   } catch (err) {
+    if (err instanceof ObjectGone) return { ...base, ok: false, depth: 'deep', reason: 'missing', detail: err.message };
     if ((err as Error).name === 'AgeError') return { ...base, ok: false, depth: 'deep', reason: 'decrypt', detail: (err as Error).message };
     throw err;
   }

@@ -44,6 +44,7 @@ export class Metrics {
   readonly lastVerified: Gauge;
   readonly lastVerifyRun: Gauge;
   readonly verifyFailures: Counter<'reason'>;
+  readonly lastVerifyFailed: Gauge;
   readonly lastRevision: Gauge;
   readonly lastKeys: Gauge;
   private lastUploadS = 0;
@@ -101,11 +102,12 @@ export class Metrics {
     this.ledgerWriteFailures = new Counter({ name: 'etcdbackup_ledger_write_failures_total', help: 'Failed writes of the local ledger (state directory full or read-only).', registers });
     this.buildInfo = new Gauge({ name: 'etcdbackup_build_info', help: 'Agent version, runtime, and whether snapshots are encrypted and signed; the value is always 1.', labelNames: ['version', 'nodejs', 'encryption', 'signing'], registers });
     this.objectsMissing = new Counter({ name: 'etcdbackup_objects_missing_total', help: 'Confirmed objects the ledger knew that a listing of S3 no longer shows (deleted or lost there); their local files are shipped again.', registers });
-    this.lastVerified = new Gauge({ name: 'etcdbackup_last_verified_timestamp_seconds', help: 'Snapshot time of the newest object of this node that the restore drill streamed back from S3 and found sound.', registers });
+    this.lastVerified = new Gauge({ name: 'etcdbackup_last_verified_timestamp_seconds', help: 'Snapshot time of the newest object of this node that the restore drill streamed back from S3 and found sound; kept across restarts in the state directory.', registers });
     this.lastVerifyRun = new Gauge({ name: 'etcdbackup_last_verify_run_timestamp_seconds', help: 'When the restore drill last ran to the end, whatever it found.', registers });
     this.verifyFailures = new Counter({ name: 'etcdbackup_verify_failures_total', help: 'Objects the restore drill found unsound, by reason.', labelNames: ['reason'], registers });
-    this.lastRevision = new Gauge({ name: 'etcdbackup_last_snapshot_revision', help: "etcd revision in the newest shipped snapshot (from the deep check); a revision that stops moving while uploads continue means a stale member's snapshots.", registers });
-    this.lastKeys = new Gauge({ name: 'etcdbackup_last_snapshot_keys', help: 'Keys in the newest shipped snapshot (from the deep check), as etcdctl snapshot status counts them.', registers });
+    this.lastVerifyFailed = new Gauge({ name: 'etcdbackup_last_verify_failed_objects', help: 'Objects the last restore drill found unsound (0: all it checked passed); kept across restarts in the state directory.', registers });
+    this.lastRevision = new Gauge({ name: 'etcdbackup_last_snapshot_revision', help: "etcd revision in the newest shipped snapshot, from the upload's deep check (0 while unknown, e.g. with verify.beforeUpload off); a revision that stops moving while uploads continue means a stale member's snapshots.", registers });
+    this.lastKeys = new Gauge({ name: 'etcdbackup_last_snapshot_keys', help: 'Keys in the newest shipped snapshot, from the upload\'s deep check, as etcdctl snapshot status counts them.', registers });
 
     const f = opts.features ?? { encryption: false, signing: false };
     this.buildInfo.set({ version, nodejs: process.version, encryption: String(f.encryption), signing: String(f.signing) }, 1);
@@ -119,6 +121,7 @@ export class Metrics {
     }
     this.s3Up.set(0);
     this.dirUp.set(0);
+    this.lastVerifyFailed.set(0);
     this.pending.set(0);
     // prom-client samples event-loop lag every 10 ms by default: 200 wake-ups a second on an idle host
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 1000 });
@@ -192,9 +195,11 @@ export class Metrics {
   }
 
   private lastVerifyRunS = 0;
-  verifyRan(at = Date.now()): void {
+  /** A drill ran to the end at `at` and found `failed` objects unsound. */
+  verifyRan(at = Date.now(), failed = 0): void {
     this.lastVerifyRunS = at / 1000;
     this.lastVerifyRun.set(this.lastVerifyRunS);
+    this.lastVerifyFailed.set(failed);
   }
 
   private lastPruneS = 0;

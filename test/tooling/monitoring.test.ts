@@ -150,6 +150,15 @@ describe('alert rules', () => {
     expect(DOCS).toContain('etcdbackup:expected_snapshot_interval:seconds');
   });
 
+  it('the drill interval is one documented number (daily, as verify.schedule by default), and the not-verified threshold derives from it', () => {
+    expect(rules.find((r) => r.record === 'etcdbackup:expected_verify_interval:seconds')?.expr).toBe('vector(24 * 3600)');
+    const threshold = rules.find((r) => r.record === 'etcdbackup:not_verified_threshold:seconds')?.expr;
+    expect(threshold).toContain('etcdbackup:expected_verify_interval:seconds');
+    expect(threshold).toContain('etcdbackup:expected_snapshot_interval:seconds');
+    expect(rules.find((r) => r.alert === 'EtcdBackupNotVerified')?.expr).toContain('etcdbackup:not_verified_threshold:seconds');
+    expect(DOCS).toContain('etcdbackup:expected_verify_interval:seconds');
+  });
+
   it('every alert has a promtool case where it fires and one where it stays silent', () => {
     for (const a of alerts) {
       const cases = promtoolTests.flatMap((t) => t.alert_rule_test ?? []).filter((c) => c.alertname === a.alert);
@@ -214,10 +223,15 @@ describe('Grafana dashboard', () => {
     }
   });
 
-  it('shows freshness, pending, failures, throughput, duration, disk use and rejections', () => {
+  it('shows freshness, the drill (verified vs shipped, revision), pending, failures, throughput, duration, disk use and rejections', () => {
     const exprs = allPanels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
     for (const m of [
       'etcdbackup_last_upload_success_timestamp_seconds',
+      'etcdbackup_last_verified_timestamp_seconds',
+      'etcdbackup:not_verified_threshold:seconds',
+      'etcdbackup_last_snapshot_revision',
+      'etcdbackup_last_verify_failed_objects',
+      'etcdbackup_verify_failures_total',
       'etcdbackup_snapshots_pending',
       'etcdbackup_upload_failures_total',
       'etcdbackup_upload_bytes_total',
