@@ -10,7 +10,8 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, inject, it } from 'vitest';
-import { ConfigError, KEYS, parseConfig } from '../../agent/config/config.js';
+import { ConfigError, parseConfig } from '../../agent/config/parse.js';
+import { KEYS } from '../../agent/config/keys.js';
 import { freshSnapshot, nodePrefix, pick, Recorder, rng, setupEnv, testDirs, type Env, type RealSnapshot } from './harness.js';
 import { checkInvariants, MSG } from './invariants.js';
 

@@ -78,7 +78,7 @@ export interface InvariantInput {
   /** content that must never reach S3 (a symlink's target, a corrupt file), by sha256 */
   forbidden?: { what: string; sha256: string }[];
   local?: LocalExpectation;
-  /** open multipart uploads are expected now (right after a kill, before the cleanup) */
+  /** open multipart uploads are expected now (right after a kill, before the cleanup; while the agent is still retrying) */
   openUploadsAllowed?: boolean;
   /** a running agent whose metrics and log are checked against each other and the truth */
   agent?: AgentProcess;
