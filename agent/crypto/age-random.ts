@@ -14,7 +14,6 @@ export class AgeRandomAccess {
   private constructor(
     private readonly read: ReadCipher,
     private readonly key: Buffer,
-    private readonly nonce: Buffer,
     /** where the first sealed chunk starts */
     private readonly payloadStart: number,
     readonly plaintextSize: number,
@@ -37,8 +36,11 @@ export class AgeRandomAccess {
     const payloadStart = got.header.size + NONCE_SIZE;
     const plain = plaintextSizeOf(cipherSize - got.header.size);
     if (plain === undefined) throw new AgeError('truncated', `a payload of ${cipherSize - got.header.size} bytes is not a whole number of age chunks`);
-    return new AgeRandomAccess(read, payloadKey(fileKey, nonce), nonce, payloadStart, plain);
+    return new AgeRandomAccess(read, payloadKey(fileKey, nonce), payloadStart, plain);
   }
+
+  /** Scratch space for each chunk's 12-byte AEAD nonce (never the file's 16-byte payload nonce). */
+  private readonly chunkNonce = Buffer.alloc(12);
 
   /** Plaintext bytes [pos, pos + len), every chunk read authenticated. */
   async readPlain(pos: number, len: number): Promise<Buffer> {
@@ -52,7 +54,7 @@ export class AgeRandomAccess {
     const out: Buffer[] = [];
     for (let i = first; i <= last; i++) {
       const piece = sealed.subarray((i - first) * ENC_CHUNK_SIZE, (i - first + 1) * ENC_CHUNK_SIZE);
-      const plain = openChunk(this.key, this.nonce, piece, i, i === count - 1);
+      const plain = openChunk(this.key, this.chunkNonce, piece, i, i === count - 1);
       if (!plain) throw new AgeError('tampered', `chunk ${i} failed authentication: changed, cut short, or not from this file`);
       out.push(plain);
     }
