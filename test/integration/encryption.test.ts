@@ -185,6 +185,16 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     expect(z.stdout).toContain('zip snapshot verified');
     expect(sha256(await readFile(path.join(out, names.rke1)))).toBe(sha256(await readFile(path.join(a.dirs.snapshots, names.rke1))));
 
+    // a restore host with a copy of the etcd host's config: its signing key and recipients file are not there
+    const host = await dirsFor('enc-restore-');
+    await writeConfig(host, world, bucket, { node: 'node-a', encryption: { recipientsFile: path.join(host.root, 'absent.txt') }, signing: { keyFile: path.join(host.root, 'absent-key') } });
+    const restoreHost = await cli(host.config, 'fetch', `${prefixA}${names.raw}`, '--identity', file('age-a.txt'), '--allowed-signers', file('allowed_signers'), '--output', path.join(host.root, 'restored.db'));
+    expect(restoreHost.code, restoreHost.stderr).toBe(0);
+    expect(sha256(await readFile(path.join(host.root, 'restored.db')))).toBe(sha256(await readFile(path.join(a.dirs.snapshots, names.raw))));
+    const noKey = await cli(host.config, 'upload', path.join(host.root, 'restored.db'));
+    expect(noKey.code).toBe(78);
+    expect(noKey.stderr).toMatch(/signing\.keyFile: .*absent-key does not exist/);
+
     const none = await cli(a.dirs.config, 'fetch', `${prefixA}${names.raw}.age`, '--output', path.join(out, 'none.db'));
     expect(none.code).toBe(64);
     expect(none.stderr).toMatch(/refused \(identity\): .* is encrypted \(age\); pass --identity FILE/);
