@@ -125,14 +125,19 @@ function ageFailure(e: CatalogEntry, err: AgeError, identities: readonly AgeIden
  */
 async function checkSignatures(store: Store, e: CatalogEntry, digest: Buffer, signers: readonly AllowedSigner[]): Promise<string | ReadResult> {
   const node = e.node ?? '';
+  // Keys are checked against valid-after/valid-before as of when the agent signed (the manifest's shippedAt,
+  // itself covered by the manifest signature), as git does with commit times: a retired key's old backups
+  // stay verifiable. Without a manifest, as of now.
+  const shipped = e.manifest ? new Date(e.manifest.shippedAt) : undefined;
+  const at = shipped && !Number.isNaN(shipped.getTime()) ? shipped : new Date();
   const armored = await small(store, signatureKey(e.key));
   if (!armored) return fail('signature', `${e.object.key} has no signature (${signatureKey(e.key)} is missing)`);
-  const v = sshsigVerify(armored, digest, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha256' });
+  const v = sshsigVerify(armored, digest, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha256', now: at });
   if (!v.ok) return fail('signature', `${e.object.key}: snapshot signature refused (${v.reason}: ${v.detail})`);
   const m = e.manifest;
   if (!m?.signature?.manifestSignature) return fail('signature', `${e.object.key}: its manifest is not signed, so its node, name and time are not bound to the snapshot`);
   const md = createHash('sha512').update(canonicalManifest(m)).digest();
-  const mv = sshsigVerify(m.signature.manifestSignature, md, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha512' });
+  const mv = sshsigVerify(m.signature.manifestSignature, md, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha512', now: at });
   if (!mv.ok) return fail('signature', `${e.object.key}: manifest signature refused (${mv.reason}: ${mv.detail})`);
   if (m.snapshot.sha256 !== digest.toString('hex')) return fail('signature', `${e.object.key}: the signed manifest names another snapshot`);
   return v.principal;

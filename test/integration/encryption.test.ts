@@ -271,6 +271,26 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     await put(manifestKey, original);
     const ok = await fetchSigned(`${raw}.age`);
     expect(ok.code, ok.stderr).toBe(0);
+    await rm(path.join(out, 'x.db'));
+
+    // the signing key rotated after this snapshot was shipped: the old key valid before, the new one after
+    const sshTime = (ms: number): string => `${new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+    const shippedAt = Date.parse(JSON.parse(original.toString()).shippedAt);
+    const rotated = (cutoff: number): string => `node-a namespaces="etcd-backup-agent",valid-before="${sshTime(cutoff)}" ${keys.pubA}\nnode-a valid-after="${sshTime(cutoff)}" ${keys.pubX}\n`;
+    await writeFile(file('allowed_rotated'), rotated(Date.now()));
+    const old = await fetchSigned(`${raw}.age`, file('allowed_rotated'));
+    expect(old.code, old.stderr).toBe(0);
+    expect(old.stdout).toContain('signed by node-a');
+    await rm(path.join(out, 'x.db'));
+    // ssh-keygen agrees when told the same time; as of now, the old key has expired
+    const plain = await readFile(path.join(a.dirs.snapshots, names.raw));
+    const verifyAt = (extra: string[]) => tool('ssh-keygen', ['-Y', 'verify', '-f', file('allowed_rotated'), '-I', 'node-a', '-n', 'etcd-backup-agent', '-s', path.join(K, 'raw.sig'), ...extra], plain);
+    await writeFile(path.join(K, 'raw.sig'), aSig);
+    expect((await verifyAt([`-Overify-time=${sshTime(shippedAt + 1000).slice(0, 14)}`])).ok).toBe(true);
+    expect((await verifyAt([])).out).toMatch(/expired/);
+    // a key retired before the snapshot was signed is refused
+    await writeFile(file('allowed_rotated'), rotated(shippedAt - 120_000));
+    await refused(`${raw}.age`, /refused \(signature\): .*snapshot signature refused/, file('allowed_rotated'));
     await rm(out, { recursive: true });
   });
 
