@@ -165,6 +165,10 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     expect(list.code, list.stderr).toBe(0);
     for (const n of Object.values(names)) expect(list.stdout).toContain(n);
     expect(list.stdout).not.toMatch(/\.sig\b|manifest\.json/);
+    // the restore hint decrypts first, and restores the file fetch wrote
+    const hint = /etcd-backup-agent fetch (\S+) --identity \/path\/to\/age-identity\.txt --output (\/tmp\/\S+)\n\s+etcdutl snapshot restore (\S+) /.exec(list.stdout);
+    expect(hint, list.stdout).not.toBeNull();
+    expect(hint![3]).toBe(hint![2]);
   });
 
   it('fetch --identity writes the snapshot etcdctl restores; --allowed-signers names the signer', async () => {
@@ -319,6 +323,29 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     const after = await Promise.all(Object.values(names).map(async (n) => (await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefixA}${n}.age` }))).ETag));
     expect(after).toEqual(before);
     expect(await listKeys(world, bucket, prefixA, { all: true })).toHaveLength(9);
+  });
+
+  it('turning encryption on: a snapshot already in S3 unencrypted is not sent again, nor its manifest overwritten; new ones are encrypted', async () => {
+    const dirs = await dirsFor('enc-on-');
+    await writeConfig(dirs, world, bucket, { node: 'node-s' });
+    const p = 'etcd-backup/test/node-s/';
+    const old = path.join(dirs.snapshots, 'before.db');
+    await copyFile(fixturePath('etcd-small.db'), old);
+    expect((await cli(dirs.config, 'upload', old)).code).toBe(0);
+    const manifest = await getBytes(`${p}before.db.manifest.json`);
+    // encryption on, and the ledger gone (a new state directory): S3 itself says the snapshot is there
+    await writeConfig(dirs, world, bucket, { node: 'node-s', stateDir: path.join(dirs.root, 'state2'), ...sealing('sign-a') });
+    const again = await cli(dirs.config, 'upload', old);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`already present: ${old} -> `);
+    expect(again.stdout).toContain(`${p}before.db (`);
+    expect(await getBytes(`${p}before.db.manifest.json`)).toEqual(manifest);
+    await copyFile(fixturePath('etcd-small.db'), path.join(dirs.snapshots, 'after.db'));
+    expect((await cli(dirs.config, 'upload', path.join(dirs.snapshots, 'after.db'))).code).toBe(0);
+    expect(await listKeys(world, bucket, p)).toEqual([`${p}after.db.age`, `${p}before.db`]);
+    const list = await cli(dirs.config, 'list');
+    expect(list.stdout).toMatch(/before\.db .* - /);
+    expect(list.stdout).toMatch(/after\.db\.age .* age/);
   });
 
   it('remote retention deletes each object with its .sig and manifest', async () => {
