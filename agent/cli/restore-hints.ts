@@ -20,11 +20,8 @@ export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
   const http = cfg.s3.endpoint?.startsWith('http:') ?? false;
   const lines = [`newest snapshot of this node: ${q(e.object.key)} (taken ${e.time.toISOString()})`];
   if (e.encrypted) {
-    lines.push(
-      'it is encrypted: the producers\' own restore cannot read it. Fetch and decrypt it, then restore from the file:',
-      `  etcd-backup-agent fetch ${q(e.object.key)} --identity /path/to/age-identity.txt --output /tmp/${q(bare)}.db`,
-      `  etcdutl snapshot restore /tmp/${q(bare)}.db --data-dir /var/lib/etcd-restored   # or: rke2/k3s server --cluster-reset --cluster-reset-restore-path=/tmp/${q(bare)}.db`,
-    );
+    lines.push('it is encrypted: the producers\' own restore cannot read it. On a machine that holds the identity, fetch and decrypt it, then restore from the file:');
+    lines.push(...fetchAndRestore(e, ' --identity /path/to/age-identity.txt'));
     return lines;
   }
   const producer = e.producer ?? '';
@@ -40,12 +37,17 @@ export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
       `  rke2 server --cluster-reset --cluster-reset-restore-path=${q(e.name)} --etcd-s3 --etcd-s3-bucket=${cfg.s3.bucket} --etcd-s3-folder=${q(folder)}${host ? ` --etcd-s3-endpoint=${host}` : ''}${http ? ' --etcd-s3-insecure' : ''} --etcd-s3-region=${cfg.s3.region} --etcd-s3-access-key=ACCESS_KEY --etcd-s3-secret-key=SECRET_KEY`,
     );
   }
-  const db = e.name.endsWith('.zip') ? `/tmp/${q(bare)}` : `/tmp/${q(e.name)}`;
-  lines.push(
-    'or fetch it (sha256 and format checked) and restore the file:',
-    `  etcd-backup-agent fetch ${q(e.object.key)} --output /tmp/${q(e.name)}`,
-    ...(e.name.endsWith('.zip') ? [`  unzip -j -o /tmp/${q(e.name)} -x '*.rkestate' -d /tmp/`] : []),
-    `  etcdutl snapshot restore ${db} --data-dir /var/lib/etcd-restored`,
-  );
+  lines.push('or fetch it (sha256 and format checked) and restore the file:', ...fetchAndRestore(e, ''));
   return lines;
+}
+
+/** `fetch` to /tmp, unzip when the producer zipped it, then restore the raw snapshot. */
+function fetchAndRestore(e: CatalogEntry, identity: string): string[] {
+  const zip = e.name.endsWith('.zip');
+  const db = `/tmp/${q(zip ? e.name.replace(/\.zip$/, '') : e.name)}`;
+  return [
+    `  etcd-backup-agent fetch ${q(e.object.key)}${identity} --output /tmp/${q(e.name)}`,
+    ...(zip ? [`  unzip -j -o /tmp/${q(e.name)} -x '*.rkestate' -d /tmp/`] : []),
+    `  etcdutl snapshot restore ${db} --data-dir /var/lib/etcd-restored${e.producer === 'rke2' ? `   # or: rke2/k3s server --cluster-reset --cluster-reset-restore-path=${db}` : ''}`,
+  ];
 }
