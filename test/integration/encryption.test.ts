@@ -346,6 +346,10 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     const list = await cli(dirs.config, 'list');
     expect(list.stdout).toMatch(/before\.db .* - /);
     expect(list.stdout).toMatch(/after\.db\.age .* age/);
+    // the one from before signing was on has no signature: --allowed-signers refuses it, saying so
+    const unsigned = await cli(dirs.config, 'fetch', `${p}before.db`, '--allowed-signers', file('allowed_signers'), '--output', path.join(dirs.root, 'before.out'));
+    expect(unsigned.code).toBe(65);
+    expect(unsigned.stderr).toMatch(/refused \(signature\): .*has no signature \(etcd-backup\/test\/node-s\/before\.db\.sig is missing\)/);
   });
 
   it('remote retention deletes each object with its .sig and manifest', async () => {
