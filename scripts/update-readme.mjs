@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { asSection, configReference, exitCodeReference, replaceSection } from '../dist/agent/config/reference.js';
 
-export const DOC_PAGES = ['docs/retention.md', 'docs/metrics.md', 'docs/install.md', 'docs/performance.md'];
+export const DOC_PAGES = ['docs/retention.md', 'docs/encryption.md', 'docs/metrics.md', 'docs/install.md', 'docs/performance.md'];
 const path = new URL('../README.md', import.meta.url);
 let doc = readFileSync(path, 'utf8');
 doc = replaceSection(doc, 'config-reference', configReference());

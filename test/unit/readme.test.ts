@@ -13,7 +13,7 @@ describe('README', () => {
   it('has the exit-code table from agent/exit.ts', () => {
     expect(replaceSection(readme, 'exit-codes', exitCodeReference())).toBe(readme);
   });
-  it.each(['docs/retention.md', 'docs/metrics.md', 'docs/install.md', 'docs/performance.md'])('carries %s as a section (run scripts/update-readme.mjs)', (page) => {
+  it.each(['docs/retention.md', 'docs/encryption.md', 'docs/metrics.md', 'docs/install.md', 'docs/performance.md'])('carries %s as a section (run scripts/update-readme.mjs)', (page) => {
     const body = asSection(readFileSync(new URL(`../../${page}`, import.meta.url), 'utf8'));
     expect(replaceSection(readme, page, body)).toBe(readme);
   });
