@@ -34,6 +34,8 @@ function fail(code: ExitCode, message: string): ExitCode {
   return code;
 }
 
+const SEALING_VERBS = new Set(['run', 'upload', 'check-config']);
+
 const OPTIONS = {
   config: { type: 'string', short: 'c' },
   'log-level': { type: 'string' },
@@ -113,8 +115,11 @@ async function main(argv: string[]): Promise<ExitCode> {
   let cfg: Config;
   let sealing: Sealing | undefined;
   try {
-    cfg = loadConfig(configPath);
-    sealing = sealingFrom(cfg, configPath);
+    // Only the verbs that upload need the sealing keys: a restore host reads with its own identity, and the
+    // etcd hosts' signing key and recipients file need not exist there.
+    const seals = SEALING_VERBS.has(verb);
+    cfg = loadConfig(configPath, process.env, (key) => seals || !/^(signing|encryption)\./.test(key));
+    if (seals) sealing = sealingFrom(cfg, configPath);
   } catch (e) {
     if (e instanceof ConfigError) {
       for (const i of e.issues) io.err(`config error: ${e.file}: ${i.key}: ${i.problem}; ${i.fix}`);

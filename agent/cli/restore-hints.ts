@@ -74,3 +74,4 @@ export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
   lines.push('or fetch it (sha256 and format checked) and restore the file:', ...fromFile);
   return lines;
 }
+

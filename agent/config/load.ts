@@ -24,8 +24,8 @@ function checkReadable(key: string, path: string, issues: ConfigIssue[], what: s
     if (fd !== undefined) closeSync(fd);
   }
 }
-/** Reads and validates the config file. */
-export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
+/** Reads and validates the config file; `probe` picks the file keys whose files must be there (default all). */
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env, probe?: (key: string) => boolean): Config {
   const notConfig = (problem: string): ConfigError => new ConfigError(path, [{ key: '(file)', problem, fix: 'this is not a config file; pass --config PATH' }]);
   const limit = 1024 * 1024;
   const buf = Buffer.alloc(limit + 1);
@@ -45,7 +45,7 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
     if (fd !== undefined) closeSync(fd);
   }
   if (got > limit) throw notConfig('is larger than 1 MiB');
-  return completeConfig(parseConfig(buf.subarray(0, got).toString('utf8'), path, env), path);
+  return completeConfig(parseConfig(buf.subarray(0, got).toString('utf8'), path, env), path, probe);
 }
 
 
@@ -56,10 +56,11 @@ function valueAt(cfg: Config, key: string): unknown {
   return v;
 }
 
-/** Every file the config names must be a readable regular file of sane size. Throws ConfigError. */
-export function completeConfig(cfg: Config, file = 'config'): Config {
+/** Every file the config names (of the keys `probe` picks) must be a readable regular file of sane size. Throws ConfigError. */
+export function completeConfig(cfg: Config, file = 'config', probe: (key: string) => boolean = () => true): Config {
   const issues: ConfigIssue[] = [];
   for (const k of FILE_KEYS) {
+    if (!probe(k.key)) continue;
     const path = valueAt(cfg, k.key);
     if (typeof path === 'string') checkReadable(k.key, path, issues, k.file!);
   }

@@ -67,11 +67,14 @@ export function sealingFrom(cfg: Pick<Config, 'encryption' | 'signing'>, file = 
   const recipients: AgeRecipient[] = [];
   const texts: string[] = [];
   cfg.encryption.recipients.forEach((r, i) => {
+    const key = `encryption.recipients[${i}]`;
     try {
-      recipients.push(parseRecipient(r, `encryption.recipients[${i}]`));
+      recipients.push(parseRecipient(r, key));
       texts.push(recipients[recipients.length - 1]!.text);
     } catch (e) {
-      issues.push({ key: `encryption.recipients[${i}]`, problem: e instanceof KeyError ? e.message : 'is not an age recipient', fix: 'use an age1… recipient (age-keygen -y KEYFILE) or an ssh-ed25519 public key line' });
+      // the issue is printed after its key already
+      const problem = e instanceof KeyError ? e.message.replace(`${key}: `, '') : 'is not an age recipient';
+      issues.push({ key, problem, fix: 'use an age1… recipient (age-keygen -y KEYFILE) or an ssh-ed25519 public key line' });
     }
   });
   const rf = cfg.encryption.recipientsFile;

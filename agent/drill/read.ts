@@ -8,6 +8,7 @@ import { AgeRandomAccess } from '../crypto/age-random.js';
 import { sshsigVerify, SNAPSHOT_NAMESPACE, type AllowedSigner } from '../crypto/sshsig.js';
 import type { CatalogEntry } from '../store/catalog.js';
 import { canonicalManifest, signatureKey } from '../store/layout.js';
+import { partCheck } from './parts.js';
 import type { Store } from '../store/store.js';
 
 export type ReadProblem = 'missing' | 'unverified' | 'identity' | 'decrypt' | 'size' | 'hash' | 'signature' | 'structure';
@@ -48,7 +49,8 @@ async function small(store: Store, key: string): Promise<string | undefined> {
  */
 export async function readBack(store: Store, e: CatalogEntry, consume: (chunk: Buffer) => Promise<void> | void, opts: ReadOptions = {}): Promise<ReadResult> {
   if (!e.sha256 && !opts.allowUnverified) {
-    return fail('unverified', `${e.object.key} has no recorded sha256 (no manifest, no sha256 metadata): it is not a backup the agent confirmed; pass --allow-unverified to read it anyway`);
+    const why = e.manifestProblem ? `its manifest cannot be used (${e.manifestProblem}) and it has no sha256 metadata` : 'no manifest, no sha256 metadata';
+    return fail('unverified', `${e.object.key} has no recorded sha256 (${why}): it is not a backup the agent confirmed; pass --allow-unverified to read it anyway`);
   }
   const decrypt = e.encrypted && !opts.ciphertext;
   if (decrypt && !opts.identities?.length) return fail('identity', `${e.object.key} is encrypted (age); pass --identity FILE (or set ETCD_BACKUP_AGENT_IDENTITY_FILE), or --encrypted to fetch the ciphertext`);
@@ -57,6 +59,8 @@ export async function readBack(store: Store, e: CatalogEntry, consume: (chunk: B
   const hash = createHash('sha256');
   const dec = decrypt ? new AgeDecryption(opts.identities!) : undefined;
   const structure = e.encrypted && opts.ciphertext ? checkAgeStructure() : undefined;
+  // without the key, the part checksums recorded at upload are what can tell changed ciphertext
+  const parts = structure ? partCheck(e.manifest?.object) : undefined;
   let size = 0;
   let read = 0;
   const emit = async (b: Buffer): Promise<void> => {
@@ -72,19 +76,23 @@ export async function readBack(store: Store, e: CatalogEntry, consume: (chunk: B
       if (dec) for (const p of dec.update(b)) await emit(p);
       else {
         structure?.update(b);
+        const bad = parts?.update(b);
+        if (bad) return fail('hash', `${e.object.key}: ${bad}`);
         await emit(b);
       }
       opts.onProgress?.(read, e.object.size);
     }
     if (dec) for (const p of dec.finish()) await emit(p);
   } catch (err) {
-    if (err instanceof AgeError) return fail(err.reason === 'no_identity' || err.reason === 'header_mac' ? 'identity' : 'decrypt', `${e.object.key}: ${err.message}`);
+    if (err instanceof AgeError) return ageFailure(e, err, opts.identities ?? []);
     throw err;
   }
   if (structure) {
+    if (e.manifest && e.manifest.object.size !== size) return fail('size', `${e.object.key} holds ${size} bytes, its manifest says ${e.manifest.object.size}`);
+    const bad = parts?.finish();
+    if (bad) return fail('hash', `${e.object.key}: ${bad}`);
     const s = structure.finish();
     if (!s.ok) return fail('structure', `${e.object.key}: ${s.detail}`);
-    if (e.manifest && e.manifest.object.size !== size) return fail('size', `${e.object.key} holds ${size} bytes, its manifest says ${e.manifest.object.size}`);
     return { ok: true, sha256: hash.digest('hex'), size };
   }
   const sha256 = hash.digest('hex');
@@ -99,19 +107,37 @@ export async function readBack(store: Store, e: CatalogEntry, consume: (chunk: B
 }
 
 /**
+ * A wrong key is the operator's to fix (exit 64); changed ciphertext is the object's fault (65). A header MAC
+ * that fails after a stanza opened means the header changed. No stanza opening for an identity that the
+ * manifest lists among the recipients means the same: its stanza was altered.
+ */
+function ageFailure(e: CatalogEntry, err: AgeError, identities: readonly AgeIdentity[]): ReadResult {
+  if (err.reason !== 'no_identity') return fail('decrypt', `${e.object.key}: ${err.message}`);
+  const listed = new Set(e.manifest?.object.encryption?.recipients ?? []);
+  const ours = identities.map((i) => i.recipient).find((r) => listed.has(r));
+  if (ours) return fail('decrypt', `${e.object.key}: the header was changed: the manifest lists ${ours} as a recipient, but no stanza opens with its identity`);
+  return fail('identity', `${e.object.key}: ${err.message}`);
+}
+
+/**
  * The snapshot's own signature (`<key>.sig`, what `ssh-keygen -Y verify` checks) and the manifest's, which
  * binds node, cluster, name and time to that hash: both by an allowed key for this entry's node.
  */
 async function checkSignatures(store: Store, e: CatalogEntry, digest: Buffer, signers: readonly AllowedSigner[]): Promise<string | ReadResult> {
   const node = e.node ?? '';
+  // Keys are checked against valid-after/valid-before as of when the agent signed (the manifest's shippedAt,
+  // itself covered by the manifest signature), as git does with commit times: a retired key's old backups
+  // stay verifiable. Without a manifest, as of now.
+  const shipped = e.manifest ? new Date(e.manifest.shippedAt) : undefined;
+  const at = shipped && !Number.isNaN(shipped.getTime()) ? shipped : new Date();
   const armored = await small(store, signatureKey(e.key));
   if (!armored) return fail('signature', `${e.object.key} has no signature (${signatureKey(e.key)} is missing)`);
-  const v = sshsigVerify(armored, digest, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha256' });
+  const v = sshsigVerify(armored, digest, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha256', now: at });
   if (!v.ok) return fail('signature', `${e.object.key}: snapshot signature refused (${v.reason}: ${v.detail})`);
   const m = e.manifest;
   if (!m?.signature?.manifestSignature) return fail('signature', `${e.object.key}: its manifest is not signed, so its node, name and time are not bound to the snapshot`);
   const md = createHash('sha512').update(canonicalManifest(m)).digest();
-  const mv = sshsigVerify(m.signature.manifestSignature, md, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha512' });
+  const mv = sshsigVerify(m.signature.manifestSignature, md, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha512', now: at });
   if (!mv.ok) return fail('signature', `${e.object.key}: manifest signature refused (${mv.reason}: ${mv.detail})`);
   if (m.snapshot.sha256 !== digest.toString('hex')) return fail('signature', `${e.object.key}: the signed manifest names another snapshot`);
   return v.principal;

@@ -7,13 +7,12 @@
 //    part's checksum recomputed and compared with the one the server verified at upload, and the age
 //    structure. That proves the stored bytes are the ones uploaded, which were deep-checked before upload.
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { crc32, createInflateRaw } from 'node:zlib';
+import { createInflateRaw } from 'node:zlib';
 import { readAt } from '../base/files.js';
 import { checkAgeStructure, type AgeIdentity } from '../crypto/age.js';
 import type { AllowedSigner } from '../crypto/sshsig.js';
@@ -25,6 +24,7 @@ import { METHOD_DEFLATE, readLocalHeaders, readZipDirectory } from '../snapshot/
 import type { CatalogEntry } from '../store/catalog.js';
 import type { Store } from '../store/store.js';
 import type { Throttle } from '../base/throttle.js';
+import { partCheck } from './parts.js';
 import { ObjectGone, plainReader, readBack, type ReadProblem } from './read.js';
 
 export interface VerifyOptions {
@@ -109,66 +109,26 @@ export async function verifyEntry(store: Store, e: CatalogEntry, opts: VerifyOpt
 
 /** An encrypted object checked without its key: the stored bytes against what the server verified at upload. */
 async function verifyStored(store: Store, e: CatalogEntry, opts: VerifyOptions, base: { key: string; size: number; time: Date }): Promise<VerifyReport> {
-  const o = e.manifest?.object;
-  if (!o?.partChecksums || o.firstPartBytes === undefined || o.partBytes === undefined) {
-    return { ...base, ok: false, depth: 'stored', reason: 'decrypt', detail: 'encrypted, and its manifest records no part checksums: only --identity can verify it' };
-  }
-  const sums = o.partChecksums;
-  const kind = o.integrity;
+  const parts = partCheck(e.manifest?.object);
+  if (!parts) return { ...base, ok: false, depth: 'stored', reason: 'decrypt', detail: 'encrypted, and its manifest records no part checksums: only --identity can verify it' };
   const got = await store.get(e.object.key, opts.signal ? { signal: opts.signal } : {});
   if (!got) return { ...base, ok: false, depth: 'stored', reason: 'missing', detail: `${e.object.key} is gone from S3` };
   const structure = checkAgeStructure();
-  let part = 0;
-  let want = o.firstPartBytes;
-  let h: { update(b: Buffer): void } & { end(): string } = partHash(kind);
   let total = 0;
-  const finishPart = (): string | undefined => {
-    const sum = h.end();
-    if (sum !== sums[part]) return `part ${part + 1} (stored bytes ${total - (part === 0 ? o.firstPartBytes! : 0)}…) differs from what the server verified at upload`;
-    part++;
-    want = o.partBytes!;
-    h = partHash(kind);
-    return undefined;
-  };
   for await (const c of got.body) {
-    let b = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+    const b = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
     await opts.throttle?.take(b.length, opts.signal);
     structure.update(b);
-    while (b.length) {
-      const n = Math.min(want, b.length);
-      h.update(b.subarray(0, n));
-      total += n;
-      want -= n;
-      b = b.subarray(n);
-      if (want === 0 && part < sums.length - 1) {
-        const bad = finishPart();
-        if (bad) return { ...base, ok: false, depth: 'stored', reason: 'hash', detail: bad };
-      }
-    }
+    total += b.length;
+    const bad = parts.update(b);
+    if (bad) return { ...base, ok: false, depth: 'stored', reason: 'hash', detail: bad };
     opts.onProgress?.(total, e.object.size);
   }
-  if (total !== o.size) return { ...base, ok: false, depth: 'stored', reason: 'size', detail: `holds ${total} bytes, its manifest says ${o.size}` };
-  const bad = finishPart();
-  if (bad) return { ...base, ok: false, depth: 'stored', reason: 'hash', detail: bad };
+  const bad = parts.finish();
+  if (bad) return { ...base, ok: false, depth: 'stored', reason: total === e.manifest!.object.size ? 'hash' : 'size', detail: bad };
   const s = structure.finish();
   if (!s.ok) return { ...base, ok: false, depth: 'stored', reason: 'format', detail: s.detail };
-  return { ...base, ok: true, depth: 'stored', detail: `stored bytes intact: all ${sums.length} part checksums match what the server verified at upload, age structure sound (decrypting needs --identity)` };
-}
-
-function partHash(kind: 'sha256' | 'crc32' | 'md5'): { update(b: Buffer): void; end(): string } {
-  if (kind === 'crc32') {
-    let v = 0;
-    return {
-      update: (b) => (v = crc32(b, v)),
-      end: () => {
-        const out = Buffer.alloc(4);
-        out.writeUInt32BE(v >>> 0);
-        return out.toString('base64');
-      },
-    };
-  }
-  const h = createHash(kind);
-  return { update: (b) => h.update(b), end: () => h.digest(kind === 'sha256' ? 'hex' : 'base64') };
+  return { ...base, ok: true, depth: 'stored', detail: `stored bytes intact: all ${parts.parts} part checksums match what the server verified at upload, age structure sound (decrypting needs --identity)` };
 }
 
 async function tempSnapshot(): Promise<{ path: string; dir: string; write: (b: Buffer) => Promise<void>; close: () => Promise<void> }> {

@@ -100,11 +100,21 @@ export class Uploader {
     let key = req.key;
     let stored = storedKeyOf(key, encrypted);
     let existing = await this.existing(stored, req);
+    // The snapshot key is one snapshot whether its object is plain or `.age`: one uploaded before encryption
+    // was turned on (or off) is this snapshot too, and its manifest must not be overwritten by the other form.
+    let at = stored;
+    if (!existing) {
+      const other = storedKeyOf(key, !encrypted);
+      existing = await this.existing(other, req);
+      if (existing?.sha256 !== undefined) at = other;
+      else existing = undefined;
+    }
     if (existing) {
+      const form = at === stored ? '' : encrypted ? ', unencrypted (uploaded before encryption was turned on)' : ', encrypted (uploaded while encryption was on)';
       const same = existing.sha256 !== undefined && existing.size === req.fp.size && existing.mtimeMs !== undefined && Math.abs(existing.mtimeMs - req.fp.mtimeMs) < 0.001;
       if (same) {
         verifier.destroy();
-        return { kind: 'present', key, storedKey: stored, sha256: existing.sha256!, lastModified: existing.info.lastModified, why: 'S3 holds this file (same name, size and mtime in its manifest)' };
+        return { kind: 'present', key, storedKey: at, sha256: existing.sha256!, lastModified: existing.info.lastModified, why: `S3 holds this file (same name, size and mtime in its manifest${form})` };
       }
       if (existing.sha256 !== undefined || !existing.ours) {
         // Another version sits at the key. Telling whether it is this content needs this file's hash first:
@@ -112,7 +122,7 @@ export class Uploader {
         const sha256 = await hashFile(req.fh, req.fp.size, signal);
         if (existing.sha256 === sha256) {
           verifier.destroy();
-          return { kind: 'present', key, storedKey: stored, sha256, lastModified: existing.info.lastModified, why: 'S3 holds the same content under this key' };
+          return { kind: 'present', key, storedKey: at, sha256, lastModified: existing.info.lastModified, why: `S3 holds the same content under this key${form}` };
         }
         key = conflictKey(req.key, sha256);
         stored = storedKeyOf(key, encrypted);
