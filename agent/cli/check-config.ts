@@ -9,7 +9,9 @@ import { EXIT, type ExitCode } from '../base/exit.js';
 import { formatDuration } from '../base/units.js';
 import type { Config } from '../config/keys.js';
 import type { Sealing } from '../crypto/seal.js';
+import { proxyDecision } from '../store/client.js';
 import { nodePrefix } from '../store/layout.js';
+import { describeProxy } from '../store/proxy-env.js';
 import { chooseIntegrity, probePartChecksum, probeWrite } from '../store/probe.js';
 import type { Store } from '../store/store.js';
 import { objectLockFor } from '../ship/options.js';
@@ -48,6 +50,7 @@ export async function checkConfigCommand(cfg: Config, store: Store, io: Out, opt
   io.out(s?.encrypt ? `encryption: age to ${s.encrypt.recipients.length} recipient(s): objects are <key>.age` : 'encryption: off (objects are plaintext snapshots: whoever reads the bucket reads every Secret)');
   io.out(s?.sign ? `signing: SSHSIG by ${s.sign.publicKey} (namespace ${s.sign.namespace})` : 'signing: off');
   io.out(`credentials: ${opts.credentialsFrom}`);
+  io.out(`proxy: ${describeProxy(proxyDecision(cfg))}`);
   if (opts.offline) return code;
 
   const prefix = nodePrefix(cfg);

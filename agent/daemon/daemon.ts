@@ -17,7 +17,9 @@ import { Shipper, type LocalSnapshot } from '../ship/shipper.js';
 import type { LocalFileAt } from '../snapshot/lifecycle.js';
 import type { DeepCheck } from '../snapshot/deep.js';
 import { readCatalog, type CatalogEntry } from '../store/catalog.js';
+import { proxyDecision } from '../store/client.js';
 import { nodePrefix } from '../store/layout.js';
+import { describeProxy } from '../store/proxy-env.js';
 import { Ledger, ledgerLocation, type LedgerEntry, type LedgerStatus } from '../store/ledger.js';
 import { S3Store } from '../store/s3.js';
 import { observed, type PartIntegrity, type Store } from '../store/store.js';
@@ -84,6 +86,7 @@ export class Daemon {
       cluster: cfg.cluster,
       snapshotDir: cfg.snapshotDir,
       destination: `${this.store.location}/${nodePrefix(cfg)}`,
+      proxy: describeProxy(proxyDecision(cfg)),
       encryption: this.opts.sealing?.encrypt ? `age, ${this.opts.sealing.encrypt.recipients.length} recipient(s)` : 'off',
       signing: this.opts.sealing?.sign ? this.opts.sealing.sign.publicKey : 'off',
     });
