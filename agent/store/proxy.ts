@@ -4,6 +4,8 @@
 // credentials), a proxy that does not answer fails within the connect timeout, and an answer from the proxy
 // itself (407, 403, 502…) is not mistaken for one from S3.
 import type { ClientRequest } from 'node:http';
+import { isIP } from 'node:net';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import type { AgentConnectOpts } from 'agent-base';
 import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
@@ -31,7 +33,8 @@ export class ProxyError extends AgentError {
 /** What the proxy's own answer means for the agent. */
 export function proxyAnswer(status: number, text = ''): { reason: FailureReason; meaning: string } {
   const said = `${status}${text ? ` ${text}` : ''}`;
-  if (status === 407) return { reason: 'auth', meaning: `the proxy wants credentials, or refused the ones given (${said}); put them in the proxy URL: http://user:password@host:port` };
+  // tinyproxy answers wrong credentials with 401 rather than 407
+  if (status === 407 || status === 401) return { reason: 'auth', meaning: `the proxy wants credentials, or refused the ones given (${said}); put them in the proxy URL: http://user:password@host:port` };
   if (status === 403) return { reason: 'network', meaning: `the proxy does not allow this destination (${said}); ask for the S3 endpoint to be allowed` };
   if (status >= 500) return { reason: 'network', meaning: `the proxy could not reach the S3 endpoint (${said})` };
   return { reason: 'refused', meaning: `the proxy answered ${said}` };
@@ -84,8 +87,11 @@ class TunnelAgent extends HttpsProxyAgent<string> {
       if (r === req) answer = connect;
     };
     this.on('proxyConnect', seen);
-    // the endpoint's TLS inside the tunnel gets the same trust as without a proxy
-    const withCa = this.o.ca && opts.secureEndpoint ? { ...opts, ca: this.o.ca } : opts;
+    // The endpoint's TLS inside the tunnel gets the same trust as without a proxy. The library drops `host`
+    // from the TLS options and sets no servername for an IP address, so Node would check the certificate
+    // against "localhost": an endpoint addressed by IP is checked against that IP instead.
+    const ip = opts.host && isIP(opts.host) ? opts.host : undefined;
+    const withCa = opts.secureEndpoint ? { ...opts, ...(this.o.ca ? { ca: this.o.ca } : {}), ...(ip ? { checkServerIdentity: (_: string, cert: PeerCertificate) => checkServerIdentity(ip, cert) } : {}) } : opts;
     try {
       const socket = await guarded((r, op) => super.connect(r, op), req, withCa, this.shown, this.o.connectTimeoutMs);
       if (answer && answer.statusCode !== 200) {
@@ -130,14 +136,15 @@ export function proxyAgents(choice: ProxyChoice, o: ProxyAgentOptions): ProxyAge
 }
 
 /**
- * For http endpoints the proxy answers in place of S3: 407, or 5xx when it cannot reach the endpoint. S3
+ * For http endpoints the proxy answers in place of S3: 407 (401), or 5xx when it cannot reach the endpoint. S3
  * servers put x-amz-request-id on every answer, errors included, so only an answer without one can be the
  * proxy's; and since a load balancer in front of S3 answers 502 without one too, a 403 or 5xx counts as the
- * proxy's only when the answer names a proxy (Via, Server: squid/tinyproxy, X-Squid-Error).
+ * proxy's only when the answer names a proxy (Via, Server: squid/tinyproxy, X-Squid-Error); so does a 401 (tinyproxy's answer to
+ * wrong credentials).
  */
 export function proxyOwnAnswer(res: { statusCode: number; reason?: string; headers: Record<string, string | string[] | undefined> }, shown: string): ProxyError | undefined {
   const status = res.statusCode;
-  if (!(status === 407 || status === 403 || status >= 500) || res.headers['x-amz-request-id'] !== undefined) return undefined;
+  if (!(status === 407 || status === 401 || status === 403 || status >= 500) || res.headers['x-amz-request-id'] !== undefined) return undefined;
   if (status !== 407) {
     const server = String(res.headers['server'] ?? '');
     const named = res.headers['via'] !== undefined || res.headers['x-squid-error'] !== undefined || /proxy|squid/i.test(server);
