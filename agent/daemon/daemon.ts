@@ -271,7 +271,7 @@ export class Daemon {
       snapshotDir: cfg.snapshotDir,
       destination: `${this.store.location}/${nodePrefix(cfg)}`,
       s3: { up: this.s3Ok, detail: this.s3Detail },
-      integrity: this.integrity === 'crc32' ? 'CRC32 header (probed)' : 'signed payload SHA-256',
+      integrity: this.integrity === 'crc32' ? 'CRC32 header (probed)' : this.integrity === 'md5' ? 'Content-MD5 (Object Lock)' : 'signed payload SHA-256',
       pending: this.shipper.pendingCount,
       ...(isoOrUndefined(t.lastUploadS) ? { lastUpload: isoOrUndefined(t.lastUploadS) } : {}),
       ...(isoOrUndefined(t.lastPruneS) ? { lastPrune: isoOrUndefined(t.lastPruneS) } : {}),
