@@ -10,7 +10,7 @@ PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
       curl uuid-runtime openssl python3 procps
       systemd ansible-core python3-seccomp  # the unit, install and package tests
       golang-go  # test zips written by Go's archive/zip, as rke-tools and k3s write them
-      tinyproxy bsdutils)  # a real forward proxy for the proxy tests; `script` for the progress tests' terminal
+      tinyproxy tmux)  # a real forward proxy for the proxy tests; a real terminal for the progress tests
 # callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
 PKGS+=(${EXTRA_PKGS:-})
 # /proc, not pgrep: procps may be one of the packages still missing
@@ -89,7 +89,7 @@ else
 fi
 swift_conf
 
-for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook go tinyproxy script \
+for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook go tinyproxy tmux \
          swift-proxy-server swift-account-server swift-container-server swift-object-server memcached; do
   command -v "$b" >/dev/null || { echo "ERROR: $b still missing after install" >&2; exit 1; }
 done
