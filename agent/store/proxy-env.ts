@@ -145,7 +145,7 @@ export function proxyCredentialForms(url: URL): string[] {
   return [...new Set([url.password, pass, `${url.username}:${url.password}`, pair, Buffer.from(pair).toString('base64'), url.href])].filter(Boolean);
 }
 
-const safeDecode = (s: string): string => {
+export const safeDecode = (s: string): string => {
   try {
     return decodeURIComponent(s);
   } catch {

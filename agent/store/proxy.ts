@@ -7,11 +7,12 @@ import type { ClientRequest } from 'node:http';
 import { isIP } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import type { AgentConnectOpts } from 'agent-base';
+import debug from 'debug';
 import { HttpProxyAgent } from 'http-proxy-agent';
 import { HttpsProxyAgent } from 'https-proxy-agent';
 import { AgentError, type FailureReason } from '../base/errors.js';
 import { registerSecret } from '../base/secret.js';
-import { proxyCredentialForms, shownProxy, type ProxyChoice } from './proxy-env.js';
+import { proxyCredentialForms, safeDecode, shownProxy, type ProxyChoice } from './proxy-env.js';
 
 /** A failure at the proxy, before S3 was reached. Keeps the socket error's code so the SDK retries it. */
 export class ProxyError extends AgentError {
@@ -75,10 +76,11 @@ async function guarded(connect: Connect, req: ClientRequest, opts: AgentConnectO
 class TunnelAgent extends HttpsProxyAgent<string> {
   constructor(
     url: URL,
+    auth: Record<string, string>,
     private readonly shown: string,
     private readonly o: ProxyAgentOptions,
   ) {
-    super(url.href, { keepAlive: o.keepAlive, maxSockets: o.maxSockets, ...(o.ca ? { ca: o.ca } : {}) });
+    super(url.href, { headers: auth, keepAlive: o.keepAlive, maxSockets: o.maxSockets, ...(o.ca ? { ca: o.ca } : {}) });
   }
 
   override async connect(req: ClientRequest, opts: AgentConnectOpts): Promise<never> {
@@ -110,10 +112,11 @@ class TunnelAgent extends HttpsProxyAgent<string> {
 class ForwardAgent extends HttpProxyAgent<string> {
   constructor(
     url: URL,
+    auth: Record<string, string>,
     private readonly shown: string,
     private readonly o: ProxyAgentOptions,
   ) {
-    super(url.href, { keepAlive: o.keepAlive, maxSockets: o.maxSockets, ...(o.ca ? { ca: o.ca } : {}) });
+    super(url.href, { headers: auth, keepAlive: o.keepAlive, maxSockets: o.maxSockets, ...(o.ca ? { ca: o.ca } : {}) });
   }
 
   override async connect(req: ClientRequest, opts: AgentConnectOpts): Promise<never> {
@@ -131,8 +134,21 @@ export interface ProxyAgents {
 /** Agents for both schemes through one proxy. Registers the proxy's credentials as secrets first. */
 export function proxyAgents(choice: ProxyChoice, o: ProxyAgentOptions): ProxyAgents {
   for (const form of proxyCredentialForms(choice.url)) registerSecret(form);
+  // The libraries get the proxy without its credentials, and the Proxy-Authorization header apart: then no
+  // message of theirs can quote the password. Their DEBUG output prints the request heads, that header
+  // included, straight to stderr where the log's redaction cannot reach: it stays off whatever DEBUG says.
+  const bare = new URL(choice.url.href);
+  bare.username = '';
+  bare.password = '';
+  const auth: Record<string, string> = {};
+  if (choice.url.username || choice.url.password) {
+    const pair = `${safeDecode(choice.url.username)}:${safeDecode(choice.url.password)}`;
+    auth['Proxy-Authorization'] = `Basic ${Buffer.from(pair).toString('base64')}`;
+  }
+  const on = debug.disable();
+  debug.enable([on, '-https-proxy-agent*', '-http-proxy-agent*', '-agent-base*', '-proxy-agent*'].filter(Boolean).join(','));
   const shown = `${shownProxy(choice.url)} (from ${choice.source})`;
-  return { httpAgent: new ForwardAgent(choice.url, shown, o), httpsAgent: new TunnelAgent(choice.url, shown, o), shown };
+  return { httpAgent: new ForwardAgent(bare, auth, shown, o), httpsAgent: new TunnelAgent(bare, auth, shown, o), shown };
 }
 
 /**

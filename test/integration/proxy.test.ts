@@ -13,7 +13,7 @@ import { agentEnv, freePort, runCli, testDirs, writeConfig, type TestDirs } from
 import { sha256File } from '../support/snapshots.js';
 import { startTinyproxy, type Tinyproxy } from '../support/tinyproxy.js';
 import { makePrivateCa, startTlsFront, type PrivateCa, type TlsFront } from '../support/tls-front.js';
-import { createBucket, emptyAndDeleteBucket, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
+import { createBucket, emptyAndDeleteBucket, putKeys, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
 
 let world: World;
 let ca: PrivateCa;
@@ -42,7 +42,11 @@ beforeAll(async () => {
   httpsGate = await startTlsFront(ca, target, { allowFrom: [proxy.bindAddress] });
   dirs = await testDirs('proxy-');
   snapshot = path.join(dirs.root, 'via-proxy.db');
-  await saveSnapshot(world, snapshot);
+  // several 5 MiB parts: bodies of 2 MiB and more are where a proxy path can damage them (Expect: 100-continue)
+  if ((await saveSnapshot(world, snapshot)) < 11 * 1024 * 1024) {
+    await putKeys(world, 10_000, 1024, `/proxy-test/${bucket}/`);
+    await saveSnapshot(world, snapshot);
+  }
   snapshotSha = await sha256File(snapshot);
 });
 
@@ -164,9 +168,10 @@ describe('through a forward proxy', () => {
   it('with the credentials in the proxy URL both schemes work, and the password shows up nowhere', async () => {
     // the gates admit the proxy's outgoing address; this proxy uses the same one
     expect(authProxy.bindAddress).toBe(proxy.bindAddress);
-    const https = await cli({ endpoint: httpsGate.url, caFile: ca.caFile, proxy: authProxy.url }, {}, 'auth-https', 'upload', snapshot);
+    // DEBUG=*: the proxy libraries' debug output (request heads, the proxy URL) would go straight to stderr
+    const https = await cli({ endpoint: httpsGate.url, caFile: ca.caFile, proxy: authProxy.url }, { DEBUG: '*' }, 'auth-https', 'upload', snapshot);
     expect(https.code, https.stderr).toBe(0);
-    const http = await cli({ endpoint: httpGate.url }, { HTTP_PROXY: authProxy.url }, 'auth-http', 'upload', snapshot);
+    const http = await cli({ endpoint: httpGate.url }, { HTTP_PROXY: authProxy.url, DEBUG: '*' }, 'auth-http', 'upload', snapshot);
     expect(http.code, http.stderr).toBe(0);
     expect(await storedSha('etcd-backup/test/auth-https/via-proxy.db')).toBe(snapshotSha);
     expect(await storedSha('etcd-backup/test/auth-http/via-proxy.db')).toBe(snapshotSha);
