@@ -22,6 +22,15 @@ export default defineConfig({
         },
       },
       {
+        // checks that run external tools (promtool, systemd-analyze): kept apart so "unit" means fast
+        test: {
+          name: 'tooling',
+          include: ['test/tooling/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 60_000,
+        },
+      },
+      {
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],

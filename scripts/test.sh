@@ -14,7 +14,8 @@ fi
 npm run build
 # Unit tests first: a broken build or a broken pure room fails fast, before the S3 world starts.
 npx vitest run --project unit ${TEST_ARGS:-}
-npx vitest run --project integration ${TEST_ARGS:-}
+npx vitest run --project tooling ${TEST_ARGS:+--passWithNoTests} ${TEST_ARGS:-}
+npx vitest run --project integration ${TEST_ARGS:+--passWithNoTests} ${TEST_ARGS:-}
 # Faults against the built agent, RGW and etcd (docs/RELIABILITY.md); a file filter for the other
 # projects may match none of these files, which is not a failure here.
 RELIABILITY_MODE=${RELIABILITY_MODE:-ci} npx vitest run --project reliability ${TEST_ARGS:+--passWithNoTests} ${TEST_ARGS:-}

@@ -66,7 +66,7 @@ export async function importRke(file: string, opts: { outputDir?: string; bucket
   const written: string[] = [];
   try {
     if (plan.credentialsText) {
-      await writeNew(credentialsPath, plan.credentialsText, 0o600);
+      await writeNew(credentialsPath, plan.credentialsText.reveal(), 0o600);
       written.push(credentialsPath);
     }
     await writeNew(configPath, plan.configText, 0o640);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parseDocument, stringify } from 'yaml';
 import { DEFAULT_CONFIG_PATH } from '../config/keys.js';
 import { EXIT, type ExitCode } from '../base/exit.js';
-import { registerSecret } from '../base/secret.js';
+import { registerSecret, Secret } from '../base/secret.js';
 import { parseDuration } from '../base/units.js';
 
 export const DEFAULT_IMPORT_DIR = path.dirname(DEFAULT_CONFIG_PATH);
@@ -44,7 +44,7 @@ export interface RkeImportPlan {
   form: 'v0.2+' | 'v0.1';
   configText: string;
   /** AWS shared-credentials (INI) text, when the file carries keys */
-  credentialsText?: string;
+  credentialsText?: Secret;
   /** what the config now says, for the operator */
   summary: string[];
   /** things that changed meaning or were left out on purpose */
@@ -161,7 +161,7 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
   const summary: string[] = [];
   const rkeChanges: string[] = [];
   const cfg: { cluster?: string; s3: Map_; retention?: Map_ } = { s3: {} };
-  let credentialsText: string | undefined;
+  let credentialsText: Secret | undefined;
 
   const clusterName = typeof root.cluster_name === 'string' ? root.cluster_name.trim() : undefined;
   if (clusterName) {
@@ -246,7 +246,7 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
       throw unmappable(`${S3}.${accessKey ? 'secret_key' : 'access_key'}`, 'missing while its partner is set', 'give both access_key and secret_key, or neither (to use an instance role)');
     }
     if (accessKey && secretKey) {
-      credentialsText = `# S3 keys imported from ${path.basename(file)} (${S3}).\n# Keep this file mode 0600; the agent re-reads it when it changes.\n[default]\naws_access_key_id = ${accessKey}\naws_secret_access_key = ${secretKey}\n`;
+      credentialsText = new Secret(`# S3 keys imported from ${path.basename(file)} (${S3}).\n# Keep this file mode 0600; the agent re-reads it when it changes.\n[default]\naws_access_key_id = ${accessKey}\naws_secret_access_key = ${secretKey}\n`);
       cfg.s3.credentialsFile = path.join(opts.outputDir, 'credentials');
     } else {
       notes.push('no access_key/secret_key: the agent uses the AWS default chain (environment, instance role via IMDS, web identity)');

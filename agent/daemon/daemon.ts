@@ -104,6 +104,7 @@ export class Daemon {
       ...(this.opts.deep ? { deep: this.opts.deep } : {}),
       ...(this.opts.sealing ? { sealing: this.opts.sealing } : {}),
     });
+    this.metrics.setNewestWaiting(() => this.shipper.newestWaitingMs());
     this.metrics.setLocalUsage(async () => {
       let count = 0;
       let bytes = 0;

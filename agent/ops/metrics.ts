@@ -54,7 +54,15 @@ export class Metrics {
     const registers = [this.registry];
     const self = this;
     this.lastUploadSuccess = new Gauge({ name: 'etcdbackup_last_upload_success_timestamp_seconds', help: 'When the newest snapshot of this node was confirmed in S3; seeded at start from the ledger and S3, so a restart does not reset it.', registers });
-    this.lastSnapshot = new Gauge({ name: 'etcdbackup_last_snapshot_timestamp_seconds', help: 'Modification time of the newest complete, verified local snapshot.', registers });
+    this.lastSnapshot = new Gauge({
+      name: 'etcdbackup_last_snapshot_timestamp_seconds',
+      help: 'Modification time of the newest complete local snapshot (confirmed, or complete and waiting for its upload; one the upload pass then finds corrupt no longer counts).',
+      registers,
+      collect() {
+        const waiting = Math.min(self.newestWaitingMs(), Date.now()) / 1000;
+        this.set(Math.max(self.lastSnapshotS, waiting > 0 ? waiting : 0));
+      },
+    });
     this.pending = new Gauge({ name: 'etcdbackup_snapshots_pending', help: 'Verified local snapshots not yet confirmed in S3.', registers });
     this.uploads = new Counter({ name: 'etcdbackup_uploads_total', help: 'Snapshot uploads by result (already_present: the same content was in S3, nothing sent).', labelNames: ['result'], registers });
     this.uploadFailures = new Counter({ name: 'etcdbackup_upload_failures_total', help: 'Failed upload attempts by reason.', labelNames: ['reason'], registers });
@@ -150,6 +158,13 @@ export class Metrics {
     }
   }
 
+  /** the newest snapshot that is complete and waiting for its upload (queued or shipping), ms; 0 if none */
+  private newestWaitingMs: () => number = () => 0;
+  setNewestWaiting(fn: () => number): void {
+    this.newestWaitingMs = fn;
+  }
+
+  /** A snapshot proven complete and sound: by its read pass, or by the ledger. Moves forward only. */
   snapshotSeen(mtimeMs: number): void {
     const s = Math.min(mtimeMs, Date.now()) / 1000;
     if (s > this.lastSnapshotS) {

@@ -11,7 +11,7 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config/keys.js';
 import type { StatusDoc } from './status.js';
 import type { Logger } from './log.js';
-import { registerSecret } from '../base/secret.js';
+import { Secret } from '../base/secret.js';
 
 export interface Health {
   /** process alive and its event loop turning */
@@ -85,12 +85,11 @@ async function readSetupFile(key: string, path: string, what: string): Promise<B
   }
 }
 
-async function readPassword(path: string): Promise<string> {
+async function readPassword(path: string): Promise<Secret> {
   // Prometheus trims the same way when it reads its password_file, so one file can serve both sides.
   const pw = (await readSetupFile('metrics.basicAuthPasswordFile', path, 'a file holding the password')).toString('utf8').trim();
   if (!pw) throw new ServerSetupError(`metrics.basicAuthPasswordFile: ${path} is empty; write the password into it`);
-  registerSecret(pw);
-  return pw;
+  return new Secret(pw);
 }
 
 async function readTls(tls: { certFile: string; keyFile: string }): Promise<{ cert: Buffer; key: Buffer }> {
@@ -111,7 +110,7 @@ async function fileStamp(paths: string[]): Promise<string> {
 
 export class MetricsServer {
   private server: Server | HttpsServer | undefined;
-  private password: string | undefined;
+  private password: Secret | undefined;
   private stamp = '';
   private reloadTimer: NodeJS.Timeout | undefined;
   private lastRejectLog = 0;
@@ -184,7 +183,7 @@ export class MetricsServer {
 
   private authorized(req: IncomingMessage, res: ServerResponse): boolean {
     const auth = this.opts.basicAuth;
-    if (!auth || checkBasicAuth(req.headers.authorization, auth.user, this.password!)) return true;
+    if (!auth || checkBasicAuth(req.headers.authorization, auth.user, this.password!.reveal())) return true;
     res.writeHead(401, { 'WWW-Authenticate': `Basic realm="${REALM}", charset="UTF-8"`, 'Content-Type': 'text/plain; charset=utf-8' }).end('unauthorized\n');
     const now = Date.now();
     if (now - this.lastRejectLog >= REJECT_LOG_INTERVAL_MS) {

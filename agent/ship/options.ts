@@ -47,8 +47,8 @@ export async function resolveIntegrity(store: Store, cfg: Config, log: Logger): 
   const bucketLock = cfg.s3.objectLock ? undefined : await store.objectLockEnabled().catch(() => undefined);
   const locked = cfg.s3.objectLock !== undefined || bucketLock === true;
   const integrity = integrityUnderLock(choice.integrity, locked);
-  const proof = integrity === 'crc32' ? 'CRC32 header, checked by the server (probed)' : integrity === 'md5' ? 'Content-MD5 (objects are written under Object Lock, where S3 wants it on every part)' : cfg.s3.checksum === 'when_required' ? 'signed payload SHA-256 (s3.checksum: when_required)' : 'signed payload SHA-256';
-  log.info('part integrity', { proof, ...(probe ? { probe: probe.detail } : {}) });
+  const proof = integrity === 'crc32' ? 'CRC32 header, checked by the server (probed)' : integrity === 'md5' ? 'Content-MD5 (objects are written under Object Lock, where S3 wants it on every part)' : 'signed payload SHA-256';
+  log.info('part integrity', { proof, probe: probe?.detail ?? (cfg.s3.checksum === 'when_required' ? 'not run (s3.checksum: when_required)' : undefined) });
   return integrity;
 }
 

@@ -100,6 +100,13 @@ export class Shipper {
     return [...this.tracks.values()].map(({ name, path, snap, state, fp, sha256, key, rejectReason, why, progress }) => ({ name, path, snap, state, fp, sha256, key, rejectReason, why, progress }));
   }
 
+  /** mtime of the newest snapshot that is complete and waiting for its upload (0: none) */
+  newestWaitingMs(): number {
+    let n = 0;
+    for (const t of this.tracks.values()) if ((t.state === 'queued' || t.state === 'shipping') && t.fp) n = Math.max(n, t.fp.mtimeMs);
+    return n;
+  }
+
   get pendingCount(): number {
     let n = 0;
     for (const t of this.tracks.values()) if (t.state === 'queued' || t.state === 'shipping') n++;
@@ -366,7 +373,6 @@ export class Shipper {
             t.state = 'queued';
             t.key = objectKey(this.d.cfg, t.name);
             t.rejectReason = undefined;
-            metrics.snapshotSeen(f.fp.mtimeMs);
             log.info('snapshot complete; queued for upload', { file: t.path, key: t.key, size: f.fp.size, producer: t.snap.producer, format: t.snap.format });
             this.updatePending();
             this.kickRawOf(t.name);
@@ -500,6 +506,7 @@ export class Shipper {
       return;
     }
     const sha256 = outcome.kind === 'shipped' ? outcome.verified.sha256 : outcome.sha256;
+    metrics.snapshotSeen(fp.mtimeMs);
     const seconds = (Date.now() - started) / 1000;
     Object.assign(t, { key: outcome.key, sha256, state: 'confirmed' as const, attempts: 0, notBefore: 0, why: `confirmed in S3 as ${outcome.storedKey}` });
     this.updatePending();

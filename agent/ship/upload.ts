@@ -1,8 +1,9 @@
 // Ships one snapshot file in one read pass: each part is read once, fed to the verifier (hash, trailer,
 // bbolt pages, zip CRC), encrypted if configured, given the checksum the server will verify, and sent.
 // The multipart upload is completed only when the verifier's verdict at the end is good and the file did
-// not change; otherwise it is aborted and nothing is left in S3. "Shipped" then needs HeadObject to show
-// the object with the expected size and metadata, and the manifest to be stored.
+// not change; otherwise it is aborted and nothing is left in S3. The manifest (hash, sizes, proofs,
+// signatures) is stored just before Complete, and "shipped" needs HeadObject to show the completed object
+// with the expected size and metadata.
 import { createHash, webcrypto } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
@@ -223,6 +224,8 @@ export class Uploader {
         if (verdict.ok) await unchanged(req);
       }
       if (verdict && !verdict.ok) {
+        // A file that changed while it was read is not corrupt: it is checked again (unchanged() throws).
+        await unchanged(req);
         // a file that is not a sound snapshot never becomes an object: stop sending, drop the parts
         ctl.abort();
         await Promise.allSettled([...inflight]);
@@ -232,16 +235,21 @@ export class Uploader {
       await Promise.allSettled([...inflight]);
       if (failure !== undefined) throw failure;
       const verified = verdict as Verified;
-      await store.completeUpload(stored, uploadId, done, signal);
-      await this.confirm(stored, storedSize, metadata, opts.lock);
+      // The manifest goes first: the object then never exists without it. A Complete that fails leaves a
+      // manifest whose object is missing, which no reader counts and retention removes.
       const layout = { sums, first: enc ? enc.header.length + enc.cipherLength(Math.min(partSize, size)) : Math.min(partSize, size), each: enc ? enc.cipherLength(partSize) : partSize };
       const manifest = await this.seal(req, opts, key, stored, storedSize, verified, partSize, layout);
+      await store.completeUpload(stored, uploadId, done, signal);
+      await this.confirm(stored, storedSize, metadata, opts.lock);
       return { kind: 'shipped', key, storedKey: stored, verified, manifest, partSize, parts };
     } catch (err) {
-      ctl.abort(err);
+      // the first failure is the reason: parts aborted because of it must not stand in for it
+      const first = failure ?? err;
+      failure = first;
+      ctl.abort(first);
       await Promise.allSettled([...inflight]);
       await this.abort(stored, uploadId);
-      throw failure ?? err;
+      throw first;
     } finally {
       verifier.destroy();
     }

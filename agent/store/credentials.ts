@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { CredentialsError } from '../base/errors.js';
-import { registerSecret } from '../base/secret.js';
+import { registerSecret, Secret } from '../base/secret.js';
 
 /** Parses an AWS shared-credentials (INI) file into profiles. Values are never put into errors. */
 export function parseCredentialsIni(text: string): Map<string, Record<string, string>> {
@@ -28,7 +28,8 @@ export function parseCredentialsIni(text: string): Map<string, Record<string, st
  * rotating keys must not need a restart), so the identity carries a short expiration.
  */
 export function fileCredentials(path: string, profile = 'default'): AwsCredentialIdentityProvider {
-  let cached: { mtimeMs: number; size: number; creds: AwsCredentialIdentity } | undefined;
+  // the keys stay Secrets (printing the cache prints **redacted**) until the SDK asks for them
+  let cached: { mtimeMs: number; size: number; accessKeyId: string; secret: Secret; token?: Secret } | undefined;
   return async () => {
     let st;
     try {
@@ -51,15 +52,10 @@ export function fileCredentials(path: string, profile = 'default'): AwsCredentia
         throw new CredentialsError(`credentials file ${path}, profile [${profile}], lacks aws_access_key_id or aws_secret_access_key; add both`);
       }
       registerSecret(accessKeyId);
-      registerSecret(secretAccessKey);
-      registerSecret(p.aws_session_token);
-      cached = {
-        mtimeMs: st.mtimeMs,
-        size: st.size,
-        creds: { accessKeyId, secretAccessKey, ...(p.aws_session_token ? { sessionToken: p.aws_session_token } : {}) },
-      };
+      cached = { mtimeMs: st.mtimeMs, size: st.size, accessKeyId, secret: new Secret(secretAccessKey), ...(p.aws_session_token ? { token: new Secret(p.aws_session_token) } : {}) };
     }
-    return { ...cached.creds, expiration: new Date(Date.now() + 60_000) };
+    const creds: AwsCredentialIdentity = { accessKeyId: cached.accessKeyId, secretAccessKey: cached.secret.reveal(), ...(cached.token ? { sessionToken: cached.token.reveal() } : {}) };
+    return { ...creds, expiration: new Date(Date.now() + 60_000) };
   };
 }
 

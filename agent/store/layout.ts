@@ -3,10 +3,10 @@
 //
 // One read pass means the snapshot's SHA-256 is known only after its last byte went up, while S3 metadata is
 // fixed when the upload starts. So every snapshot object `<key>` (or `<key>.age` when encrypted) gets a small
-// JSON manifest `<key>.manifest.json`, written after CompleteMultipartUpload and HeadObject, that carries the
-// hash, sizes, how each part was proven, and (when signing) the signatures. A snapshot counts as shipped once
-// its manifest is stored. Objects written by agents before the manifest carry `sha256` in their metadata;
-// every reader accepts both.
+// JSON manifest `<key>.manifest.json`, written after the last part and before CompleteMultipartUpload, that
+// carries the hash, sizes, how each part was proven, and (when signing) the signatures: an object never
+// exists without its manifest. A manifest whose object is missing (Complete failed) counts for nothing.
+// Objects written by agents before the manifest carry `sha256` in their metadata; every reader accepts both.
 import { ENCRYPTED_SUFFIX, MANIFEST_SUFFIX, PROBE_MARK, SIGNATURE_SUFFIX } from '../snapshot/names.js';
 
 export { PROBE_MARK };

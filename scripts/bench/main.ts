@@ -23,8 +23,12 @@ const ROUNDS = QUICK ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
 const SIZES = QUICK ? [GiB] : [GiB, 4 * GiB];
 
 interface Endpoint {
-  name: 'sink' | 'rgw';
+  name: string;
+  /** for the table */
+  title: string;
   url: string;
+  /** PEM of the private CA of an HTTPS endpoint */
+  caFile?: string;
   /** the sink that returns real MD5 ETags, for s3cmd */
   md5Url?: string;
   bucket: string;
@@ -53,8 +57,17 @@ function baseEnv(ep: Endpoint): NodeJS.ProcessEnv {
   };
 }
 
-/** The agent's `upload`: verification included, as on an etcd host. `extra` adds s3 settings. */
-function agentTool(name: string, extra = ''): Tool {
+/** Keys for the encrypted and signed rows: an age recipient and an OpenSSH ed25519 signing key. */
+let sealing = '';
+async function makeSealing(work: string): Promise<void> {
+  const { generateAgeIdentity } = (await import(path.join(ROOT, 'dist/agent/crypto/age.js'))) as { generateAgeIdentity: () => { recipient: string } };
+  const key = path.join(work, 'signing-key');
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'bench', '-f', key]);
+  sealing = `encryption:\n  recipients: [${generateAgeIdentity().recipient}]\nsigning:\n  keyFile: ${key}\n`;
+}
+
+/** The agent's `upload`: the one read pass with verification (and the deep check), as on an etcd host. */
+function agentTool(name: string, extra = '', sealed = false): Tool {
   return {
     name,
     cmd: async (ep, file, key, work) => {
@@ -63,19 +76,21 @@ function agentTool(name: string, extra = ''): Tool {
       const dir = path.join(work, `agent-${node}`);
       await mkdir(dir, { recursive: true });
       const cfg = path.join(dir, 'config.yaml');
-      await writeFile(cfg, `node: ${node}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}/state\ns3:\n  bucket: ${ep.bucket}\n  endpoint: ${ep.url}\n${extra}metrics:\n  enabled: false\nlog:\n  level: warn\n`);
-      return { argv: [process.execPath, AGENT, '--config', cfg, 'upload', file], env: baseEnv(ep) };
+      const ca = ep.caFile ? `  caFile: ${ep.caFile}\n` : '';
+      await writeFile(cfg, `node: ${node}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}/state\ns3:\n  bucket: ${ep.bucket}\n  endpoint: ${ep.url}\n${ca}${extra}${sealed ? sealing : ''}metrics:\n  enabled: false\nlog:\n  level: warn\n`);
+      return { argv: [process.execPath, AGENT, '--config', cfg, 'upload', '--quiet', file], env: baseEnv(ep) };
     },
   };
 }
 
 const TOOLS: Tool[] = [
+  // the default config: the start-up probe picks CRC32 where the server checks it, else the signed payload
   agentTool('agent'),
-  // the faster mode for servers that accept CRC32 headers: unsigned payload, CRC32 per part
-  agentTool('agent-crc', '  checksum: when_supported\n'),
+  // age encryption to one recipient and an SSH signature, same defaults
+  agentTool('agent-age', '', true),
   {
     name: 'aws',
-    cmd: async (ep, file, key) => ({ argv: ['/usr/bin/aws', '--endpoint-url', ep.url, 's3', 'cp', '--no-progress', '--only-show-errors', file, `s3://${ep.bucket}/${key}`], env: baseEnv(ep) }),
+    cmd: async (ep, file, key) => ({ argv: ['/usr/bin/aws', '--endpoint-url', ep.url, ...(ep.caFile ? ['--ca-bundle', ep.caFile] : []), 's3', 'cp', '--no-progress', '--only-show-errors', file, `s3://${ep.bucket}/${key}`], env: baseEnv(ep) }),
   },
   {
     name: 'rclone',
@@ -107,7 +122,7 @@ const TOOLS: Tool[] = [
     name: 'curl',
     cmd: async (ep, file, key) => ({
       // one PUT, unsigned payload: the one-stream floor
-      argv: ['/usr/bin/curl', '-sS', '--fail', '-o', '/dev/null', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${ep.accessKey}:${ep.secretKey}`, '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD', '-T', file, `${ep.url}/${ep.bucket}/${key}`],
+      argv: ['/usr/bin/curl', '-sS', '--fail', '-o', '/dev/null', ...(ep.caFile ? ['--cacert', ep.caFile] : []), '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${ep.accessKey}:${ep.secretKey}`, '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD', '-T', file, `${ep.url}/${ep.bucket}/${key}`],
       env: baseEnv(ep),
     }),
   },
@@ -133,15 +148,17 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
 
-async function startSink(md5 = false): Promise<{ url: string; stop: () => void }> {
-  const child = spawn(process.execPath, [SINK, '0', ...(md5 ? ['--md5'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startSink(flags: string[] = []): Promise<{ url: string; stop: () => void }> {
+  const child = spawn(process.execPath, [SINK, '0', ...flags], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
   return { url, stop: () => child.kill() };
 }
 
 async function s3(ep: Endpoint) {
   const { S3Client, CreateBucketCommand, DeleteObjectCommand, ListObjectsV2Command } = await import('@aws-sdk/client-s3');
-  const client = new S3Client({ endpoint: ep.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: ep.accessKey, secretAccessKey: ep.secretKey }, requestChecksumCalculation: 'WHEN_REQUIRED' });
+  const { NodeHttpHandler } = await import('@smithy/node-http-handler');
+  const { Agent } = await import('node:https');
+  const client = new S3Client({ endpoint: ep.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: ep.accessKey, secretAccessKey: ep.secretKey }, requestChecksumCalculation: 'WHEN_REQUIRED', ...(ep.caFile ? { requestHandler: new NodeHttpHandler({ httpsAgent: new Agent({ ca: readFileSync(ep.caFile) }) }) } : {}) });
   return {
     create: () => client.send(new CreateBucketCommand({ Bucket: ep.bucket })),
     /** frees RGW's space between runs */
@@ -171,46 +188,54 @@ function row(cells: (string | number)[], widths: number[]): string {
   return cells.map((c, i) => String(c).padStart(widths[i]!)).join('  ');
 }
 
-async function transferBench(endpoints: Endpoint[], files: Map<number, string>, work: string): Promise<string[]> {
+interface Scenario {
+  ep: Endpoint;
+  sizes: number[];
+  tools: string[];
+}
+
+async function transferBench(scenarios: Scenario[], files: Map<number, string>, work: string): Promise<string[]> {
   const out: string[] = [];
   const results = new Map<string, Sample[]>();
   let runNo = 0;
   for (let round = 0; round < ROUNDS; round++) {
-    for (const size of SIZES) {
-      for (const ep of endpoints) {
+    for (const sc of scenarios) {
+      const tools = TOOLS.filter((t) => sc.tools.includes(t.name));
+      for (const size of sc.sizes) {
         // rotate the order each round: A B C …, then B C … A
-        const order = TOOLS.map((_, i) => TOOLS[(i + round) % TOOLS.length]!);
+        const order = tools.map((_, i) => tools[(i + round) % tools.length]!);
         for (const tool of order) {
           const key = `r${round}-${tool.name}-${size / GiB}g-${runNo++}`;
-          const { argv, env } = await tool.cmd(ep, files.get(size)!, key, work);
+          const { argv, env } = await tool.cmd(sc.ep, files.get(size)!, key, work);
           const sample = await measure(argv, env);
-          const id = `${ep.name}|${size}|${tool.name}`;
+          const id = `${sc.ep.name}|${size}|${tool.name}`;
           results.set(id, [...(results.get(id) ?? []), sample]);
-          process.stderr.write(`  round ${round + 1} ${ep.name} ${size / GiB} GiB ${tool.name.padEnd(6)} ${(size / MiB / sample.wall).toFixed(0)} MiB/s, ${(sample.cpu / (size / GiB)).toFixed(2)} CPU s/GiB, ${sample.rssMiB.toFixed(0)} MiB RSS\n`);
-          if (ep.name === 'rgw') await (await s3(ep)).clear();
+          process.stderr.write(`  round ${round + 1} ${sc.ep.name} ${size / GiB} GiB ${tool.name.padEnd(9)} ${(size / MiB / sample.wall).toFixed(0)} MiB/s, ${(sample.cpu / (size / GiB)).toFixed(2)} CPU s/GiB, ${sample.rssMiB.toFixed(0)} MiB RSS\n`);
+          if (sc.ep.name.startsWith('rgw')) await (await s3(sc.ep)).clear();
         }
       }
     }
   }
   const widths = [9, 5, 7, 9, 12, 14];
-  for (const ep of endpoints) {
-    for (const size of SIZES) {
-      out.push('', `${ep.name === 'sink' ? 'Sink (discards bodies)' : 'Ceph RGW 16 (bluestore)'}, ${size / GiB} GiB snapshot-shaped file, median of ${ROUNDS}`);
+  for (const sc of scenarios) {
+    for (const size of sc.sizes) {
+      out.push('', `${sc.ep.title}, ${size / GiB} GiB snapshot-shaped file, median of ${ROUNDS}`);
       out.push(row(['tool', 'runs', 'MiB/s', 'CPU s/GiB', 'peak RSS MiB', 'vs aws (MiB/s)'], widths));
       const stat = (tool: string) => {
-        const s = results.get(`${ep.name}|${size}|${tool}`) ?? [];
-        return { mibs: median(s.map((x) => size / MiB / x.wall)), cpu: median(s.map((x) => x.cpu / (size / GiB))), rss: Math.max(...s.map((x) => x.rssMiB)), n: s.length };
+        const x = results.get(`${sc.ep.name}|${size}|${tool}`) ?? [];
+        return { mibs: median(x.map((y) => size / MiB / y.wall)), cpu: median(x.map((y) => y.cpu / (size / GiB))), rss: Math.max(...x.map((y) => y.rssMiB)), n: x.length };
       };
       const aws = stat('aws');
-      for (const t of TOOLS) {
-        const s = stat(t.name);
-        out.push(row([t.name, s.n, s.mibs.toFixed(0), s.cpu.toFixed(2), s.rss.toFixed(0), `${(s.mibs / aws.mibs).toFixed(2)}×`], widths));
+      for (const t of sc.tools) {
+        const x = stat(t);
+        out.push(row([t, x.n, x.mibs.toFixed(0), x.cpu.toFixed(2), x.rss.toFixed(0), `${(x.mibs / aws.mibs).toFixed(2)}×`], widths));
       }
       const agent = stat('agent');
-      const curl = stat('curl');
-      const crc = stat('agent-crc');
-      out.push(`ratios: agent/aws throughput ${(agent.mibs / aws.mibs).toFixed(2)}×, CPU ${(agent.cpu / aws.cpu).toFixed(2)}×; agent/curl throughput ${(agent.mibs / curl.mibs).toFixed(2)}×`);
-      out.push(`        agent-crc/aws throughput ${(crc.mibs / aws.mibs).toFixed(2)}×, CPU ${(crc.cpu / aws.cpu).toFixed(2)}×`);
+      out.push(`ratios: agent/aws throughput ${(agent.mibs / aws.mibs).toFixed(2)}×, CPU ${(agent.cpu / aws.cpu).toFixed(2)}×`);
+      if (sc.tools.includes('agent-age')) {
+        const age = stat('agent-age');
+        out.push(`        agent-age/aws throughput ${(age.mibs / aws.mibs).toFixed(2)}×, CPU ${(age.cpu / aws.cpu).toFixed(2)}×; encryption and signing add ${(age.cpu - agent.cpu).toFixed(2)} CPU s/GiB`);
+      }
     }
   }
   return out;
@@ -271,7 +296,7 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
     await fixTrailer(part);
     const t0 = Date.now();
     await rename(part, path.join(dir, `snap-${i}.db`));
-    const l = await d.wait((x) => x.msg === 'snapshot verified; queued for upload' && String(x.file).endsWith(`snap-${i}.db`));
+    const l = await d.wait((x) => x.msg === 'snapshot complete; queued for upload' && String(x.file).endsWith(`snap-${i}.db`));
     latencies.push(Date.parse(l.time) - t0);
     await d.wait((x) => x.msg === 'snapshot shipped and confirmed' && String(x.file).endsWith(`snap-${i}.db`));
   }
@@ -285,7 +310,7 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
   for (let i = 0; i < 500; i++) await copyFile(fixture, path.join(many, `etcd-${String(i).padStart(3, '0')}.db`));
   await writeFile(cfg, (await readFile(cfg, 'utf8')).replace(`snapshotDir: ${dir}`, `snapshotDir: ${many}`).replace('node: latency', 'node: idle'));
   const idle = daemon(cfg, baseEnv(sink));
-  const done = (l: { msg: string }): boolean => l.msg === 'snapshot shipped and confirmed' || l.msg === 'snapshot already in S3 with the same sha256; not sent again';
+  const done = (l: { msg: string }): boolean => l.msg === 'snapshot shipped and confirmed' || l.msg === 'snapshot already in S3; not sent again';
   while (idle.lines.filter(done).length < 500) await new Promise((r) => setTimeout(r, 500));
   // the first retention pass runs a minute after start: a one-off, not idling
   await idle.wait((l) => l.msg === 'retention pass finished');
@@ -327,14 +352,27 @@ async function main(): Promise<void> {
   const header = [`etcd-backup-agent benchmark, ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores (${cpu}), ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, Node ${process.version}, ${QUICK ? 'quick' : `${ROUNDS} rounds`}`];
   process.stderr.write(`${header[0]}\nwork dir ${work}\n`);
   const worldDir = path.join(work, 'world');
+  const { makePrivateCa, startTlsFront } = await import('../../test/support/tls-front.js');
+  const ca = makePrivateCa();
   const sinkProc = await startSink();
-  const md5Sink = await startSink(true);
+  const md5Sink = await startSink(['--md5']);
+  const awsSink = await startSink(['--crc32']);
+  const tlsSink = await startSink(['--crc32', '--tls', ca.certFile, ca.keyFile]);
+  let front: { url: string; close(): Promise<void> } | undefined;
   try {
     execFileSync('bash', [path.join(ROOT, 'scripts/world/rgw-up.sh'), worldDir], { env: { ...process.env, OSD_BACKEND: 'bluestore', BLUESTORE_BYTES: String(40 * GiB) }, stdio: ['ignore', 'ignore', 'inherit'] });
     const env = Object.fromEntries((await readFile(path.join(worldDir, 'env'), 'utf8')).split('\n').filter(Boolean).map((l) => l.split(/=(.*)/s).slice(0, 2) as [string, string]));
-    const rgw: Endpoint = { name: 'rgw', url: env.S3_ENDPOINT!, bucket: 'bench', accessKey: env.AWS_ACCESS_KEY_ID!, secretKey: env.AWS_SECRET_ACCESS_KEY! };
-    const sink: Endpoint = { name: 'sink', url: sinkProc.url, md5Url: md5Sink.url, bucket: 'bench', accessKey: 'benchaccesskey', secretKey: 'benchsecretkey0000000000' };
+    const keys = { bucket: 'bench', accessKey: env.AWS_ACCESS_KEY_ID!, secretKey: env.AWS_SECRET_ACCESS_KEY! };
+    const sinkKeys = { bucket: 'bench', accessKey: 'benchaccesskey', secretKey: 'benchsecretkey0000000000' };
+    const rgw: Endpoint = { name: 'rgw', title: 'Ceph RGW 16 (bluestore), plain HTTP: checks the signed payload, ignores CRC32', url: env.S3_ENDPOINT!, ...keys };
+    const u = new URL(rgw.url);
+    front = await startTlsFront(ca, { host: u.hostname, port: Number(u.port) });
+    const rgwTls: Endpoint = { name: 'rgw-tls', title: 'Ceph RGW 16 behind a TLS front (private CA), HTTPS', url: front.url, caFile: ca.caFile, ...keys };
+    const sink: Endpoint = { name: 'sink', title: 'Sink (discards bodies; checks no checksum, like RGW for CRC32)', url: sinkProc.url, md5Url: md5Sink.url, ...sinkKeys };
+    const awsLike: Endpoint = { name: 'sink-crc', title: 'Sink that refuses a wrong CRC32, as AWS S3 does', url: awsSink.url, ...sinkKeys };
+    const sinkTls: Endpoint = { name: 'sink-tls', title: 'Sink over HTTPS (private CA) that refuses a wrong CRC32, as AWS S3 does', url: tlsSink.url, caFile: ca.caFile, ...sinkKeys };
     await (await s3(rgw)).create();
+    await makeSealing(work);
     const files = new Map<number, string>();
     for (const size of SIZES) {
       const f = path.join(work, 'files', `${size / GiB}g`, `snapshot-${size / GiB}g.db`);
@@ -343,13 +381,24 @@ async function main(): Promise<void> {
       files.set(size, f);
     }
     const lines = [...header];
-    lines.push(...(await transferBench([sink, rgw], files, work)));
+    const all = ['agent', 'agent-age', 'aws', 'rclone', 's3cmd', 'curl'];
+    const scenarios: Scenario[] = [
+      { ep: sink, sizes: SIZES, tools: all },
+      { ep: awsLike, sizes: [GiB], tools: ['agent', 'agent-age', 'aws', 'curl'] },
+      { ep: rgw, sizes: [GiB], tools: ['agent', 'agent-age', 'aws', 'rclone', 'curl'] },
+      { ep: rgwTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
+      { ep: sinkTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
+    ];
+    lines.push(...(await transferBench(scenarios, files, work)));
     lines.push(...(await detectionAndIdle(sink, work)));
     lines.push(...(await rssBySize(sink, work, files.get(GiB)!)));
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     sinkProc.stop();
     md5Sink.stop();
+    awsSink.stop();
+    tlsSink.stop();
+    await front?.close();
     try {
       execFileSync('bash', [path.join(ROOT, 'scripts/world/rgw-down.sh'), worldDir], { stdio: 'ignore' });
     } catch {

@@ -1,7 +1,12 @@
 // An S3 endpoint that discards bodies: enough of the API for the agent, awscli, rclone, s3cmd and curl
 // to complete uploads, so a benchmark measures the clients, not the server. Loopback only, no auth.
+// With `crc32` it checks a part's x-amz-checksum-crc32 and refuses a wrong one, as AWS S3 does (Ceph RGW
+// 16 and Swift ignore it); with `tls` it serves HTTPS.
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { crc32 } from 'node:zlib';
 import type { AddressInfo } from 'node:net';
 
 interface Obj {
@@ -30,31 +35,39 @@ function metaOf(req: IncomingMessage): Record<string, string> {
  * Counts the body's bytes without keeping them. With `md5`, also returns their MD5 as the ETag: s3cmd
  * compares each part's ETag with its own MD5 (costing the sink, not the client, CPU).
  */
-function drain(req: IncomingMessage, withMd5: boolean): Promise<{ n: number; md5?: string }> {
+function drain(req: IncomingMessage, withMd5: boolean, withCrc: boolean): Promise<{ n: number; md5?: string; crc?: string }> {
   const md5 = withMd5 ? createHash('md5') : undefined;
   return new Promise((resolve, reject) => {
     let n = 0;
+    let crc = 0;
     req.on('data', (c: Buffer) => {
       n += c.length;
       md5?.update(c);
+      if (withCrc) crc = crc32(c, crc);
     });
-    req.on('end', () => resolve({ n, md5: md5?.digest('hex') }));
+    req.on('end', () => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE(crc >>> 0);
+      resolve({ n, md5: md5?.digest('hex'), ...(withCrc ? { crc: b.toString('base64') } : {}) });
+    });
     req.on('error', reject);
   });
 }
 
-export async function startSink(port = 0, opts: { md5?: boolean } = {}): Promise<{ server: Server; url: string; bytes: () => number; close: () => Promise<void> }> {
+export async function startSink(port = 0, opts: { md5?: boolean; crc32?: boolean; tls?: { cert: string; key: string } } = {}): Promise<{ server: Server; url: string; bytes: () => number; close: () => Promise<void> }> {
   const objects = new Map<string, Obj>();
   const uploads = new Map<string, Mpu>();
   let total = 0;
 
-  const server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://sink');
       const [, bucket = '', ...rest] = url.pathname.split('/');
       const key = decodeURIComponent(rest.join('/'));
       const q = url.searchParams;
-      const got = await drain(req, opts.md5 ?? false);
+      const sent = req.headers['x-amz-checksum-crc32'];
+      const got = await drain(req, opts.md5 ?? false, Boolean(opts.crc32 && sent));
+      if (got.crc !== undefined && got.crc !== sent) return xml(res, 400, '<Error><Code>BadDigest</Code><Message>The CRC32 you specified did not match the calculated checksum.</Message></Error>');
       // aws-chunked bodies carry framing; the decoded length is the object's
       const size = Number(req.headers['x-amz-decoded-content-length'] ?? got.n);
       const etag = (): string => `"${got.md5 ?? randomBytes(16).toString('hex')}"`;
@@ -109,13 +122,14 @@ export async function startSink(port = 0, opts: { md5?: boolean } = {}): Promise
       }
       xml(res, 400, '<Error><Code>NotImplemented</Code></Error>');
     })().catch(() => res.writeHead(500).end());
-  });
+  };
+  const server = opts.tls ? createHttpsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, handler) : createServer(handler);
   server.keepAliveTimeout = 60_000;
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
   const addr = server.address() as AddressInfo;
   return {
     server,
-    url: `http://127.0.0.1:${addr.port}`,
+    url: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${addr.port}`,
     bytes: () => total,
     close: () =>
       new Promise((r) => {
@@ -125,8 +139,11 @@ export async function startSink(port = 0, opts: { md5?: boolean } = {}): Promise
   };
 }
 
-// `node sink.js [PORT] [--md5]`: run on its own (a separate process, so it does not share a core with the client).
+// `node sink.js [PORT] [--md5] [--crc32] [--tls CERT KEY]`: run on its own (a separate process, so it does
+// not share a core with the client).
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
-  const s = await startSink(Number(process.argv[2] ?? 0), { md5: process.argv.includes('--md5') });
+  const a = process.argv;
+  const t = a.indexOf('--tls');
+  const s = await startSink(Number(a[2] ?? 0), { md5: a.includes('--md5'), crc32: a.includes('--crc32'), ...(t > 0 ? { tls: { cert: a[t + 1]!, key: a[t + 2]! } } : {}) });
   process.stdout.write(`${s.url}\n`);
 }

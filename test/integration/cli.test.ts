@@ -60,7 +60,7 @@ describe('CLI', () => {
     const r = await runCli(['--config', cfgPath, 'check-config'], env);
     expect(r.code).toBe(69);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/S3 check failed: S3 unreachable at s3:\/\/.* at http:\/\/127\.0\.0\.1:9 \(ECONNREFUSED.*check s3\.endpoint and that the server is up/);
+    expect(r.stderr).toMatch(/S3 check failed: S3 unreachable at s3:\/\/.* at http:\/\/127\.0\.0\.1:9 \(ECONNREFUSED.*check s3\.endpoint, s3\.proxy and that the server is up/);
   });
 
   it('wrong credentials: named as such, without echoing them, exit 69', async () => {
@@ -99,7 +99,7 @@ describe('CLI', () => {
     const list = await cli('list');
     expect(list.code).toBe(0);
     const rows = list.stdout.trim().split('\n');
-    expect(rows[0]).toMatch(/^KEY\s+SIZE\s+LAST MODIFIED/);
+    expect(rows[0]).toMatch(/^KEY\s+SIZE\s+SNAPSHOT TIME/);
     expect(rows.some((r) => r.includes('etcd-backup/test/cli-node/manual.db'))).toBe(true);
     const digest = await sha256File(file);
     expect(rows.some((r) => r.includes(digest))).toBe(true);
@@ -134,7 +134,7 @@ describe('CLI', () => {
     const out = path.join(dirs.root, 'tampered.db');
     const r = await cli('fetch', key, '--output', out);
     expect(r.code).toBe(65);
-    expect(r.stderr).toContain('do not match its sha256 metadata');
+    expect(r.stderr).toContain('do not match the recorded sha256');
     await expect(readFile(out)).rejects.toThrow();
   });
 });

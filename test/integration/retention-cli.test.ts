@@ -115,7 +115,7 @@ describe('prune', () => {
     expect(await readdir(a.snapshots)).toEqual(['s5.db']);
     for (const gone of ['s1.db', 's2.db', 's3.db']) expect(r.stdout).toMatch(new RegExp(`^deleted {7}etcd-backup/test/node-a/${gone.replace('.', '\\.')}: 128\\.0 KiB; beyond the newest 2 of this node`, 'm'));
     expect(r.stdout).toMatch(/^kept {10}etcd-backup\/test\/node-a\/forged\.db: written for node node-b of cluster test; never touched$/m);
-    expect(r.stdout).toMatch(/^kept {10}etcd-backup\/test\/node-a\/README\.txt: no sha256 metadata: not written by the agent; never touched$/m);
+    expect(r.stdout).toMatch(/^kept {10}etcd-backup\/test\/node-a\/README\.txt: no sha256 metadata or manifest: not a complete backup by the agent; never touched$/m);
     expect(r.stdout).toMatch(/^kept {10}etcd-backup\/test\/node-a\/sub\/x\.db: not directly under this node's prefix/m);
     expect(await listKeys(world, bucket, 'etcd-backup/test/node-a/')).toEqual([...Object.keys(foreign), 'etcd-backup/test/node-a/s4.db', 'etcd-backup/test/node-a/s5.db'].sort());
     expect(await listKeys(world, bucket, 'etcd-backup/test/node-b/')).toEqual(bKeys);

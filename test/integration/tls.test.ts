@@ -57,14 +57,16 @@ describe('HTTPS with a private CA', () => {
     expect(r.stderr).toMatch(/TLS failed talking to .*https:\/\/127\.0\.0\.1:\d+.*set s3\.caFile or s3\.ca/);
   });
 
-  it('with s3.caFile: shipped and stored byte for byte, parts sent with UNSIGNED-PAYLOAD', async () => {
+  it('with s3.caFile: shipped and stored byte for byte; over TLS too each part carries a signed SHA-256 the server checks', async () => {
     front.heads.length = 0;
     const r = await cli({ endpoint: front.url, caFile: ca.caFile }, 'ca-file', 'upload', snapshot);
     expect(r.code, r.stderr).toBe(0);
     expect(await storedSha('etcd-backup/test/ca-file/over-tls.db')).toBe(await sha256File(snapshot));
-    const puts = front.heads.filter((h) => h.startsWith('PUT '));
-    expect(puts.length).toBeGreaterThan(0);
-    for (const h of puts) expect(h.toLowerCase()).toContain('x-amz-content-sha256: unsigned-payload');
+    // TLS protects the wire, not what a server or a TLS-terminating proxy does with the bytes: the proof of
+    // each part is the signed payload hash (RGW ignores CRC32 headers, as the start-up probe finds)
+    const parts = front.heads.filter((h) => h.startsWith('PUT ') && h.includes('partNumber=') && !h.includes('etcd-backup-agent-probe'));
+    expect(parts.length).toBeGreaterThan(0);
+    for (const h of parts) expect(h.toLowerCase()).toMatch(/x-amz-content-sha256: [0-9a-f]{64}\r\n/);
   });
 
   it("with inline s3.ca and RKE's scheme-less host:port endpoint (HTTPS implied)", async () => {
@@ -79,7 +81,7 @@ describe('HTTPS with a private CA', () => {
     try {
       const r = await cli({ endpoint: plain.url }, 'plain', 'upload', snapshot);
       expect(r.code, r.stderr).toBe(0);
-      const puts = plain.heads.filter((h) => h.startsWith('PUT '));
+      const puts = plain.heads.filter((h) => h.startsWith('PUT ') && !h.includes('etcd-backup-agent-probe'));
       expect(puts.length).toBeGreaterThan(0);
       for (const h of puts) expect(h.toLowerCase()).toMatch(/x-amz-content-sha256: [0-9a-f]{64}\r\n/);
     } finally {

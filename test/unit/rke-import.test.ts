@@ -41,7 +41,7 @@ describe('import-rke mapping (planRkeImport)', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'rke-plan-'));
     const p = planRkeImport(await readFile(path.join(FIXTURES, 'rancher-cluster-v0.2.yml'), 'utf8'), 'rancher-cluster.yml', { outputDir: dir });
     expect(p.form).toBe('v0.2+');
-    await writeFile(path.join(dir, 'credentials'), p.credentialsText!);
+    await writeFile(path.join(dir, 'credentials'), p.credentialsText!.reveal());
     const cfg = parseConfig(p.configText, 'imported', {});
     expect(cfg.s3.bucket).toBe('my-backup-bucket');
     expect(cfg.s3.prefix).toBe('folder-name');
@@ -54,7 +54,7 @@ describe('import-rke mapping (planRkeImport)', () => {
     expect(cfg.retention.maxAgeMs).toBe(60 * 6 * 3_600_000);
     expect(p.configText).not.toContain('myaccesssecret');
     expect(p.configText).not.toContain('myaccesskey');
-    const ini = parseCredentialsIni(p.credentialsText!).get('default');
+    const ini = parseCredentialsIni(p.credentialsText!.reveal()).get('default');
     expect(ini).toEqual({ aws_access_key_id: 'myaccesskey', aws_secret_access_key: 'myaccesssecret' });
     // the docs' "$CERTIFICATE" placeholder is not a certificate: said, not silently accepted
     expect(p.warnings.join('\n')).toMatch(/custom_ca does not parse/);
