@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (only if missing) the Debian 12 packages that the integration tests and the
-# quickstart need. Idempotent; never leaves a ceph/etcd/swift/memcached/prometheus daemon
+# quickstart need. Idempotent; never leaves a ceph/etcd/swift/memcached/prometheus/tinyproxy daemon
 # running. Also installs /etc/swift/swift.conf when it is missing (see below).
 # Usage: scripts/install-deps.sh
 set -euo pipefail
@@ -10,7 +10,8 @@ PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
       curl uuid-runtime openssl python3 procps
       systemd ansible-core python3-seccomp  # the unit, install and package tests
       golang-go  # test zips written by Go's archive/zip, as rke-tools and k3s write them
-      age openssh-client)  # encryption and signature interop: the age CLI, ssh-keygen -Y
+      age openssh-client  # encryption and signature interop: the age CLI, ssh-keygen -Y
+      tinyproxy tmux)  # a real forward proxy for the proxy tests; a real terminal for the progress tests
 # callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
 PKGS+=(${EXTRA_PKGS:-})
 # /proc, not pgrep: procps may be one of the packages still missing
@@ -19,7 +20,7 @@ daemon_pids() {
   for f in /proc/[0-9]*/comm; do
     read -r c <"$f" 2>/dev/null || continue
     # comm is cut at 15 characters: swift-proxy-server shows as swift-proxy-ser
-    case $c in ceph-mon|ceph-osd|radosgw|etcd|prometheus|memcached|rsyslogd|swift-*) f=${f#/proc/}; echo "${f%/comm}";; esac
+    case $c in ceph-mon|ceph-osd|radosgw|etcd|prometheus|memcached|rsyslogd|tinyproxy|swift-*) f=${f#/proc/}; echo "${f%/comm}";; esac
   done
 }
 
@@ -72,7 +73,7 @@ trap cleanup EXIT
 started=()
 for pid in $(daemon_pids); do
   case "$before" in *" $pid "*) continue;; esac
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE '/ceph/ceph\.conf|/etcd/data|/swift/' && continue
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE '/ceph/ceph\.conf|/etcd/data|/swift/|/tinyproxy-[^/]*/tinyproxy\.conf' && continue
   started+=("$pid")
 done
 if [ ${#started[@]} -gt 0 ]; then
@@ -85,11 +86,12 @@ if [ ${#started[@]} -gt 0 ]; then
     case " $left " in *" $pid "*) echo "ERROR: could not stop pid $pid" >&2; exit 1;; esac
   done
 else
-  echo "checked: the install left no ceph/etcd/swift/memcached/prometheus daemon running"
+  echo "checked: the install left no ceph/etcd/swift/memcached/prometheus/tinyproxy daemon running"
 fi
 swift_conf
 
 for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook go age age-keygen ssh-keygen \
+         tinyproxy tmux \
          swift-proxy-server swift-account-server swift-container-server swift-object-server memcached; do
   command -v "$b" >/dev/null || { echo "ERROR: $b still missing after install" >&2; exit 1; }
 done

@@ -9,7 +9,9 @@ import { EXIT, type ExitCode } from '../base/exit.js';
 import { formatDuration } from '../base/units.js';
 import type { Config } from '../config/keys.js';
 import type { Sealing } from '../crypto/seal.js';
+import { proxyDecision } from '../store/client.js';
 import { nodePrefix } from '../store/layout.js';
+import { describeProxy } from '../store/proxy-env.js';
 import { chooseIntegrity, probePartChecksum, probeWrite } from '../store/probe.js';
 import type { Store } from '../store/store.js';
 import { objectLockFor } from '../ship/options.js';
@@ -50,6 +52,7 @@ export async function checkConfigCommand(cfg: Config, store: Store, io: Out, opt
   io.out(`deep check before upload: ${cfg.verify.beforeUpload ? 'on (every bbolt page of each snapshot)' : 'off (verify.beforeUpload: false; only the drill reads the pages)'}`);
   io.out(cfg.verify.enabled ? `restore drill: cron ${q(cfg.verify.schedule)} (UTC)${cfg.verify.sample ? `, the newest object and ${cfg.verify.sample} older` : ', the newest object'}; on demand: etcd-backup-agent verify --latest` : 'restore drill: off (verify.enabled: false)');
   io.out(`credentials: ${opts.credentialsFrom}`);
+  io.out(`proxy: ${describeProxy(proxyDecision(cfg))}`);
   if (opts.offline) return code;
 
   const prefix = nodePrefix(cfg);

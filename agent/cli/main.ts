@@ -14,6 +14,7 @@ import { ConfigError } from '../config/parse.js';
 import { configReference } from '../config/reference.js';
 import { sealingFrom, type Sealing } from '../crypto/seal.js';
 import { closeLogger, createLogger, type Logger } from '../ops/log.js';
+import { proxyDecision } from '../store/client.js';
 import { S3Store } from '../store/s3.js';
 import { checkConfigCommand } from './check-config.js';
 import { fetchCommand } from './fetch.js';
@@ -126,6 +127,13 @@ async function main(argv: string[]): Promise<ExitCode> {
       return EXIT.CONFIG;
     }
     throw e;
+  }
+  try {
+    // a proxy from the environment is part of the configuration: an unusable one stops here, not mid-upload
+    proxyDecision(cfg);
+  } catch (e) {
+    io.err(`config error: ${(e as Error).message}`);
+    return EXIT.CONFIG;
   }
   // One-shot commands keep stdout for their output; their log lines go to stderr.
   const log = createLogger((level as LogLevel | undefined) ?? cfg.log.level, verb === 'run' ? process.stdout : process.stderr);

@@ -13,6 +13,9 @@ export function wantsProgress(io: Pick<Out, 'tty'>, force?: boolean, env: NodeJS
 export class Progress {
   private bar: cliProgress.SingleBar | undefined;
   private readonly on: boolean;
+  // the transfer starts with this object: the first update comes only after a whole part went, and a rate
+  // measured from then would show that part as sent in no time
+  private readonly started = Date.now();
 
   constructor(
     io: Pick<Out, 'tty'>,
@@ -37,13 +40,10 @@ export class Progress {
         cliProgress.Presets.shades_classic,
       );
       this.bar.start(total, 0, { doneText: formatBytes(0), totalText: formatBytes(total), rate: formatBytes(0) });
-      this.started = Date.now();
     }
     const seconds = Math.max(0.001, (Date.now() - this.started) / 1000);
     this.bar.update(done, { doneText: formatBytes(done), totalText: formatBytes(total), rate: formatBytes(Math.round(done / seconds)) });
   }
-
-  private started = Date.now();
 
   done(): void {
     this.bar?.stop();

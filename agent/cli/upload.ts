@@ -74,6 +74,8 @@ export async function uploadCommand(cfg: Config, store: Store, log: Logger, path
       integrity ??= await resolveIntegrity(store, cfg, log);
       const key = objectKey(cfg, name);
       const progress = new Progress(io, opts.quiet ? false : undefined, name);
+      // drawn from the start: the uploader reports after each whole part
+      progress.update(0, st.size);
       try {
         const fp = fingerprint(st);
         const outcome = await uploader.ship(

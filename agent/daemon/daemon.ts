@@ -11,13 +11,15 @@ import { MetricsServer, serverOptions } from '../ops/server.js';
 import { planPrune } from '../retention/local.js';
 import { RetentionScheduler } from '../retention/scheduler.js';
 import { DrillScheduler } from '../drill/scheduler.js';
-import { isoOrUndefined, type StatusDoc } from '../ops/status.js';
+import { isoOrUndefined, statusState, type StatusDoc } from '../ops/status.js';
 import { resolveIntegrity } from '../ship/options.js';
 import { Shipper, type LocalSnapshot } from '../ship/shipper.js';
 import type { LocalFileAt } from '../snapshot/lifecycle.js';
 import type { DeepCheck } from '../snapshot/deep.js';
 import { readCatalog, type CatalogEntry } from '../store/catalog.js';
-import { nodePrefix } from '../store/layout.js';
+import { proxyDecision } from '../store/client.js';
+import { nodePrefix, objectKey } from '../store/layout.js';
+import { describeProxy } from '../store/proxy-env.js';
 import { Ledger, ledgerLocation, type LedgerEntry, type LedgerStatus } from '../store/ledger.js';
 import { S3Store } from '../store/s3.js';
 import { observed, type PartIntegrity, type Store } from '../store/store.js';
@@ -84,6 +86,7 @@ export class Daemon {
       cluster: cfg.cluster,
       snapshotDir: cfg.snapshotDir,
       destination: `${this.store.location}/${nodePrefix(cfg)}`,
+      proxy: describeProxy(proxyDecision(cfg)),
       encryption: this.opts.sealing?.encrypt ? `age, ${this.opts.sealing.encrypt.recipients.length} recipient(s)` : 'off',
       signing: this.opts.sealing?.sign ? this.opts.sealing.sign.publicKey : 'off',
     });
@@ -257,6 +260,12 @@ export class Daemon {
   /** What `status` shows, from what this daemon knows now (no S3 call). */
   status(): StatusDoc {
     const { cfg } = this;
+    // shipped: the object as stored (`.age` when encrypted); uploading: where it goes
+    const keyOf = (s: LocalSnapshot): { key?: string } => {
+      if (s.state === 'confirmed' && s.key) return { key: this.ledger.getByKey(s.key)?.storedKey ?? s.key };
+      if (s.state === 'shipping') return { key: s.key ?? objectKey(cfg, s.name) };
+      return s.key ? { key: s.key } : {};
+    };
     const files = this.shipper.snapshots();
     const t = this.metrics.times();
     const plan = planPrune({ files: files.map(asLocalFile), ledger: this.ledger.entries(), heads: new Map(), policy: { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: false }, now: Date.now() });
@@ -269,7 +278,7 @@ export class Daemon {
       snapshotDir: cfg.snapshotDir,
       destination: `${this.store.location}/${nodePrefix(cfg)}`,
       s3: { up: this.s3Ok, detail: this.s3Detail },
-      integrity: this.integrity === 'crc32' ? 'CRC32 header (probed)' : 'signed payload SHA-256',
+      integrity: this.integrity === 'crc32' ? 'CRC32 header (probed)' : this.integrity === 'md5' ? 'Content-MD5 (Object Lock)' : 'signed payload SHA-256',
       pending: this.shipper.pendingCount,
       ...(isoOrUndefined(t.lastUploadS) ? { lastUpload: isoOrUndefined(t.lastUploadS) } : {}),
       ...(isoOrUndefined(t.lastPruneS) ? { lastPrune: isoOrUndefined(t.lastPruneS) } : {}),
@@ -277,7 +286,7 @@ export class Daemon {
       ...(isoOrUndefined(t.lastVerifiedS) ? { lastVerified: isoOrUndefined(t.lastVerifiedS) } : {}),
       snapshots: files
         .filter((s) => s.state !== 'superseded' || s.fp)
-        .map((s) => ({ name: s.name, state: s.state, why: s.rejectReason ?? s.why, size: s.fp?.size ?? 0, time: new Date(s.snap.timestamp?.getTime() ?? s.fp?.mtimeMs ?? 0).toISOString(), ...(s.key ? { key: s.key } : {}), ...(s.progress ? { progress: s.progress } : {}) })),
+        .map((s) => ({ name: s.name, state: statusState(s.state), why: s.rejectReason ?? s.why, size: s.fp?.size ?? 0, time: new Date(s.snap.timestamp?.getTime() ?? s.fp?.mtimeMs ?? 0).toISOString(), ...keyOf(s), ...(s.state === 'shipping' && s.progress ? { progress: s.progress } : {}) })),
       nextPrune: plan.delete.map((d) => ({ name: d.name, reason: d.reason })),
       ...(newest ? { newestInS3: { key: newest.storedKey ?? newest.key, time: newest.snapshotTime ?? newest.confirmedAt } } : {}),
     };

@@ -1,11 +1,26 @@
 // What `status` shows, as the daemon serves it on /status and as `status` computes it offline.
+/**
+ * A file's state as `status` says it: `pending` (verified, waiting for its upload), `uploading`, `shipped`,
+ * `held` (a raw snapshot waiting for the .zip its producer makes of it), `rejected`, `checking` (still being
+ * written or not checked yet), `replaced` (its .zip is the backup).
+ */
+export type StatusState = 'pending' | 'uploading' | 'shipped' | 'held' | 'rejected' | 'checking' | 'replaced';
+
+const WORDS: Record<string, StatusState> = { queued: 'pending', shipping: 'uploading', confirmed: 'shipped', held: 'held', rejected: 'rejected', settling: 'checking', superseded: 'replaced' };
+
+/** The lifecycle's state of a file (snapshot/lifecycle.ts) in the words `status` uses. */
+export function statusState(lifecycleState: string): StatusState {
+  return WORDS[lifecycleState] ?? 'checking';
+}
+
 export interface StatusSnapshot {
   name: string;
-  state: string;
+  state: StatusState;
   why: string;
   size: number;
   /** snapshot time (ISO) */
   time: string;
+  /** the object in S3 (shipped), or the key it is being uploaded to */
   key?: string;
   progress?: { done: number; total: number };
 }
@@ -13,6 +28,8 @@ export interface StatusSnapshot {
 export interface StatusDoc {
   /** `daemon`: from the running agent; `offline`: computed by the command from the directory, ledger and S3 */
   source: 'daemon' | 'offline';
+  /** offline: why the daemon gave no status (none listening, credentials refused, …) */
+  offlineBecause?: string;
   version: string;
   node: string;
   cluster: string;

@@ -224,8 +224,18 @@ async function pruneRemote(deps: RetentionDeps, localNames: ReadonlySet<string>,
         try {
           await store.delete(k);
         } catch (err) {
-          if (k === e.object.key && classifyError(err) === 'auth') return { kept: `S3 refused to delete it (${describeError(err, { location: store.location, key: k })}); an Object Lock or a bucket policy protects it` };
-          throw err;
+          if (classifyError(err) !== 'auth') throw err;
+          const error = describeError(err, { location: store.location, key: k });
+          if (k !== e.object.key) {
+            // the snapshot object is gone already: this one is an orphan, removed by a later pass
+            log.warn('retention: S3 refused to delete a manifest or signature of a deleted snapshot; a later pass removes it', { key: k, error });
+            continue;
+          }
+          // Refused: said once here and in the report, tried again only by the next pass (never in a loop).
+          // The planner already leaves objects whose lock it can see; this is a lock it could not see, or a
+          // bucket policy that denies deletion.
+          log.warn('retention: S3 refused to delete a remote snapshot; kept', { key: d.key, file: d.name, error });
+          return { kept: `S3 refused to delete it (${error}); an Object Lock or a bucket policy protects it. Kept; the next retention pass tries once more` };
         }
       }
       metrics?.pruned.inc({ location: 'remote' });
@@ -241,7 +251,13 @@ async function pruneRemote(deps: RetentionDeps, localNames: ReadonlySet<string>,
   });
   for (const o of catalog.orphans) {
     if (stopped() || dryRun || now - (o.lastModified?.getTime() ?? now) < ORPHAN_AGE_MS) continue;
-    await store.delete(o.key);
+    try {
+      await store.delete(o.key);
+    } catch (err) {
+      if (classifyError(err) !== 'auth') throw err;
+      log.debug('retention: S3 refused to delete a manifest or signature whose snapshot object is gone (locked); left for a later pass', { key: o.key });
+      continue;
+    }
     log.info('retention: deleted a manifest or signature whose snapshot object is gone', { key: o.key });
   }
   for (const k of plan.keep) log.debug('retention: kept remote snapshot', { key: k.key, file: k.name, reason: k.reason });

@@ -250,7 +250,7 @@ export class Uploader {
       const layout = { sums, first: enc ? enc.header.length + enc.cipherLength(Math.min(partSize, size)) : Math.min(partSize, size), each: enc ? enc.cipherLength(partSize) : partSize };
       const manifest = await this.seal(req, opts, key, stored, storedSize, verified, partSize, layout);
       await store.completeUpload(stored, uploadId, done, signal);
-      await this.confirm(stored, storedSize, metadata);
+      await this.confirm(stored, storedSize, metadata, opts.lock);
       return { kind: 'shipped', key, storedKey: stored, verified, manifest, partSize, parts };
     } catch (err) {
       // the first failure is the reason: parts aborted because of it must not stand in for it
@@ -265,9 +265,18 @@ export class Uploader {
     }
   }
 
-  /** HeadObject shows the object complete: the size S3 assembled and the metadata this upload set. */
-  private async confirm(stored: string, size: number, metadata: Record<string, string>): Promise<void> {
-    const info = await this.store.head(stored);
+  /**
+   * HeadObject shows the object complete: the size S3 assembled and the metadata this upload set, and under
+   * Object Lock the retention asked for. Ceph RGW 16 drops the lock given at CreateMultipartUpload (the object
+   * comes out unlocked, and deletable), so a missing or shorter retention is put on the object again here.
+   */
+  private async confirm(stored: string, size: number, metadata: Record<string, string>, lock: ObjectLock | undefined): Promise<void> {
+    let info = await this.store.head(stored);
+    if (info && lock && !lockedUntil(info, lock)) {
+      await this.store.setRetention(stored, lock);
+      info = await this.store.head(stored);
+      if (info && !lockedUntil(info, lock)) throw new AgentError('refused', `S3 did not keep the Object Lock retention (${lock.mode} until ${lock.until.toISOString()}) on ${stored}: it shows ${info.retainUntil ? `${info.lockMode ?? '?'} until ${info.retainUntil.toISOString()}` : 'none'}; check that the bucket has Object Lock (check-config)`);
+    }
     if (!info) throw new AgentError('verify', `${stored} is missing right after its upload completed`);
     const md = info.metadata ?? {};
     const differs = [META.name, META.node, META.cluster, META.mtime].filter((k) => md[k] !== metadata[k]);
@@ -344,6 +353,11 @@ export class Uploader {
     }
     if (ids.size === 0) this.unaborted.delete(stored);
   }
+}
+
+/** The object is locked at least as long as asked (S3 keeps the date to the second or the millisecond). */
+function lockedUntil(info: ObjectInfo, lock: ObjectLock): boolean {
+  return info.retainUntil !== undefined && info.retainUntil.getTime() >= lock.until.getTime() - 1000;
 }
 
 async function partChecksum(body: Buffer, kind: PartIntegrity): Promise<PartChecksum> {

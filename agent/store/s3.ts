@@ -12,6 +12,7 @@ import {
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -19,7 +20,7 @@ import type { BuildHandler, BuildHandlerArguments } from '@smithy/types';
 import { AgentError } from '../base/errors.js';
 import type { Config } from '../config/keys.js';
 import { s3Client } from './client.js';
-import type { CompletedPart, CreateOptions, GetOptions, ObjectInfo, PartChecksum, Store, UploadInfo } from './store.js';
+import type { CompletedPart, CreateOptions, GetOptions, ObjectInfo, ObjectLock, PartChecksum, Store, UploadInfo } from './store.js';
 
 interface SdkLikeError {
   name?: string;
@@ -176,6 +177,11 @@ export class S3Store implements Store {
 
   async delete(key: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  }
+
+  async setRetention(key: string, lock: ObjectLock): Promise<void> {
+    // the SDK adds the checksum S3 requires on this request
+    await this.client.send(new PutObjectRetentionCommand({ Bucket: this.bucket, Key: key, Retention: { Mode: lock.mode, RetainUntilDate: lock.until } }));
   }
 
   async check(): Promise<void> {

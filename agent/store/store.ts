@@ -74,6 +74,11 @@ export interface Store {
   /** undefined when there is no such object */
   get(key: string, opts?: GetOptions): Promise<{ body: AsyncIterable<Uint8Array>; size: number } | undefined>;
   delete(key: string): Promise<void>;
+  /**
+   * Puts Object Lock retention on an existing object (PutObjectRetention). Ceph RGW 16 ignores the lock given
+   * at CreateMultipartUpload, so the uploader sets it again after Complete when HeadObject shows none.
+   */
+  setRetention(key: string, lock: ObjectLock): Promise<void>;
 
   /** the bucket exists and the credentials may use it */
   check(): Promise<void>;
@@ -117,6 +122,7 @@ export function observed(inner: Store, report: (ok: boolean, err?: unknown) => v
     },
     get: wrap(inner.get.bind(inner)),
     delete: wrap(inner.delete.bind(inner)),
+    setRetention: wrap(inner.setRetention.bind(inner)),
     check: wrap(inner.check.bind(inner)),
     objectLockEnabled: wrap(inner.objectLockEnabled.bind(inner)),
     close: () => inner.close(),

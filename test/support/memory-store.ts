@@ -4,9 +4,9 @@
 // failures injected per operation. The store conformance suite runs against it as against RGW and Swift.
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import type { CompletedPart, CreateOptions, GetOptions, ObjectInfo, PartChecksum, Store, UploadInfo } from '../../agent/store/store.js';
+import type { CompletedPart, CreateOptions, GetOptions, ObjectInfo, ObjectLock, PartChecksum, Store, UploadInfo } from '../../agent/store/store.js';
 
-export type Op = 'createUpload' | 'uploadPart' | 'completeUpload' | 'abortUpload' | 'listUploads' | 'putObject' | 'head' | 'list' | 'get' | 'delete' | 'check';
+export type Op = 'createUpload' | 'uploadPart' | 'completeUpload' | 'abortUpload' | 'listUploads' | 'putObject' | 'head' | 'list' | 'get' | 'delete' | 'setRetention' | 'check';
 
 /** An error shaped like the SDK's: name, HTTP status, message. */
 export function s3Error(name: string, status: number, message = name): Error {
@@ -37,6 +37,10 @@ export interface MemoryStoreOptions {
   /** most parts one upload takes (Swift's default: 1000) */
   maxParts?: number;
   objectLock?: boolean;
+  /** the lock given at CreateMultipartUpload is dropped at Complete, as Ceph RGW 16 does */
+  dropsMultipartLock?: boolean;
+  /** parts of an upload under Object Lock need Content-MD5 or a checksum header (AWS) */
+  lockNeedsPartChecksum?: boolean;
   clock?: () => number;
 }
 
@@ -94,6 +98,7 @@ export class MemoryStore implements Store {
     if (!u || u.key !== key) throw s3Error('NoSuchUpload', 404);
     if (partNumber > (this.opts.maxParts ?? 10_000)) throw s3Error('InvalidArgument', 400, `Part number must be an integer between 1 and ${this.opts.maxParts ?? 10_000}, inclusive`);
     const b = Buffer.from(body);
+    if (this.opts.lockNeedsPartChecksum && u.opts.lock && checksum.kind === 'sha256') throw s3Error('InvalidRequest', 400, 'Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part requests with Object Lock parameters');
     if (checksum.kind === 'sha256' && createHash('sha256').update(b).digest('hex') !== checksum.value) throw s3Error('XAmzContentSHA256Mismatch', 400);
     if (checksum.kind === 'md5' && createHash('md5').update(b).digest('base64') !== checksum.value) throw s3Error('BadDigest', 400);
     if (checksum.kind === 'crc32' && this.opts.checksCrc32) {
@@ -123,7 +128,7 @@ export class MemoryStore implements Store {
     }
     const body = Buffer.concat(bodies);
     const digest = createHash('md5').update(Buffer.concat(parts.map((p) => Buffer.from(u.parts.get(p.partNumber)!.etag.replace(/"/g, ''), 'hex')))).digest('hex');
-    this.objects.set(key, { body, metadata: { ...u.opts.metadata }, lastModified: this.now(), etag: `"${digest}-${parts.length}"`, ...(u.opts.lock ? { retainUntil: u.opts.lock.until, lockMode: u.opts.lock.mode } : {}) });
+    this.objects.set(key, { body, metadata: { ...u.opts.metadata }, lastModified: this.now(), etag: `"${digest}-${parts.length}"`, ...(u.opts.lock && !this.opts.dropsMultipartLock ? { retainUntil: u.opts.lock.until, lockMode: u.opts.lock.mode } : {}) });
     this.uploads.delete(uploadId);
   }
 
@@ -184,6 +189,17 @@ export class MemoryStore implements Store {
     const o = this.objects.get(key);
     if (o?.retainUntil && o.retainUntil > this.now()) throw s3Error('AccessDenied', 403, 'Access Denied because object protected by object lock');
     this.objects.delete(key);
+  }
+
+  async setRetention(key: string, lock: ObjectLock): Promise<void> {
+    this.enter('setRetention', key);
+    if (!this.opts.objectLock) throw s3Error('InvalidRequest', 400, 'Bucket is missing Object Lock Configuration');
+    const o = this.objects.get(key);
+    if (!o) throw s3Error('NoSuchKey', 404);
+    // neither mode lets a retention be shortened (GOVERNANCE only with a bypass the agent never asks for)
+    if (o.retainUntil && o.retainUntil > lock.until) throw s3Error('AccessDenied', 403, 'proposed retain-until date shortens an existing retention period');
+    o.retainUntil = lock.until;
+    o.lockMode = lock.mode;
   }
 
   async check(): Promise<void> {

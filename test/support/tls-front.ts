@@ -33,13 +33,33 @@ export interface TlsFront {
   url: string;
   /** the first bytes of every request seen, decrypted */
   heads: string[];
+  /** connections refused because `allowFrom` did not list their source address */
+  refused: string[];
+  /** source addresses of the connections let through */
+  accepted: string[];
   close(): Promise<void>;
 }
 
-/** Without a CA: the same front in plain HTTP, to look at how requests are signed there. */
-export async function startTlsFront(ca: PrivateCa | undefined, target: { host: string; port: number }): Promise<TlsFront> {
+/**
+ * Without a CA: the same front in plain HTTP, to look at how requests are signed there. `allowFrom`: the only
+ * source addresses let through (e.g. the address a proxy connects from); others are closed at once.
+ */
+export async function startTlsFront(ca: PrivateCa | undefined, target: { host: string; port: number }, opts: { allowFrom?: readonly string[] } = {}): Promise<TlsFront> {
   const heads: string[] = [];
+  const refused: string[] = [];
+  const accepted: string[] = [];
+  const gate = (s: Socket): boolean => {
+    const from = s.remoteAddress ?? '?';
+    if (opts.allowFrom && !opts.allowFrom.includes(from)) {
+      refused.push(from);
+      s.destroy();
+      return false;
+    }
+    accepted.push(from);
+    return true;
+  };
   const onClient = (client: Socket): void => {
+    if (ca === undefined && !gate(client)) return;
     const upstream = connect(target.port, target.host);
     client.on('data', (d: Buffer) => {
       const text = d.subarray(0, 2048).toString('latin1');
@@ -56,12 +76,16 @@ export async function startTlsFront(ca: PrivateCa | undefined, target: { host: s
     upstream.on('close', end);
   };
   const server: Server | NetServer = ca ? createServer({ cert: readFileSync(ca.certFile), key: readFileSync(ca.keyFile) }, onClient) : createNetServer(onClient);
+  // over TLS the gate acts on the TCP connection, before any handshake
+  if (ca) server.on('connection', (s: Socket) => void gate(s));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
   return {
     port,
     url: `${ca ? 'https' : 'http'}://127.0.0.1:${port}`,
     heads,
+    refused,
+    accepted,
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }
