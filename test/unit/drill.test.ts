@@ -283,7 +283,7 @@ describe('verifyEntry on objects the Uploader shipped', () => {
     obj.body[3 * 65_600] ^= 1;
     const bad = await verifyEntry(store, e);
     expect(bad).toMatchObject({ ok: false, depth: 'stored', reason: 'hash' });
-    expect(bad.detail).toMatch(/^part 1 \(stored bytes \d+…\) differs from what the server verified at upload$/);
+    expect(bad.detail).toMatch(/^part 1 \(stored bytes \d+…\d+\) differs from what the server verified at upload$/);
     const badDeep = await verifyEntry(store, e, { identities: ids });
     expect(badDeep).toMatchObject({ ok: false, reason: 'decrypt' });
   });
