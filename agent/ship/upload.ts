@@ -4,76 +4,20 @@
 // not change; otherwise it is aborted and nothing is left in S3. The manifest (hash, sizes, proofs,
 // signatures) is stored just before Complete, and "shipped" needs HeadObject to show the completed object
 // with the expected size and metadata.
-import { createHash, webcrypto } from 'node:crypto';
-import type { FileHandle } from 'node:fs/promises';
-import { crc32 } from 'node:zlib';
 import { AgentError, classifyError } from '../base/errors.js';
-import { readAt, type Fingerprint } from '../base/files.js';
-import type { Rejected, SnapshotFormat, Verified } from '../snapshot/format.js';
-import type { DeepCheck } from '../snapshot/deep.js';
+import { readAt } from '../base/files.js';
+import type { Rejected, Verified } from '../snapshot/format.js';
 import { openVerifier, type Verifier } from '../snapshot/verifier.js';
-import { readManifest } from '../store/catalog.js';
-import { canonicalManifest, conflictKey, encodeManifest, isSha256, keyRole, manifestKey, META, nameOf, objectMetadata, parseMtime, signatureKey, storedKey as storedKeyOf, type Manifest } from '../store/layout.js';
-import type { CompletedPart, ObjectInfo, ObjectLock, PartChecksum, PartIntegrity, Store } from '../store/store.js';
+import { objectMetadata } from '../store/layout.js';
+import type { CompletedPart, Store } from '../store/store.js';
 import { Throttle } from '../base/throttle.js';
-import type { Sealing } from '../crypto/seal.js';
+import { confirmObject, writeManifest } from './finish.js';
+import { partChecksum } from './part-checksum.js';
+import { place } from './place.js';
+import { CHUNK, partSizeFor, type ShipOptions, type ShipOutcome, type ShipRequest } from './request.js';
+import { readExactly, unchanged } from './source.js';
 
-export type { Sealing } from '../crypto/seal.js';
-
-/** Age's chunk: parts hold whole chunks so that each part is encrypted (and retried) on its own. */
-export const CHUNK = 64 * 1024;
-
-export interface ShipRequest {
-  fh: FileHandle;
-  /** the file as it was when the pass started: it must be the same when the pass ends */
-  fp: Fingerprint;
-  name: string;
-  producer: string;
-  snapshotTime: Date;
-  /** the snapshot key (the object gets `.age` appended when encrypted) */
-  key: string;
-  node: string;
-  cluster: string;
-  agent: string;
-  /** expected from the name; the content decides */
-  format?: SnapshotFormat;
-}
-
-export interface ShipOptions {
-  signal?: AbortSignal;
-  timeoutMs: number;
-  partSize: number;
-  queueSize: number;
-  maxParts: number;
-  integrity: PartIntegrity;
-  bandwidthLimit?: number;
-  deep?: DeepCheck;
-  sealing?: Sealing;
-  lock?: ObjectLock;
-  /** plaintext bytes read and sent so far, after each part */
-  onProgress?: (done: number, total: number) => void;
-}
-
-export type ShipOutcome =
-  | { kind: 'shipped'; key: string; storedKey: string; verified: Verified; manifest: Manifest; partSize: number; parts: number }
-  | { kind: 'present'; key: string; storedKey: string; sha256: string; lastModified?: Date; why: string }
-  | { kind: 'rejected'; verdict: Rejected };
-
-/** The plaintext part size: at least the configured one, a whole number of chunks, and few enough parts. */
-export function partSizeFor(size: number, partSize: number, maxParts: number): number {
-  const need = Math.max(partSize, Math.ceil(size / maxParts));
-  return Math.ceil(need / CHUNK) * CHUNK;
-}
-
-/** What the bucket already holds under a key, as far as it says without reading the object. */
-interface Existing {
-  info: ObjectInfo;
-  /** of the plaintext, from the manifest or (objects of earlier agents) the `sha256` metadata */
-  sha256?: string;
-  size?: number;
-  mtimeMs?: number;
-  ours: boolean;
-}
+export { CHUNK, partSizeFor, type Sealing, type ShipOptions, type ShipOutcome, type ShipRequest } from './request.js';
 
 export class Uploader {
   /** uploads that could not be aborted (S3 was unreachable): aborted before the next upload of the key */
@@ -93,65 +37,20 @@ export class Uploader {
   }
 
   private async shipWithin(req: ShipRequest, opts: ShipOptions, signal: AbortSignal): Promise<ShipOutcome> {
-    const encrypted = Boolean(opts.sealing?.encrypt);
     const verifier = await openVerifier((p, l) => readAt(req.fh, p, l), req.fp.size, { format: req.format, name: req.name, deep: opts.deep });
     if ('ok' in verifier) return { kind: 'rejected', verdict: verifier };
-
-    let key = req.key;
-    let stored = storedKeyOf(key, encrypted);
-    let existing = await this.existing(stored, req);
-    // The snapshot key is one snapshot whether its object is plain or `.age`: one uploaded before encryption
-    // was turned on (or off) is this snapshot too, and its manifest must not be overwritten by the other form.
-    let at = stored;
-    if (!existing) {
-      const other = storedKeyOf(key, !encrypted);
-      existing = await this.existing(other, req);
-      if (existing?.sha256 !== undefined) at = other;
-      else existing = undefined;
+    let where;
+    try {
+      where = await place(this.store, req, Boolean(opts.sealing?.encrypt), signal);
+    } catch (e) {
+      verifier.destroy();
+      throw e;
     }
-    if (existing) {
-      const form = at === stored ? '' : encrypted ? ', unencrypted (uploaded before encryption was turned on)' : ', encrypted (uploaded while encryption was on)';
-      const same = existing.sha256 !== undefined && existing.size === req.fp.size && existing.mtimeMs !== undefined && Math.abs(existing.mtimeMs - req.fp.mtimeMs) < 0.001;
-      if (same) {
-        verifier.destroy();
-        return { kind: 'present', key, storedKey: at, sha256: existing.sha256!, lastModified: existing.info.lastModified, why: `S3 holds this file (same name, size and mtime in its manifest${form})` };
-      }
-      if (existing.sha256 !== undefined || !existing.ours) {
-        // Another version sits at the key. Telling whether it is this content needs this file's hash first:
-        // a second read, only in this rare case (a snapshot rewritten, or a name reused).
-        const sha256 = await hashFile(req.fh, req.fp.size, signal);
-        if (existing.sha256 === sha256) {
-          verifier.destroy();
-          return { kind: 'present', key, storedKey: at, sha256, lastModified: existing.info.lastModified, why: `S3 holds the same content under this key${form}` };
-        }
-        key = conflictKey(req.key, sha256);
-        stored = storedKeyOf(key, encrypted);
-        existing = await this.existing(stored, req);
-        if (existing?.sha256 === sha256) {
-          verifier.destroy();
-          return { kind: 'present', key, storedKey: stored, sha256, lastModified: existing.info.lastModified, why: 'S3 holds the same content beside the key' };
-        }
-        if (existing && (existing.sha256 !== undefined || !existing.ours)) {
-          verifier.destroy();
-          throw new AgentError('verify', `both ${storedKeyOf(req.key, encrypted)} and ${stored} hold other content than ${req.name}; not overwriting a backup — move one of them away`);
-        }
-      }
-      // else: this agent's own upload that never got its manifest; it was never counted as shipped
+    if (where.kind === 'present') {
+      verifier.destroy();
+      return where;
     }
-    return this.upload(req, opts, signal, verifier, key, stored);
-  }
-
-  private async existing(stored: string, req: ShipRequest): Promise<Existing | undefined> {
-    const info = await this.store.head(stored);
-    if (!info) return undefined;
-    const md = info.metadata ?? {};
-    const ours = md[META.node] === req.node && md[META.cluster] === req.cluster && nameOf(stored, md) === req.name;
-    const role = keyRole(stored);
-    const r = await readManifest(this.store, manifestKey(role.role === 'snapshot' ? role.key : stored));
-    const m = r && 'manifest' in r ? r.manifest : undefined;
-    if (m && m.object.key === stored) return { info, sha256: m.snapshot.sha256, size: m.snapshot.size, mtimeMs: m.snapshot.mtimeMs, ours };
-    if (isSha256(md[META.sha256])) return { info, sha256: md[META.sha256], size: info.size, mtimeMs: parseMtime(md[META.mtime]), ours };
-    return { info, ours };
+    return this.upload(req, opts, signal, verifier, where.key, where.stored);
   }
 
   private async upload(req: ShipRequest, opts: ShipOptions, outer: AbortSignal, verifier: Verifier, key: string, stored: string): Promise<ShipOutcome> {
@@ -248,9 +147,9 @@ export class Uploader {
       // The manifest goes first: the object then never exists without it. A Complete that fails leaves a
       // manifest whose object is missing, which no reader counts and retention removes.
       const layout = { sums, first: enc ? enc.header.length + enc.cipherLength(Math.min(partSize, size)) : Math.min(partSize, size), each: enc ? enc.cipherLength(partSize) : partSize };
-      const manifest = await this.seal(req, opts, key, stored, storedSize, verified, partSize, layout);
+      const manifest = await writeManifest(store, req, opts, key, stored, storedSize, verified, partSize, layout);
       await store.completeUpload(stored, uploadId, done, signal);
-      await this.confirm(stored, storedSize, metadata, opts.lock);
+      await confirmObject(store, stored, storedSize, metadata, opts.lock);
       return { kind: 'shipped', key, storedKey: stored, verified, manifest, partSize, parts };
     } catch (err) {
       // the first failure is the reason: parts aborted because of it must not stand in for it
@@ -263,69 +162,6 @@ export class Uploader {
     } finally {
       verifier.destroy();
     }
-  }
-
-  /**
-   * HeadObject shows the object complete: the size S3 assembled and the metadata this upload set, and under
-   * Object Lock the retention asked for. Ceph RGW 16 drops the lock given at CreateMultipartUpload (the object
-   * comes out unlocked, and deletable), so a missing or shorter retention is put on the object again here.
-   */
-  private async confirm(stored: string, size: number, metadata: Record<string, string>, lock: ObjectLock | undefined): Promise<void> {
-    let info = await this.store.head(stored);
-    if (info && lock && !lockedUntil(info, lock)) {
-      await this.store.setRetention(stored, lock);
-      info = await this.store.head(stored);
-      if (info && !lockedUntil(info, lock)) throw new AgentError('refused', `S3 did not keep the Object Lock retention (${lock.mode} until ${lock.until.toISOString()}) on ${stored}: it shows ${info.retainUntil ? `${info.lockMode ?? '?'} until ${info.retainUntil.toISOString()}` : 'none'}; check that the bucket has Object Lock (check-config)`);
-    }
-    if (!info) throw new AgentError('verify', `${stored} is missing right after its upload completed`);
-    const md = info.metadata ?? {};
-    const differs = [META.name, META.node, META.cluster, META.mtime].filter((k) => md[k] !== metadata[k]);
-    if (info.size !== size || differs.length) {
-      throw new AgentError('verify', `${stored} in S3 is not what was uploaded (size ${info.size} of ${size}${differs.length ? `, metadata ${differs.join(', ')} differ` : ''})`);
-    }
-  }
-
-  /** The signature and the manifest, each a small PUT whose Content-MD5 the server checks. */
-  private async seal(req: ShipRequest, opts: ShipOptions, key: string, stored: string, storedSize: number, v: Verified, partSize: number, parts: { sums: string[]; first: number; each: number }): Promise<Manifest> {
-    const sealing = opts.sealing;
-    const manifest: Manifest = {
-      manifest: 1,
-      key,
-      node: req.node,
-      cluster: req.cluster,
-      agent: req.agent,
-      shippedAt: new Date().toISOString(),
-      snapshot: {
-        name: req.name,
-        producer: req.producer,
-        format: v.format,
-        time: req.snapshotTime.toISOString(),
-        mtimeMs: req.fp.mtimeMs,
-        size: v.size,
-        sha256: v.sha256,
-        ...(v.db ? { db: { revision: v.db.revision, keys: v.db.keys, ...(v.db.hash !== undefined ? { hash: v.db.hash } : {}), pageSize: v.db.pageSize } } : {}),
-      },
-      object: {
-        key: stored,
-        size: storedSize,
-        parts: parts.sums.length,
-        partSize,
-        integrity: opts.integrity,
-        partChecksums: parts.sums,
-        firstPartBytes: parts.first,
-        partBytes: parts.each,
-        ...(sealing?.encrypt ? { encryption: { scheme: 'age' as const, recipients: sealing.encrypt.recipients } } : {}),
-      },
-    };
-    const small = { metadata: { [META.node]: req.node, [META.cluster]: req.cluster, [META.agent]: req.agent, [META.name]: encodeURIComponent(req.name) }, lock: opts.lock, signal: opts.signal };
-    if (sealing?.sign) {
-      const sig = sealing.sign.signDigest(Buffer.from(v.sha256, 'hex'));
-      await this.store.putObject(signatureKey(key), Buffer.from(sig), { ...small, contentType: 'text/plain' });
-      manifest.signature = { scheme: 'sshsig', namespace: sealing.sign.namespace, publicKey: sealing.sign.publicKey, snapshotSignature: signatureKey(key), manifestSignature: '' };
-      manifest.signature.manifestSignature = sealing.sign.signData(canonicalManifest(manifest));
-    }
-    await this.store.putObject(manifestKey(key), encodeManifest(manifest), { ...small, contentType: 'application/json' });
-    return manifest;
   }
 
   private async abort(stored: string, uploadId: string): Promise<void> {
@@ -355,61 +191,3 @@ export class Uploader {
   }
 }
 
-/** The object is locked at least as long as asked (S3 keeps the date to the second or the millisecond). */
-function lockedUntil(info: ObjectInfo, lock: ObjectLock): boolean {
-  return info.retainUntil !== undefined && info.retainUntil.getTime() >= lock.until.getTime() - 1000;
-}
-
-async function partChecksum(body: Buffer, kind: PartIntegrity): Promise<PartChecksum> {
-  switch (kind) {
-    case 'sha256':
-      // on the thread pool, while this thread reads and verifies the next part
-      return { kind, value: Buffer.from(await webcrypto.subtle.digest('SHA-256', body)).toString('hex') };
-    case 'crc32': {
-      const b = Buffer.alloc(4);
-      b.writeUInt32BE(crc32(body) >>> 0);
-      return { kind, value: b.toString('base64') };
-    }
-    case 'md5':
-      return { kind, value: createHash('md5').update(body).digest('base64') };
-  }
-}
-
-async function readExactly(req: ShipRequest, into: Buffer, position: number): Promise<void> {
-  let got = 0;
-  while (got < into.length) {
-    let n: number;
-    try {
-      ({ bytesRead: n } = await req.fh.read(into, got, into.length - got, position + got));
-    } catch (e) {
-      throw new AgentError('local_io', `reading ${req.name} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    if (n === 0) throw new AgentError('changed', `${req.name} shrank while it was being uploaded (ended at byte ${position + got} of ${req.fp.size}); upload aborted, it will be verified again`);
-    got += n;
-  }
-}
-
-async function unchanged(req: ShipRequest): Promise<void> {
-  let st;
-  try {
-    st = await req.fh.stat();
-  } catch (e) {
-    throw new AgentError('local_io', `cannot stat ${req.name} after reading it (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  if (st.size !== req.fp.size || st.mtimeMs !== req.fp.mtimeMs) {
-    throw new AgentError('changed', `${req.name} changed while it was being uploaded (now ${st.size} of ${req.fp.size} bytes, mtime ${st.mtimeMs === req.fp.mtimeMs ? 'unchanged' : 'changed'}); upload aborted, it will be verified again`);
-  }
-}
-
-async function hashFile(fh: FileHandle, size: number, signal: AbortSignal): Promise<string> {
-  const h = createHash('sha256');
-  const buf = Buffer.allocUnsafe(Math.min(size, 4 << 20) || 1);
-  for (let pos = 0; pos < size; ) {
-    signal.throwIfAborted();
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
-    if (bytesRead === 0) throw new AgentError('changed', 'the file shrank while it was being hashed');
-    h.update(buf.subarray(0, bytesRead));
-    pos += bytesRead;
-  }
-  return h.digest('hex');
-}
