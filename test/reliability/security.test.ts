@@ -10,7 +10,7 @@ import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { agentEnv } from '../support/agent.js';
+import { agentCommand, agentEnv } from '../support/agent.js';
 import { CAPTURED_DIR, capture, freshSnapshot, nodePrefix, Recorder, setupEnv, testDirs, type Env } from './harness.js';
 import { checkInvariants, MSG } from './invariants.js';
 import { PROJECT_ROOT } from '../support/world.js';
@@ -190,7 +190,7 @@ describe('security', () => {
       const out = path.join(dirs.root, 'fetched', 'a.db');
       const cfgArgs = ['--config', dirs.config];
       const sh = (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-        new Promise((resolve) => execFile('sh', ['-c', 'umask 000 && exec "$@"', 'sh', process.execPath, path.join(PROJECT_ROOT, 'dist/agent/main.js'), ...args], { env: agentEnv(env.world) }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })));
+        new Promise((resolve) => execFile('sh', ['-c', 'umask 000 && exec "$@"', 'sh', ...agentCommand(args)], { env: agentEnv(env.world) }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })));
       const f = await sh([...cfgArgs, 'fetch', '--latest', '--output', out]);
       await capture(env.file, 'fetch', f.stdout + f.stderr);
       if (f.code !== 0) violations.push(`fetch exited ${f.code}: ${f.stderr.slice(0, 200)}`);
