@@ -6,7 +6,8 @@ set -euo pipefail
 
 PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
       curl uuid-runtime openssl python3 procps
-      systemd ansible-core python3-seccomp)  # the unit, install and package tests
+      systemd ansible-core python3-seccomp  # the unit, install and package tests
+      debootstrap systemd-container)        # the systemd test: a Debian root booted by systemd-nspawn
 # callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
 PKGS+=(${EXTRA_PKGS:-})
 # /proc, not pgrep: procps may be one of the packages still missing
@@ -71,7 +72,7 @@ else
   echo "checked: the install left no ceph/etcd/prometheus daemon running"
 fi
 
-for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook; do
+for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook debootstrap systemd-nspawn; do
   command -v "$b" >/dev/null || { echo "ERROR: $b still missing after install" >&2; exit 1; }
 done
 echo "installed: ${missing[*]}"
