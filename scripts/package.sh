@@ -38,7 +38,7 @@ inputs() {
   } | LC_ALL=C sort
 }
 stamp="$( (echo "node $NODE_SEA_VERSION"; inputs | xargs sha256sum) | sha256sum | cut -c1-16)"
-if [ "${1:-}" = --if-stale ] && [ -x "$out/etcd-backup-agent" ] && [ -f "$out/$name.tar.gz" ] \
+if [ "${1:-}" = --if-stale ] && [ -x "$out/etcd-backup-agent" ] && [ -f "$out/$name.tar.gz" ] && [ -f "$out/.node-version" ] \
    && [ "$(cat "$out/.inputs" 2>/dev/null)" = "$stamp" ]; then
   echo "package: release/ is up to date ($name, Node $NODE_SEA_VERSION, inputs $stamp)"
   exit 0
@@ -123,6 +123,8 @@ mkdir -p "$out"
 mv "$work/etcd-backup-agent" "$work/$name.tar.gz" "$out/"
 (cd "$out" && sha256sum etcd-backup-agent "$name.tar.gz" >SHA256SUMS)
 echo "$stamp" >"$out/.inputs"
+# the runtime's version, for tests that check what the agent reports (build_info)
+echo "v$NODE_SEA_VERSION" >"$out/.node-version"
 
 size() { numfmt --to=iec-i --suffix=B "$(stat -c %s "$1")"; }
 echo "package: release/etcd-backup-agent $(size "$out/etcd-backup-agent") (Node $NODE_SEA_VERSION, version $version)"

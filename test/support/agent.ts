@@ -19,6 +19,11 @@ export const AGENT_MAIN = path.join(PROJECT_ROOT, AGENT_ENTRY);
 export const RELEASE_EXECUTABLE = path.join(PROJECT_ROOT, 'release/etcd-backup-agent');
 export const AGENT_RUNTIME: 'release' | 'source' = process.env.AGENT_RUNTIME === 'release' ? 'release' : 'source';
 
+/** The Node version the agent runs on: the one the release embeds (scripts/package.sh records it) or this node's. */
+export function agentNodeVersion(): string {
+  return AGENT_RUNTIME === 'release' ? readFileSync(path.join(PROJECT_ROOT, 'release/.node-version'), 'utf8').trim() : process.version;
+}
+
 /** The program and arguments that run the agent with args on the selected runtime. */
 export function agentCommand(args: readonly string[]): [string, ...string[]] {
   return AGENT_RUNTIME === 'release' ? [RELEASE_EXECUTABLE, ...args] : [process.execPath, AGENT_MAIN, ...args];
