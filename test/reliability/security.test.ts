@@ -62,14 +62,15 @@ describe('security', () => {
     });
     const world = env.world;
     const dirs = await testDirs();
-    // a crash whose message carries the secret (as an SDK error echoing a request could)
-    const preload = path.join(dirs.root, 'crash.mjs');
+    // a crash whose message carries the secret (as an SDK error echoing a request could). Preloaded
+    // with --require: the release executable (a single-executable application) ignores --import.
+    const preload = path.join(dirs.root, 'crash.cjs');
     await writeFile(preload, `setTimeout(() => { throw new Error('boom with ' + process.env.AWS_SECRET_ACCESS_KEY); }, 4000);\n`);
-    const rejectPreload = path.join(dirs.root, 'reject.mjs');
+    const rejectPreload = path.join(dirs.root, 'reject.cjs');
     await writeFile(rejectPreload, `setTimeout(() => { Promise.reject(new Error('rejected with ' + process.env.AWS_SECRET_ACCESS_KEY)); }, 4000);\n`);
     for (const [label, file] of [['uncaught exception', preload], ['unhandled rejection', rejectPreload]] as const) {
       await fault.run(`crash: ${label}`, async () => {
-        const { agent } = await env.start(dirs, { node: 'crash', log: { level: 'debug' } }, { env: agentEnv(world, { NODE_OPTIONS: `--import=${file}` }) });
+        const { agent } = await env.start(dirs, { node: 'crash', log: { level: 'debug' } }, { env: agentEnv(world, { NODE_OPTIONS: `--require=${file}` }) });
         const exit = await agent.exited;
         const violations: string[] = [];
         if (exit.code !== 70) violations.push(`exit ${exit.code ?? exit.signal} after a crash, expected 70`);
