@@ -7,7 +7,8 @@ set -euo pipefail
 PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
       curl uuid-runtime openssl python3 procps
       systemd ansible-core python3-seccomp  # the unit, install and package tests
-      debootstrap systemd-container)        # the systemd test: a Debian root booted by systemd-nspawn
+      debootstrap systemd-container         # the systemd test: a Debian root booted by systemd-nspawn
+      libatomic1)                           # the release executable's Node runtime links libatomic.so.1
 # callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
 PKGS+=(${EXTRA_PKGS:-})
 # /proc, not pgrep: procps may be one of the packages still missing

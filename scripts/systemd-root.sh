@@ -6,9 +6,10 @@
 #   scripts/systemd-root.sh --path     print where it would be, build nothing
 #
 # The root is cached outside the repository, under ETCD_BACKUP_AGENT_CACHE (default
-# ~/.cache/etcd-backup-agent), as nspawn-root-<hash>, where the hash covers this script, the suite, the
-# package list and the mirror: change any of them and a new root is built next to the old one.
-# Tests never write into it: they boot an overlay of it (scripts/systemd-boot.sh).
+# ~/.cache/etcd-backup-agent), as nspawn-root-<hash>, where the hash covers this script's commands
+# (not its comments), the suite, the package list and the mirror: change any of them and a new root is
+# built next to the old one (~260 MiB each; remove old ones with rm -rf). Tests never write into it:
+# they boot an overlay of it (test/system/container.ts).
 #
 # Packages: systemd, systemd-sysv and dbus to boot; ansible-core so that the Ansible example runs on the
 # "host" itself against its real systemd (connection local), as ansible-pull would; python3-cffi-backend
@@ -49,7 +50,7 @@ find_mirror() {
 mirror="${DEBIAN_MIRROR:-$(find_mirror | head -n 1)}"
 [ -n "$mirror" ] || { echo "systemd-root: no Debian mirror for $SUITE in /etc/apt/sources.list*; set DEBIAN_MIRROR=URL" >&2; exit 1; }
 
-hash="$( (echo "$SUITE $PACKAGES $mirror"; sha256sum "$self") | sha256sum | cut -c1-12)"
+hash="$( (echo "$SUITE $PACKAGES $mirror"; grep -v '^[[:space:]]*#' "$self") | sha256sum | cut -c1-12)"
 root="$cache/nspawn-root-$hash"
 if [ "${1:-}" = --path ]; then echo "$root"; exit 0; fi
 
