@@ -26,7 +26,7 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           environment: 'node',
-          // one RGW + etcd for the whole project; files share it, so one at a time
+          // one RGW + etcd + Swift for the whole project; files share it, so one at a time
           globalSetup: ['test/support/global-setup.ts'],
           fileParallelism: false,
           testTimeout: 120_000,

@@ -70,7 +70,7 @@ export function renderConfigExample(keys) {
 async function main() {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
   const target = path.join(root, 'systemd/config.example.yaml');
-  const { KEYS } = await import(pathToFileURL(path.join(root, 'dist/agent/config.js')).href);
+  const { KEYS } = await import(pathToFileURL(path.join(root, 'dist/agent/config/config.js')).href);
   const text = renderConfigExample(KEYS);
   if (process.argv.includes('--check')) {
     let current = '';

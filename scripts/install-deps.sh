@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install (only if missing) the Debian 12 packages that the integration tests and the
-# quickstart need. Idempotent; never leaves a ceph/etcd/prometheus daemon running.
+# quickstart need. Idempotent; never leaves a ceph/etcd/swift/memcached/prometheus daemon
+# running. Also installs /etc/swift/swift.conf when it is missing (see below).
 # Usage: scripts/install-deps.sh
 set -euo pipefail
 
 PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
+      swift-proxy swift-account swift-container swift-object python3-swift memcached  # the second S3 server
       curl uuid-runtime openssl python3 procps
       systemd ansible-core python3-seccomp  # the unit, install and package tests
+      golang-go  # test zips written by Go's archive/zip, as rke-tools and k3s write them
       debootstrap systemd-container         # the systemd test: a Debian root booted by systemd-nspawn
       libatomic1)                           # the release executable's Node runtime links libatomic.so.1
 # callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
@@ -16,18 +19,31 @@ daemon_pids() {
   local f c
   for f in /proc/[0-9]*/comm; do
     read -r c <"$f" 2>/dev/null || continue
-    case $c in ceph-mon|ceph-osd|radosgw|etcd|prometheus) f=${f#/proc/}; echo "${f%/comm}";; esac
+    # comm is cut at 15 characters: swift-proxy-server shows as swift-proxy-ser
+    case $c in ceph-mon|ceph-osd|radosgw|etcd|prometheus|memcached|rsyslogd|swift-*) f=${f#/proc/}; echo "${f%/comm}";; esac
   done
 }
 
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
 
+# Every Swift server reads /etc/swift/swift.conf, whatever its own config says (the path is
+# fixed in Swift, swift_dir does not move it), and refuses to start without a hash path
+# prefix or suffix there. Only a missing file is installed: one a real Swift on this
+# machine uses is never touched (changing its hashes would orphan that Swift's data).
+# Runs on every call, so a machine whose packages came another way still gets it.
+swift_conf() {
+  [ -e /etc/swift/swift.conf ] && return 0
+  echo "installing /etc/swift/swift.conf (test-world hash prefix/suffix, storage policy 0 only)"
+  "${SUDO[@]}" install -D -m 0644 "$(dirname "$0")/world/swift.conf" /etc/swift/swift.conf
+}
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} = 0 ]; then
+  swift_conf
   echo "all dependencies present"
   exit 0
 fi
@@ -57,7 +73,7 @@ trap cleanup EXIT
 started=()
 for pid in $(daemon_pids); do
   case "$before" in *" $pid "*) continue;; esac
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE '/ceph/ceph\.conf|/etcd/data' && continue
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE '/ceph/ceph\.conf|/etcd/data|/swift/' && continue
   started+=("$pid")
 done
 if [ ${#started[@]} -gt 0 ]; then
@@ -70,10 +86,14 @@ if [ ${#started[@]} -gt 0 ]; then
     case " $left " in *" $pid "*) echo "ERROR: could not stop pid $pid" >&2; exit 1;; esac
   done
 else
-  echo "checked: the install left no ceph/etcd/prometheus daemon running"
+  echo "checked: the install left no ceph/etcd/swift/memcached/prometheus daemon running"
 fi
+swift_conf
 
-for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook debootstrap systemd-nspawn; do
+for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook go \
+         swift-proxy-server swift-account-server swift-container-server swift-object-server memcached debootstrap systemd-nspawn; do
   command -v "$b" >/dev/null || { echo "ERROR: $b still missing after install" >&2; exit 1; }
 done
+# the Swift servers run on /usr/bin/python3; a python3 earlier on PATH (pyenv, venv) may lack it
+/usr/bin/python3 -c 'import swift' 2>/dev/null || { echo "ERROR: /usr/bin/python3 cannot import swift (python3-swift)" >&2; exit 1; }
 echo "installed: ${missing[*]}"

@@ -5,7 +5,7 @@
 #   bash scripts/make-fixtures.sh [out-dir]     (default: test/fixtures)
 #
 # Needs etcd and etcdctl (Debian: etcd-server, etcd-client). Optional: zip (Info-ZIP) and python3, which
-# make zips with producers other than our own test writer.
+# make zips with producers other than Go (the tests make Go-made ones with test/support/gozip).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

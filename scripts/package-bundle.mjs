@@ -1,4 +1,4 @@
-// Bundles the built agent (dist/agent/main.js) and its dependencies into one CommonJS file: the
+// Bundles the built agent (dist/agent/cli/main.js) and its dependencies into one CommonJS file: the
 // module format a single-executable application starts from on every runtime the release may embed
 // (ESM entry points are newer than Node 24), and the one its code cache has covered longest.
 // target node22: the oldest runtime NODE_SEA_VERSION may pick.
@@ -8,7 +8,7 @@
 // NOTICES: a file listing every bundled npm package with its license text, which the MIT and
 // Apache licenses ask a binary distribution to carry.
 //
-// agent/version.ts reads package.json next to dist/ at run time; inside the executable there is no
+// agent/base/version.ts reads package.json next to dist/ at run time; inside the executable there is no
 // package.json, so the bundle gets the version as a constant instead.
 import { build } from 'esbuild';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -24,7 +24,7 @@ const root = path.resolve(import.meta.dirname, '..');
 const embedVersion = {
   name: 'embed-version',
   setup(b) {
-    b.onLoad({ filter: /[\\/]dist[\\/]agent[\\/]version\.js$/ }, () => ({
+    b.onLoad({ filter: /[\\/]dist[\\/]agent[\\/]base[\\/]version\.js$/ }, () => ({
       contents: `export const VERSION = ${JSON.stringify(version)};\n`,
       loader: 'js',
     }));
@@ -32,7 +32,7 @@ const embedVersion = {
 };
 
 const result = await build({
-  entryPoints: [path.join(root, 'dist/agent/main.js')],
+  entryPoints: [path.join(root, 'dist/agent/cli/main.js')],
   outfile: out,
   bundle: true,
   platform: 'node',

@@ -22,7 +22,8 @@ npm run build --silent
 say "starting Ceph RGW (S3) and etcd on 127.0.0.1"
 rm -rf "$Q"
 mkdir -p "$Q/snapshots" "$Q/state"
-bash scripts/world/up.sh "$Q/world" >/dev/null
+# the demo needs one S3 server: no Swift
+WORLD_SWIFT=0 bash scripts/world/up.sh "$Q/world" >/dev/null
 set -a; . "$Q/world/env"; set +a
 
 # The agent never creates buckets; an operator does, once.
@@ -55,7 +56,7 @@ s3:
 metrics:
   listen: 127.0.0.1:$PORT
 CFG
-AGENT=(node "$ROOT/dist/agent/main.js" --config "$Q/config.yaml")
+AGENT=(node "$ROOT/dist/agent/cli/main.js" --config "$Q/config.yaml")
 env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "${AGENT[@]}" check-config
 
 say "starting the agent (logs: $Q/agent.log)"
@@ -96,7 +97,7 @@ Shipped and confirmed. Where to look:
 Try it yourself (the agent keeps watching $Q/snapshots):
   set -a; . $Q/world/env; set +a
   etcdctl snapshot save $Q/snapshots/another.db
-  node dist/agent/main.js --config $Q/config.yaml list
-  node dist/agent/main.js --config $Q/config.yaml fetch --latest --output /tmp/latest.db
+  node dist/agent/cli/main.js --config $Q/config.yaml list
+  node dist/agent/cli/main.js --config $Q/config.yaml fetch --latest --output /tmp/latest.db
 Stop everything: npm run quickstart:down
 DONE

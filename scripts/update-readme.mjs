@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Regenerates the README's configuration and exit-code tables from the built agent (npm run build first).
 import { readFileSync, writeFileSync } from 'node:fs';
-import { asSection, configReference, exitCodeReference, replaceSection } from '../dist/agent/reference.js';
+import { asSection, configReference, exitCodeReference, replaceSection } from '../dist/agent/config/reference.js';
 
 export const DOC_PAGES = ['docs/retention.md', 'docs/metrics.md', 'docs/install.md', 'docs/performance.md'];
 const path = new URL('../README.md', import.meta.url);

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { metaPages, writeSyntheticSnapshot } from '../../test/support/snapshots.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
-const AGENT = path.join(ROOT, 'dist/agent/main.js');
+const AGENT = path.join(ROOT, 'dist/agent/cli/main.js');
 const SINK = path.join(ROOT, 'dist/bench/scripts/bench/sink.js');
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;

@@ -1,6 +1,6 @@
 # Shared helpers for scripts/world/*.sh (sourced, not run).
-# Layout of a world DIR: DIR/ceph/ (conf, data, logs, pids), DIR/etcd/ (same for etcd),
-# DIR/rgw.env + DIR/etcd.env (one per component), DIR/env (both, concatenated).
+# Layout of a world DIR: DIR/ceph/ (conf, data, logs, pids), DIR/etcd/ and DIR/swift/ (same
+# for etcd and Swift), DIR/{rgw,etcd,swift}.env (one per component), DIR/env (all, concatenated).
 
 T0=${T0:-$(date +%s.%N)}
 log() { printf '[%5.1fs] %s\n' "$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN{print a-b}')" "$*" >&2; }
@@ -56,12 +56,12 @@ stop_pid() {
   rm -f "$pidfile"
 }
 
-# rebuild DIR/env from the component files; flock because up.sh starts both at once
+# rebuild DIR/env from the component files; flock because up.sh starts them all at once
 env_rebuild() {
   local dir=$1
   (
     flock 9
-    cat "$dir"/rgw.env "$dir"/etcd.env 2>/dev/null >"$dir/env.tmp" || true
+    cat "$dir"/rgw.env "$dir"/etcd.env "$dir"/swift.env 2>/dev/null >"$dir/env.tmp" || true
     mv -f "$dir/env.tmp" "$dir/env"
   ) 9>"$dir/.env.lock"
 }

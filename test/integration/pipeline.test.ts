@@ -1,13 +1,13 @@
 // Detection and verification end to end: real etcd snapshots, the built agent, Ceph RGW.
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import { copyFile, readFile, rename, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { startProxy } from '../support/tcp-proxy.js';
 import { sha256File } from '../support/snapshots.js';
 import { createBucket, emptyAndDeleteBucket, listKeys, putKeys, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
-import { pauseAt, rke2Zip, rkeZip } from '../support/zip-writer.js';
+import { goZip, startGoZip } from '../support/go-zip.js';
 
 let world: World;
 const bucket = `pipeline-${Date.now().toString(36)}`;
@@ -77,18 +77,16 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     const name = `${new Date().toISOString().slice(0, 19)}Z_etcd`;
     const raw = path.join(dir, name);
     await saveSnapshot(world, raw); // etcdctl: .part then rename, as rke-tools runs it
-    const size = (await stat(raw)).size;
     const zipPath = `${raw}.zip`;
-    const pause = pauseAt(Math.floor(size / 4));
-    const writing = rkeZip(raw, zipPath, name, { onProgress: pause.onProgress });
-    await pause.reached;
+    // rke-tools' own archive/zip calls; the writer stops 64 KiB in (the zip of this snapshot is far larger)
+    const writing = startGoZip('rke', raw, zipPath, { pauseAt: 64 * 1024, finish: true });
+    await writing.paused;
     // The writer stalls mid-file. The agent must look, find the zip incomplete, and wait.
     await agent.waitFor((l) => l.msg === 'snapshot not complete yet; waiting' && l.file === zipPath, 20_000, 'the half zip to be seen as incomplete');
     await new Promise((r) => setTimeout(r, 3000)); // the stall itself: RKE pauses for seconds
     expect(agent.lines.some((l) => l.msg === 'snapshot verified; queued for upload')).toBe(false);
-    pause.resume();
-    await writing;
-    await unlink(raw); // rke-tools deletes the raw file once the zip is written
+    writing.resume();
+    expect(await writing.done).toMatchObject({ ok: true }); // then rke-tools deletes the raw file, chmods the zip 0600
 
     const shipped = await agent.waitMsg('snapshot shipped and confirmed', `${name}.zip`);
     expect(shipped.key).toBe(`${prefix}${name}.zip`);
@@ -105,12 +103,11 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     const rke2Zipped = `on-demand-node-a-${ts + 1}`;
 
     await saveSnapshot(world, path.join(dir, oneTime));
-    await rkeZip(path.join(dir, oneTime), path.join(dir, `${oneTime}.zip`), oneTime);
-    await unlink(path.join(dir, oneTime));
+    await goZip('rke', path.join(dir, oneTime), path.join(dir, `${oneTime}.zip`), { finish: true });
     await saveSnapshot(world, path.join(dir, rke2Raw)); // RKE2 without compression keeps the raw file
     const tmp = path.join(path.dirname(dir), rke2Zipped);
     await saveSnapshot(world, tmp);
-    await rke2Zip(tmp, path.join(dir, `${rke2Zipped}.zip`), rke2Zipped);
+    await goZip('k3s', tmp, path.join(dir, `${rke2Zipped}.zip`));
 
     for (const f of [`${oneTime}.zip`, rke2Raw, `${rke2Zipped}.zip`]) await agent.waitMsg('snapshot shipped and confirmed', f);
     expect(await listKeys(world, bucket, prefix)).toEqual([`${prefix}${oneTime}.zip`, `${prefix}${rke2Raw}`, `${prefix}${rke2Zipped}.zip`].sort());
@@ -130,7 +127,7 @@ describe('pipeline against Ceph RGW and real etcd', () => {
     await rename(path.join(path.dirname(dir), 'corrupt.db'), path.join(dir, 'corrupt.db'));
     await writeFile(path.join(dir, 'truncated.db'), bytes.subarray(0, Math.floor(bytes.length / 2)));
     const zipped = path.join(dir, 'half.db.zip');
-    await rkeZip(good, zipped, 'half.db');
+    await goZip('rke', good, zipped, { name: 'half.db' });
     await truncate(zipped, Math.floor((await stat(zipped)).size / 2));
 
     const c = await agent.waitFor((l) => l.msg.startsWith('snapshot rejected') && l.file === path.join(dir, 'corrupt.db'));

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, inject, it } from 'vitest';
-import { ConfigError, KEYS, parseConfig } from '../../agent/config.js';
+import { ConfigError, KEYS, parseConfig } from '../../agent/config/config.js';
 import { freshSnapshot, nodePrefix, pick, Recorder, rng, setupEnv, testDirs, type Env, type RealSnapshot } from './harness.js';
 import { checkInvariants, MSG } from './invariants.js';
 

@@ -14,7 +14,7 @@ import { PROJECT_ROOT, type World } from './world.js';
 // that the suites test the Node runtime operators get. Otherwise: the tsc build in dist/ on the
 // machine's node. Every spawn of the agent goes through agentCommand().
 /** The agent's entry point in dist/, relative to the project root. */
-export const AGENT_ENTRY = 'dist/agent/main.js';
+export const AGENT_ENTRY = 'dist/agent/cli/main.js';
 export const AGENT_MAIN = path.join(PROJECT_ROOT, AGENT_ENTRY);
 export const RELEASE_EXECUTABLE = path.join(PROJECT_ROOT, 'release/etcd-backup-agent');
 export const AGENT_RUNTIME: 'release' | 'source' = process.env.AGENT_RUNTIME === 'release' ? 'release' : 'source';

@@ -1,4 +1,4 @@
-// vitest globalSetup of the integration project: one world (RGW + etcd) for all files.
+// vitest globalSetup of the integration project: one world (RGW + etcd + Swift) for all files.
 // Tests get its dir with inject('worldDir') and attach with readWorldEnv().
 // WORLD_DIR=/path: reuse a world already running there (scripts/world/up.sh /path), keep it up.
 // KEEP_WORLD=1: keep the temp dir (logs) after stopping.

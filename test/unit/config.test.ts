@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, clusterPrefix, loadConfig, nodePrefix, objectKey, parseConfig } from '../../agent/config.js';
+import { ConfigError, clusterPrefix, loadConfig, nodePrefix, objectKey, parseConfig } from '../../agent/config/config.js';
 
 function issuesOf(text: string): { key: string; problem: string; fix: string }[] {
   try {

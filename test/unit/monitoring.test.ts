@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { Metrics } from '../../agent/metrics.js';
+import { Metrics } from '../../agent/ops/metrics.js';
 import { render } from '../../scripts/gen-prometheus-rule.mjs';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classify, compileRules, globToRegExp, sniff } from '../../agent/producers.js';
+import { classify, compileRules, globToRegExp, sniff } from '../../agent/detect/producers.js';
 
 describe('classify: every producer name in FACTS §1', () => {
   const cases: [string, string, string, boolean, string | undefined][] = [

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { asSection, configReference, exitCodeReference, replaceSection } from '../../agent/reference.js';
-import { KEYS } from '../../agent/config.js';
+import { asSection, configReference, exitCodeReference, replaceSection } from '../../agent/config/reference.js';
+import { KEYS } from '../../agent/config/config.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 

@@ -7,12 +7,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { objectKey, parseConfig } from '../../agent/config.js';
-import { Ledger } from '../../agent/ledger.js';
-import { createLogger } from '../../agent/log.js';
-import { Metrics } from '../../agent/metrics.js';
-import { prunePass, RetentionScheduler, type LocalFileAt } from '../../agent/retention.js';
-import type { ObjectInfo, Store, UploadInfo } from '../../agent/store.js';
+import { objectKey, parseConfig } from '../../agent/config/config.js';
+import { Ledger } from '../../agent/store/ledger.js';
+import { createLogger } from '../../agent/ops/log.js';
+import { Metrics } from '../../agent/ops/metrics.js';
+import { prunePass, RetentionScheduler, type LocalFileAt } from '../../agent/retention/retention.js';
+import type { ObjectInfo, Store, UploadInfo } from '../../agent/store/s3.js';
 
 const NOW = Date.now();
 const H = 3_600_000;

@@ -3,7 +3,7 @@
 // model written from the documented rules (docs/retention.md), not from the planner's code.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { planPrune, planRemote, planStaleUploads, type FileState, type HeadFact, type LedgerFact, type LocalFile, type RemoteObject } from '../../agent/retention.js';
+import { planPrune, planRemote, planStaleUploads, type FileState, type HeadFact, type LedgerFact, type LocalFile, type RemoteObject } from '../../agent/retention/retention.js';
 
 const RUNS = 1000;
 const NOW = Date.parse('2024-05-08T12:00:00Z');

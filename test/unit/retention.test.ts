@@ -1,8 +1,8 @@
 // The retention planners are pure: one table per rule, then properties over random directories,
 // ledgers, S3 states and policies (retention-property.test.ts).
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../agent/config.js';
-import { LOCAL_RULES, REMOTE_RULES, planPrune, planRemote, planStaleUploads, keysToConfirm, type FileState, type HeadFact, type LedgerFact, type LocalFile, type LocalPolicy, type RemoteObject } from '../../agent/retention.js';
+import { parseConfig } from '../../agent/config/config.js';
+import { LOCAL_RULES, REMOTE_RULES, planPrune, planRemote, planStaleUploads, keysToConfirm, type FileState, type HeadFact, type LedgerFact, type LocalFile, type LocalPolicy, type RemoteObject } from '../../agent/retention/retention.js';
 
 const NOW = Date.parse('2024-05-08T12:00:00Z');
 const H = 3_600_000;

@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseConfig } from '../../agent/config.js';
-import { parseCredentialsIni } from '../../agent/credentials.js';
-import { EXIT } from '../../agent/exit.js';
-import { importRke, planRkeImport, RkeImportError } from '../../agent/rke-import.js';
+import { loadConfig, parseConfig } from '../../agent/config/config.js';
+import { parseCredentialsIni } from '../../agent/store/credentials.js';
+import { EXIT } from '../../agent/base/exit.js';
+import { importRke, planRkeImport, RkeImportError } from '../../agent/cli/import-rke.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/rke');
 const OUT = '/etc/etcd-backup-agent';

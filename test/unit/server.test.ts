@@ -11,9 +11,9 @@ import { Writable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { Gauge, Registry } from 'prom-client';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../../agent/log.js';
-import { redactText } from '../../agent/secret.js';
-import { checkBasicAuth, MetricsServer, ServerSetupError, serverOptions, type Health, type ServerOptions } from '../../agent/server.js';
+import { createLogger } from '../../agent/ops/log.js';
+import { redactText } from '../../agent/base/secret.js';
+import { checkBasicAuth, MetricsServer, ServerSetupError, serverOptions, type Health, type ServerOptions } from '../../agent/ops/server.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'server-test-'));
 const PASSWORD = 'correct horse: battery staple';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyError } from '../../agent/store.js';
+import { classifyError } from '../../agent/store/s3.js';
 
 // smithy's node-http-handler renames socket errors; the reason label must still say what happened
 describe('classifyError', () => {

@@ -7,8 +7,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_CONFIG_PATH, KEYS, parseConfig } from '../../agent/config.js';
-import { parseDuration } from '../../agent/units.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, KEYS, parseConfig } from '../../agent/config/config.js';
+import { parseDuration } from '../../agent/base/units.js';
 import { renderConfigExample } from '../../scripts/gen-config-example.mjs';
 
 const exec = promisify(execFile);

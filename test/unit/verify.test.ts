@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatFromName, quickCheck, sniffFormat, verifyFile, verifyPath, type SnapshotFormat, type Verdict } from '../../agent/verify.js';
+import { formatFromName, quickCheck, sniffFormat, verifyFile, verifyPath, type SnapshotFormat, type Verdict } from '../../agent/snapshot/verify.js';
 import {
   fixturePath,
   flipByte,
@@ -16,7 +16,8 @@ import {
   withTrailer,
   writeSyntheticSnapshot,
 } from '../support/snapshots.js';
-import { pauseAt, rke2Zip, rkeZip, writeZip, zipBuffer, type ZipInput } from '../support/zip-writer.js';
+import { goZip, startGoZip } from '../support/go-zip.js';
+import { writeZip, zipBuffer, type ZipInput } from '../support/handmade-zip.js';
 
 let dir: string;
 let small: Buffer; // real etcdctl snapshot: 32 pages of 4096, meta txids 11/10
@@ -229,18 +230,20 @@ describe('quickCheck', () => {
 
 describe('zipped snapshots', () => {
   let rawPath: string;
+  let statePath: string;
   beforeAll(async () => {
     rawPath = await put(small, '2024-05-01T12:00:00Z_etcd');
+    statePath = await put(Buffer.from('{"desiredState":{}}'), '2024-05-01T12:00:00Z_etcd.rkestate');
   });
 
   async function zipOf(inputs: ZipInput[], opts: Parameters<typeof zipBuffer>[1] = {}): Promise<Buffer> {
     return (await zipBuffer(inputs, opts)).buffer;
   }
 
-  it('RKE layout: /backup/<name> + /etc/kubernetes/<name>.rkestate, 1970 dates', async () => {
+  it('RKE layout (Go, as rke-tools calls it): /backup/<name> + /etc/kubernetes/<name>.rkestate, 1970 dates', async () => {
     const name = '2024-05-01T12:00:00Z_etcd';
     const zipPath = join(dir, `${name}.zip`);
-    await rkeZip(rawPath, zipPath, name);
+    await goZip('rke', rawPath, zipPath, { rkestate: statePath });
     const v = await verifyPath(zipPath);
     expect(v).toEqual({ ok: true, format: 'zip', size: (await stat(zipPath)).size, sha256: sha256sum(zipPath), dbSize: small.length, entry: `/backup/${name}` });
     expect(await quick(zipPath, 'zip')).toBeUndefined();
@@ -248,14 +251,14 @@ describe('zipped snapshots', () => {
 
   it('RKE layout under another name falls back to the one non-.rkestate entry', async () => {
     const zipPath = join(dir, 'renamed-by-someone.zip');
-    await rkeZip(rawPath, zipPath, 'c-abcde-rl-xyz12_2024-05-01T12-00-00Z');
+    await goZip('rke', rawPath, zipPath, { name: 'c-abcde-rl-xyz12_2024-05-01T12-00-00Z', rkestate: statePath });
     expect(await verifyPath(zipPath)).toMatchObject({ ok: true, entry: '/backup/c-abcde-rl-xyz12_2024-05-01T12-00-00Z' });
   });
 
-  it('RKE2 layout: one entry named like the zip', async () => {
+  it('RKE2 layout (Go, as k3s calls it): one entry named like the zip', async () => {
     const name = 'etcd-snapshot-node1-1714564800';
     const zipPath = join(dir, `${name}.zip`);
-    await rke2Zip(rawPath, zipPath, name);
+    await goZip('k3s', rawPath, zipPath, { name });
     expect(await verifyPath(zipPath)).toMatchObject({ ok: true, format: 'zip', dbSize: small.length, entry: name, sha256: sha256sum(zipPath) });
   });
 
@@ -327,14 +330,14 @@ describe('zipped snapshots', () => {
     const name = 'on-demand-node1-1714564801';
     const zipPath = join(dir, `${name}.zip`);
     const raw = await put(medium, name);
-    const gate = pauseAt(20_000);
-    const writing = rkeZip(raw, zipPath, name, { onProgress: gate.onProgress, chunkSize: 4096, level: 0 });
-    const at = await gate.reached;
+    // Go deflates this snapshot to ~17 KB; the writer stops after its second 4 KiB write
+    const writing = startGoZip('rke', raw, zipPath, { pauseAt: 8192 });
+    const at = await writing.paused;
     expect((await stat(zipPath)).size).toBe(at);
     expect(await quick(zipPath, 'zip')).toMatchObject({ reason: 'truncated' });
     expect(await verifyPath(zipPath)).toMatchObject({ ok: false, reason: 'truncated' });
-    gate.resume();
-    await writing;
+    writing.resume();
+    await writing.done;
     expect(await quick(zipPath, 'zip')).toBeUndefined();
     expect(await verifyPath(zipPath)).toMatchObject({ ok: true, entry: `/backup/${name}` });
   });

@@ -1,11 +1,11 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ZipError, findEocd, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/zip.js';
+import { ZipError, findEocd, readLocalHeaders, readZipDirectory, type ZipDirectory } from '../../agent/snapshot/zip.js';
 import { fixturePath } from '../support/snapshots.js';
-import { pauseAt, rkeZip, stallAt, writeZip, zipBuffer, type WriteZipOptions, type ZipInput } from '../support/zip-writer.js';
+import { zipBuffer, type WriteZipOptions, type ZipInput } from '../support/handmade-zip.js';
 
 let dir: string;
 let small: Buffer;
@@ -66,13 +66,13 @@ describe('findEocd', () => {
   });
 });
 
-describe('reading zips written by our test writer', () => {
+describe('reading hand-made zips (the shapes writers other than Go use too)', () => {
   const inputs: ZipInput[] = [
     { name: '/backup/2024-05-01T12:00:00Z_etcd', data: '' },
     { name: '/etc/kubernetes/2024-05-01T12:00:00Z_etcd.rkestate', data: '{"desiredState":{}}' },
   ];
   const variants: Array<[string, WriteZipOptions]> = [
-    ['Go style (data descriptors)', {}],
+    ['data descriptors', {}],
     ['sizes in local headers', { dataDescriptor: false }],
     ['forced Zip64 with data descriptors', { zip64: true }],
     ['forced Zip64, sizes in local headers', { zip64: true, dataDescriptor: false }],
@@ -177,38 +177,5 @@ describe('broken zips', () => {
       const p = await problem(good.buffer.subarray(0, at));
       expect(p?.reason, `cut at ${at}`).toBe('truncated');
     }
-  });
-});
-
-describe('in-place writing (for integration tests)', () => {
-  it('the file grows write by write and the writer waits at the pause point', async () => {
-    const raw = join(dir, 'raw');
-    await writeFile(raw, small);
-    const zipPath = join(dir, 'inplace.zip');
-    const gate = pauseAt(8192);
-    const sizes: number[] = [];
-    const writing = rkeZip(raw, zipPath, 'x', {
-      chunkSize: 1024,
-      level: 0,
-      onProgress: async (n) => {
-        sizes.push((await stat(zipPath)).size);
-        await gate.onProgress(n);
-      },
-    });
-    const at = await gate.reached;
-    await new Promise((r) => setTimeout(r, 50));
-    expect((await stat(zipPath)).size).toBe(at); // nothing written while paused
-    gate.resume();
-    const layout = await writing;
-    expect((await stat(zipPath)).size).toBe(layout.size);
-    expect(sizes.length).toBeGreaterThan(100);
-    expect(sizes).toEqual([...sizes].sort((a, b) => a - b));
-    if (hasUnzip) execFileSync('unzip', ['-tq', zipPath]);
-  });
-
-  it('stallAt delays the writer once', async () => {
-    const t0 = Date.now();
-    await writeZip(join(dir, 'stall.zip'), [{ name: 'x', data: small }], { chunkSize: 4096, onProgress: stallAt(4096, 300) });
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
   });
 });

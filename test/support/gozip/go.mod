@@ -1,0 +1,3 @@
+module etcd-backup-agent/test/gozip
+
+go 1.19
