@@ -55,6 +55,19 @@ export default defineConfig({
           hookTimeout: 600_000,
         },
       },
+      {
+        test: {
+          name: 'system',
+          include: ['test/system/**/*.test.ts'],
+          environment: 'node',
+          // the unit under a real systemd in systemd-nspawn, against the same world (RGW + etcd)
+          globalSetup: ['test/support/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 300_000,
+          // the first run builds the Debian root with debootstrap (minutes); later runs reuse it
+          hookTimeout: 900_000,
+        },
+      },
     ],
   },
 });

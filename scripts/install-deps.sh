@@ -11,7 +11,9 @@ PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
       systemd ansible-core python3-seccomp  # the unit, install and package tests
       golang-go  # test zips written by Go's archive/zip, as rke-tools and k3s write them
       age openssh-client  # encryption and signature interop: the age CLI, ssh-keygen -Y
-      tinyproxy tmux)  # a real forward proxy for the proxy tests; a real terminal for the progress tests
+      tinyproxy tmux  # a real forward proxy for the proxy tests; a real terminal for the progress tests
+      debootstrap systemd-container  # the systemd test: a Debian root booted by systemd-nspawn
+      libatomic1)  # the release executable's Node runtime links libatomic.so.1
 # callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
 PKGS+=(${EXTRA_PKGS:-})
 # /proc, not pgrep: procps may be one of the packages still missing
@@ -91,7 +93,7 @@ fi
 swift_conf
 
 for b in ceph-mon ceph-osd radosgw radosgw-admin ceph etcd etcdctl promtool curl uuidgen openssl python3 pgrep systemd-analyze ansible-playbook go age age-keygen ssh-keygen \
-         tinyproxy tmux \
+         tinyproxy tmux debootstrap systemd-nspawn \
          swift-proxy-server swift-account-server swift-container-server swift-object-server memcached; do
   command -v "$b" >/dev/null || { echo "ERROR: $b still missing after install" >&2; exit 1; }
 done

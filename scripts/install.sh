@@ -3,8 +3,11 @@
 # Idempotent, for config management: each item is reported as created/installed/updated/fixed
 # (a change) or unchanged/kept (none); the last line says "no changes" when nothing changed.
 #
-#   sudo ./install.sh [--prefix DIR] [--destdir DIR] [--user NAME] [--group NAME] [--no-user]
+#   sudo ./install.sh [--check] [--prefix DIR] [--destdir DIR] [--user NAME] [--group NAME] [--no-user]
 #
+#   --check         change nothing; report what a run would do ("would install ...", "would update ...")
+#                   and end with the same "no changes" / "N changes" line. For Ansible's --check mode
+#                   and to preview an upgrade.
 #   --prefix DIR    binary goes to DIR/bin (default /usr/local; the unit's ExecStart follows it)
 #   --destdir DIR   stage everything under DIR (also: DESTDIR=DIR); no user is created then
 #   --user NAME     system user the service runs as (default etcd-backup); --group defaults to it
@@ -30,6 +33,7 @@ destdir="${DESTDIR:-}"
 user=etcd-backup
 group=
 manage_owners=1
+dry=
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
     --group) group="${2:?--group needs a name}"; shift 2;;
     --group=*) group="${1#*=}"; shift;;
     --no-user) manage_owners=; shift;;
+    --check) dry=1; shift;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
     *) die "unknown option $1 (see --help)";;
   esac
@@ -57,8 +62,16 @@ config_src="$here/config.example.yaml"
 for f in "$bin_src" "$unit_src" "$config_src"; do
   [ -f "$f" ] || die "$f is missing: run install.sh from an unpacked release tarball"
 done
-# Fails early on a host the binary cannot run on (another architecture, glibc older than 2.28).
-version="$("$bin_src" --version 2>&1)" || die "$bin_src does not run on this host: $version"
+# Fails early on a host the binary cannot run on (another architecture, glibc older than 2.28, a
+# missing shared library), with the package that provides the library when it is a known one.
+if ! version="$("$bin_src" --version 2>&1)"; then
+  case $version in
+    *libatomic.so.1*) hint="; install the package libatomic1 (Debian, Ubuntu, SUSE) or libatomic (RHEL, Rocky, Alma, Fedora)";;
+    *libstdc++.so.6*) hint="; install the package libstdc++6 (Debian, Ubuntu) or libstdc++ (RHEL family)";;
+    *) hint=;;
+  esac
+  die "$bin_src does not run on this host: $version$hint"
+fi
 
 bindir="$prefix/bin"
 unitdir=/etc/systemd/system
@@ -66,10 +79,21 @@ confdir=/etc/etcd-backup-agent
 statedir=/var/lib/etcd-backup-agent
 
 changes=0
+# With --check every change is reported as "would <verb>" and nothing is done.
 report() { # STATUS WHAT [DETAIL]
-  printf '%-9s %s%s\n' "$1" "$2" "${3:+ ($3)}"
-  case $1 in unchanged|kept|skipped) ;; *) changes=$((changes + 1));; esac
+  local status=$1
+  case $1 in
+    unchanged|kept|skipped) ;;
+    *) changes=$((changes + 1))
+       if [ -n "$dry" ]; then
+         case $1 in created) status="would create";; installed) status="would install";; updated) status="would update";;
+           fixed) status="would fix";; reloaded) status="would reload";; esac
+       fi;;
+  esac
+  printf '%-9s %s%s\n' "$status" "$2" "${3:+ ($3)}"
 }
+# run CMD...: runs it, unless --check
+run() { [ -n "$dry" ] || "$@"; }
 
 # --- user and group -------------------------------------------------------------------------------
 owner_note=
@@ -90,14 +114,14 @@ else
   if getent group "$group" >/dev/null; then
     report unchanged "group $group" "exists"
   else
-    groupadd --system "$group"
+    run groupadd --system "$group"
     report created "group $group" "system group"
   fi
   if getent passwd "$user" >/dev/null; then
     report unchanged "user $user" "exists"
   else
     nologin="$(command -v nologin || echo /usr/sbin/nologin)"
-    useradd --system --gid "$group" --no-create-home --home-dir "$statedir" --shell "$nologin" \
+    run useradd --system --gid "$group" --no-create-home --home-dir "$statedir" --shell "$nologin" \
       --comment "etcd-backup-agent" "$user"
     report created "user $user" "system user, no login, home $statedir"
   fi
@@ -109,11 +133,11 @@ fi
 ensure_attrs() {
   local path=$1 want_owner=$2 want_mode=$3 fixed=
   if [ -n "$manage_owners" ] && [ "$(stat -c '%U:%G' "$path")" != "$want_owner" ]; then
-    chown "$want_owner" "$path"
+    run chown "$want_owner" "$path"
     fixed="owner $want_owner"
   fi
   if [ "$(stat -c '%a' "$path")" != "${want_mode#0}" ]; then
-    chmod "$want_mode" "$path"
+    run chmod "$want_mode" "$path"
     fixed="${fixed:+$fixed, }mode $want_mode"
   fi
   echo "$fixed"
@@ -124,6 +148,8 @@ ensure_dir() { # PATH OWNER:GROUP MODE
   if [ -d "$path" ]; then
     fixed="$(ensure_attrs "$path" "$2" "$3")"
     if [ -n "$fixed" ]; then report fixed "$path/" "$fixed"; else report unchanged "$path/" "$(describe "$path")"; fi
+  elif [ -n "$dry" ]; then
+    report created "$path/" "${manage_owners:+$2 }$3"
   else
     mkdir -p "$path"
     ensure_attrs "$path" "$2" "$3" >/dev/null
@@ -137,6 +163,7 @@ describe() { stat -c '%U:%G 0%a' "$1"; }
 # binary cannot be written (ETXTBSY), and readers never see half a file.
 put_file() {
   local tmp
+  [ -z "$dry" ] || return 0
   mkdir -p "$(dirname "$2")"
   tmp="$(mktemp "$2.XXXXXX")"
   cat "$1" >"$tmp"
@@ -169,7 +196,7 @@ keep_or_create() {
     return 1
   fi
   put_file "$1" "$dest" "$3" "$4"
-  report installed "$dest" "$(describe "$dest")"
+  if [ -n "$dry" ]; then report installed "$dest" "${manage_owners:+$3 }$4"; else report installed "$dest" "$(describe "$dest")"; fi
 }
 
 work="$(mktemp -d)"
@@ -208,13 +235,13 @@ keep_or_create "$work/credentials" "$confdir/credentials" root:root 0600 || {
 
 # --- systemd --------------------------------------------------------------------------------------
 if [ -n "$unit_changed" ] && [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
-  systemctl daemon-reload
+  run systemctl daemon-reload
   report reloaded "systemd units" "daemon-reload"
 fi
 
-if [ -n "$config_new" ]; then
+if [ -n "$config_new" ] && [ -z "$dry" ]; then
   echo "next: set s3.bucket (and s3.endpoint) in $destdir$confdir/config.yaml, the keys in $destdir$confdir/credentials,"
   echo "      check with: $bindir/etcd-backup-agent --config $confdir/config.yaml check-config"
   echo "      then: systemctl enable --now etcd-backup-agent"
 fi
-if [ "$changes" = 0 ]; then echo "install.sh: no changes"; else echo "install.sh: $changes changes"; fi
+if [ "$changes" = 0 ]; then echo "install.sh: no changes"; else echo "install.sh: $changes changes${dry:+ (--check: none made)}"; fi

@@ -1,5 +1,7 @@
-// Bundles the built agent (dist/agent/cli/main.js) and its dependencies into one CommonJS file, the only
-// module format a Node 22 single-executable application can start from.
+// Bundles the built agent (dist/agent/cli/main.js) and its dependencies into one CommonJS file: the
+// module format a single-executable application starts from on every runtime the release may embed
+// (ESM entry points are newer than Node 24), and the one its code cache has covered longest.
+// target node22: the oldest runtime NODE_SEA_VERSION may pick.
 //
 //   node scripts/package-bundle.mjs OUT.cjs VERSION [NOTICES]
 //

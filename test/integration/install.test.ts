@@ -61,7 +61,7 @@ describe('install.sh as root on a host (a private mount namespace)', () => {
   it('creates the user, sets owners and modes as documented, changes nothing the second time, repairs drift, keeps the config; the Ansible example converges', async () => {
     const sandbox = await tempDir('install-root-');
     const etc = path.join(sandbox, 'etc');
-    for (const d of ['etc', 'local', 'varlib', 'out', 'ansible']) await mkdir(path.join(sandbox, d), { recursive: true });
+    for (const d of ['etc', 'local', 'varlib', 'out']) await mkdir(path.join(sandbox, d), { recursive: true });
     const copied = await runProgram('cp', ['-a', '/etc/.', `${etc}/`]);
     expect(copied.code, copied.stderr).toBe(0);
     const out = path.join(sandbox, 'out');
@@ -86,7 +86,7 @@ describe('install.sh as root on a host (a private mount namespace)', () => {
       tail -n 1 /etc/etcd-backup-agent/config.yaml >"$OUT/config-tail"
       for i in 1 2; do
         ansible-playbook -i localhost, -c local "$PLAYBOOK" -e ansible_become=false -e agent_hosts=localhost \\
-          -e agent_tarball="$TARBALL" -e agent_unpack_dir="$SANDBOX/ansible" -e agent_manage_service=false \\
+          -e agent_tarball="$TARBALL" -e agent_manage_service=false \\
           -e agent_s3_bucket=etcd-backups -e agent_s3_access_key=AKIAEXAMPLE -e agent_s3_secret_key=secret-example-key \\
           >"$OUT/ansible$i" 2>&1
       done

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { FAILURE_REASONS } from '../../agent/base/errors.js';
 import { REJECT_LABELS as REJECT_REASONS } from '../../agent/snapshot/lifecycle.js';
-import { agentEnv, freePort, startAgent, testDirs, writeConfig, type AgentProcess, type TestDirs } from '../support/agent.js';
+import { agentEnv, agentNodeVersion, freePort, startAgent, testDirs, writeConfig, type AgentProcess, type TestDirs } from '../support/agent.js';
 import { startProxy, type TcpProxy } from '../support/tcp-proxy.js';
 import { createBucket, emptyAndDeleteBucket, PROJECT_ROOT, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
 
@@ -178,7 +178,7 @@ describe('metrics of the running agent', () => {
     expect(valueOf(m, 'etcdbackup_snapshot_directory_up')).toBe(1);
     expect(valueOf(m, 'etcdbackup_ledger_write_failures_total')).toBe(0);
     const version = (JSON.parse(await readFile(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-    expect(valueOf(m, `etcdbackup_build_info{version="${version}",nodejs="${process.version}",encryption="false",signing="false"}`)).toBe(1);
+    expect(valueOf(m, `etcdbackup_build_info{version="${version}",nodejs="${agentNodeVersion()}",encryption="false",signing="false"}`)).toBe(1);
     expect(valueOf(m, 'process_start_time_seconds')).toBeGreaterThan(Date.now() / 1000 - 300);
 
     const problems = await checkMetrics(text);

@@ -8,7 +8,7 @@ import { appendFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { expect, inject } from 'vitest';
-import { AGENT_MAIN, AgentProcess, agentEnv, runCli, startAgent, testDirs, writeConfig, type TestDirs } from '../support/agent.js';
+import { AgentProcess, agentCommand, agentEnv, runCli, startAgent, testDirs, writeConfig, type TestDirs } from '../support/agent.js';
 import type {} from '../support/global-setup.js';
 import { sha256File } from '../support/snapshots.js';
 import { createBucket, emptyAndDeleteBucket, etcdctl, readWorldEnv, run, s3Client, saveSnapshot, PROJECT_ROOT, type World } from '../support/world.js';
@@ -216,7 +216,7 @@ export interface StartOptions {
 }
 
 async function startAgentWith(opts: StartOptions, dirs: TestDirs, env: NodeJS.ProcessEnv, cfg: Record<string, unknown>): Promise<AgentProcess> {
-  let argv = [process.execPath, AGENT_MAIN, '--config', dirs.config, 'run'];
+  let argv: string[] = agentCommand(['--config', dirs.config, 'run']);
   if (opts.uid !== undefined) argv = ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', ...argv];
   // exec keeps the pid: the test's signals and /proc reads reach the agent itself
   if (opts.umask !== undefined) argv = ['sh', '-c', `umask ${opts.umask} && exec "$@"`, 'sh', ...argv];

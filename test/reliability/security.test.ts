@@ -10,7 +10,7 @@ import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { agentEnv } from '../support/agent.js';
+import { agentCommand, agentEnv } from '../support/agent.js';
 import { CAPTURED_DIR, capture, freshSnapshot, nodePrefix, Recorder, setupEnv, testDirs, type Env } from './harness.js';
 import { checkInvariants, MSG } from './invariants.js';
 import { PROJECT_ROOT } from '../support/world.js';
@@ -62,14 +62,15 @@ describe('security', () => {
     });
     const world = env.world;
     const dirs = await testDirs();
-    // a crash whose message carries the secret (as an SDK error echoing a request could)
-    const preload = path.join(dirs.root, 'crash.mjs');
+    // a crash whose message carries the secret (as an SDK error echoing a request could). Preloaded
+    // with --require: the release executable (a single-executable application) ignores --import.
+    const preload = path.join(dirs.root, 'crash.cjs');
     await writeFile(preload, `setTimeout(() => { throw new Error('boom with ' + process.env.AWS_SECRET_ACCESS_KEY); }, 4000);\n`);
-    const rejectPreload = path.join(dirs.root, 'reject.mjs');
+    const rejectPreload = path.join(dirs.root, 'reject.cjs');
     await writeFile(rejectPreload, `setTimeout(() => { Promise.reject(new Error('rejected with ' + process.env.AWS_SECRET_ACCESS_KEY)); }, 4000);\n`);
     for (const [label, file] of [['uncaught exception', preload], ['unhandled rejection', rejectPreload]] as const) {
       await fault.run(`crash: ${label}`, async () => {
-        const { agent } = await env.start(dirs, { node: 'crash', log: { level: 'debug' } }, { env: agentEnv(world, { NODE_OPTIONS: `--import=${file}` }) });
+        const { agent } = await env.start(dirs, { node: 'crash', log: { level: 'debug' } }, { env: agentEnv(world, { NODE_OPTIONS: `--require=${file}` }) });
         const exit = await agent.exited;
         const violations: string[] = [];
         if (exit.code !== 70) violations.push(`exit ${exit.code ?? exit.signal} after a crash, expected 70`);
@@ -190,7 +191,7 @@ describe('security', () => {
       const out = path.join(dirs.root, 'fetched', 'a.db');
       const cfgArgs = ['--config', dirs.config];
       const sh = (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-        new Promise((resolve) => execFile('sh', ['-c', 'umask 000 && exec "$@"', 'sh', process.execPath, path.join(PROJECT_ROOT, 'dist/agent/cli/main.js'), ...args], { env: agentEnv(env.world) }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })));
+        new Promise((resolve) => execFile('sh', ['-c', 'umask 000 && exec "$@"', 'sh', ...agentCommand(args)], { env: agentEnv(env.world) }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })));
       const f = await sh([...cfgArgs, 'fetch', '--latest', '--output', out]);
       await capture(env.file, 'fetch', f.stdout + f.stderr);
       if (f.code !== 0) violations.push(`fetch exited ${f.code}: ${f.stderr.slice(0, 200)}`);

@@ -1,5 +1,5 @@
-// Runs the built agent (dist/agent/cli/main.js) as a child process, the way systemd would, and lets a
-// test await its log lines and scrape its metrics instead of sleeping.
+// Runs the built agent as a child process, the way systemd would, and lets a test await its log lines
+// and scrape its metrics instead of sleeping.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
@@ -9,7 +9,26 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { PROJECT_ROOT, type World } from './world.js';
 
-export const AGENT_MAIN = path.join(PROJECT_ROOT, 'dist/agent/cli/main.js');
+// ── Which runtime runs the agent ────────────────────────────────────────────────────────────────
+// AGENT_RUNTIME=release (npm test sets it): the release executable that scripts/package.sh builds, so
+// that the suites test the Node runtime operators get. Otherwise: the tsc build in dist/ on the
+// machine's node. Every spawn of the agent goes through agentCommand().
+/** The agent's entry point in dist/, relative to the project root. */
+export const AGENT_ENTRY = 'dist/agent/cli/main.js';
+export const AGENT_MAIN = path.join(PROJECT_ROOT, AGENT_ENTRY);
+export const RELEASE_EXECUTABLE = path.join(PROJECT_ROOT, 'release/etcd-backup-agent');
+export const AGENT_RUNTIME: 'release' | 'source' = process.env.AGENT_RUNTIME === 'release' ? 'release' : 'source';
+
+/** The Node version the agent runs on: the one the release embeds (scripts/package.sh records it) or this node's. */
+export function agentNodeVersion(): string {
+  return AGENT_RUNTIME === 'release' ? readFileSync(path.join(PROJECT_ROOT, 'release/.node-version'), 'utf8').trim() : process.version;
+}
+
+/** The program and arguments that run the agent with args on the selected runtime. */
+export function agentCommand(args: readonly string[]): [string, ...string[]] {
+  return AGENT_RUNTIME === 'release' ? [RELEASE_EXECUTABLE, ...args] : [process.execPath, AGENT_MAIN, ...args];
+}
+// ─────────────────────────────────────────────────────────────────────────────────────────────────
 
 export interface LogLine {
   level: string;
@@ -200,7 +219,8 @@ export class AgentProcess {
 }
 
 export async function startAgent(dirs: TestDirs, env: NodeJS.ProcessEnv, cfg: Record<string, unknown>, args: string[] = []): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [AGENT_MAIN, '--config', dirs.config, 'run', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [file, ...argv] = agentCommand(['--config', dirs.config, 'run', ...args]);
+  const child = spawn(file, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const listen = String((cfg.metrics as { listen: string }).listen);
   const agent = new AgentProcess(child, `http://${listen}/metrics`);
   // a test may start the agent before the directory exists; that is a start too
@@ -211,7 +231,8 @@ export async function startAgent(dirs: TestDirs, env: NodeJS.ProcessEnv, cfg: Re
 /** Runs a one-shot CLI verb of the built agent and returns its exit code and output. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [AGENT_MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [file, ...argv] = agentCommand(args);
+    const child = spawn(file, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -2,12 +2,16 @@
 // Tests get its dir with inject('worldDir') and attach with readWorldEnv().
 // WORLD_DIR=/path: reuse a world already running there (scripts/world/up.sh /path), keep it up.
 // KEEP_WORLD=1: keep the temp dir (logs) after stopping.
+// AGENT_RUNTIME=release: the agent runs as the release executable (test/support/agent.ts); it is built
+// here first, or reused when no input changed.
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { AGENT_RUNTIME } from './agent.js';
+import { ensureRelease } from './release.js';
 import { PROJECT_ROOT, readWorldEnv, startWorld, worldHealthy } from './world.js';
 
 declare module 'vitest' {
@@ -17,6 +21,7 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  if (AGENT_RUNTIME === 'release') console.log(`[release] ${(await ensureRelease()).trim().split('\n').at(-1)}`);
   const reuse = process.env.WORLD_DIR;
   if (reuse) {
     const world = await readWorldEnv(reuse).catch(() => undefined);

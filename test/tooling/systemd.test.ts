@@ -83,6 +83,10 @@ describe('systemd unit', () => {
     expect(one(d, 'Restart')).toBe('on-failure');
     expect(one(d, 'RestartPreventExitStatus')?.split(' ')).toEqual(expect.arrayContaining(['64', '78']));
     expect(one(d, 'ReadWritePaths')).toBe(`-${String(defaultOf('snapshotDir'))}`);
+    // the directory ReadWritePaths= names exists before the sandbox is built (a late one would stay read-only)
+    expect(one(d, 'ExecStartPre')).toBe(`+/bin/mkdir -p -m 0700 ${String(defaultOf('snapshotDir'))}`);
+    // clean stops clear the start counter, so that only crash loops reach StartLimitBurst
+    expect(one(d, 'ExecStopPost')).toBe(`-+/bin/sh -c 'if [ "$$SERVICE_RESULT" = success ]; then exec /bin/systemctl reset-failed %n; fi'`);
     expect(`/var/lib/${one(d, 'StateDirectory')}`).toBe(defaultOf('stateDir'));
     expect(one(d, 'LoadCredential')).toBe(`s3:${path.dirname(DEFAULT_CONFIG_PATH)}/credentials`);
     expect(one(d, 'Environment')).toBe('AWS_SHARED_CREDENTIALS_FILE=%d/s3');
