@@ -23,7 +23,7 @@ export class Throttle {
       }, waitMs);
       const onAbort = (): void => {
         clearTimeout(timer);
-        reject(signal!.reason);
+        reject(signal!.reason as Error);
       };
       signal?.addEventListener('abort', onAbort, { once: true });
     });

@@ -84,8 +84,9 @@ export function coerce(spec: KeySpec, value: unknown, issues: ConfigIssue[]): un
     case 'list': {
       const arr = typeof value === 'string' ? [value] : value;
       if (!Array.isArray(arr) || arr.some((x) => typeof x !== 'string' || x.length === 0 || x.length > 256)) return bad();
-      if (arr.some((x) => CONTROL.test(x))) return bad('contains control characters');
-      return arr as string[];
+      const strings = arr as string[];
+      if (strings.some((x) => CONTROL.test(x))) return bad('contains control characters');
+      return strings;
     }
   }
 }

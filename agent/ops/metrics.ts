@@ -53,15 +53,14 @@ export class Metrics {
 
   constructor(version: string, opts: { defaultMetrics?: boolean; features?: BuildFeatures } = {}) {
     const registers = [this.registry];
-    const self = this;
     this.lastUploadSuccess = new Gauge({ name: 'etcdbackup_last_upload_success_timestamp_seconds', help: 'When the newest snapshot of this node was confirmed in S3; seeded at start from the ledger and S3, so a restart does not reset it.', registers });
     this.lastSnapshot = new Gauge({
       name: 'etcdbackup_last_snapshot_timestamp_seconds',
       help: 'Modification time of the newest complete local snapshot (confirmed, or complete and waiting for its upload; one the upload pass then finds corrupt no longer counts).',
       registers,
-      collect() {
-        const waiting = Math.min(self.newestWaitingMs(), Date.now()) / 1000;
-        this.set(Math.max(self.lastSnapshotS, waiting > 0 ? waiting : 0));
+      collect: () => {
+        const waiting = Math.min(this.newestWaitingMs(), Date.now()) / 1000;
+        this.lastSnapshot.set(Math.max(this.lastSnapshotS, waiting > 0 ? waiting : 0));
       },
     });
     this.pending = new Gauge({ name: 'etcdbackup_snapshots_pending', help: 'Verified local snapshots not yet confirmed in S3.', registers });
@@ -79,18 +78,18 @@ export class Metrics {
       name: 'etcdbackup_local_snapshots',
       help: 'Snapshot files in the snapshot directory (computed at scrape time).',
       registers,
-      async collect() {
-        const u = await self.usageOnce();
-        if (u) this.set(u.count);
+      collect: async () => {
+        const u = await this.usageOnce();
+        if (u) this.localSnapshots.set(u.count);
       },
     });
     this.localBytes = new Gauge({
       name: 'etcdbackup_local_snapshots_bytes',
       help: 'Bytes of snapshot files in the snapshot directory (computed at scrape time).',
       registers,
-      async collect() {
-        const u = await self.usageOnce();
-        if (u) this.set(u.bytes);
+      collect: async () => {
+        const u = await this.usageOnce();
+        if (u) this.localBytes.set(u.bytes);
       },
     });
     this.pruned = new Counter({ name: 'etcdbackup_pruned_files_total', help: 'Snapshots deleted by retention.', labelNames: ['location'], registers });

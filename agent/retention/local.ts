@@ -7,7 +7,7 @@ import { byRecency, iso } from './rank.js';
 export type { FileState, LocalFile } from '../snapshot/lifecycle.js';
 
 /** States of a complete, intact snapshot: the only files a count or age policy ranks. */
-export const VERIFIED: ReadonlySet<FileState> = VERIFIED_STATES as ReadonlySet<FileState>;
+export const VERIFIED: ReadonlySet<FileState> = VERIFIED_STATES;
 
 /** A confirmed upload as the ledger records it. */
 export interface LedgerFact {
@@ -73,7 +73,7 @@ function policyVerdict(f: LocalFile, c: LocalContext): { delete: boolean; why: s
   const overCount = keep !== undefined && rank >= keep;
   const overAge = maxAgeMs !== undefined && age > maxAgeMs;
   if (overCount || overAge) {
-    const why = [overCount && `beyond the newest ${keep} (it is number ${rank + 1})`, overAge && `older than maxAge ${formatDuration(maxAgeMs!)} (age ${formatDuration(age)})`];
+    const why = [overCount && `beyond the newest ${keep} (it is number ${rank + 1})`, overAge && `older than maxAge ${formatDuration(maxAgeMs)} (age ${formatDuration(age)})`];
     return { delete: true, why: why.filter(Boolean).join(' and ') };
   }
   if (keep === undefined && maxAgeMs === undefined) return { delete: false, why: 'no local retention policy (retention.keep and retention.maxAge are unset)' };

@@ -67,8 +67,8 @@ export class Uploader {
     const signal = AbortSignal.any([outer, ctl.signal]);
     const uploadId = await store.createUpload(stored, { metadata, lock: opts.lock, signal, ...(opts.integrity === 'crc32' ? { checksumAlgorithm: 'CRC32' } : {}) });
 
-    const done: CompletedPart[] = new Array(parts);
-    const sums: string[] = new Array(parts);
+    const done = new Array<CompletedPart>(parts);
+    const sums = new Array<string>(parts);
     const inflight = new Set<Promise<void>>();
     const plainPool: Buffer[] = [];
     const cipherPool: Buffer[] = [];
@@ -142,7 +142,7 @@ export class Uploader {
         return { kind: 'rejected', verdict };
       }
       await Promise.allSettled([...inflight]);
-      if (failure !== undefined) throw failure;
+      if (failure !== undefined) throw failure as Error;
       const verified = verdict as Verified;
       // The manifest goes first: the object then never exists without it. A Complete that fails leaves a
       // manifest whose object is missing, which no reader counts and retention removes.

@@ -92,7 +92,7 @@ export async function readCatalog(store: Store, prefix: string, opts: CatalogOpt
     if (manifests.has(key)) {
       const m = await readManifest(store, manifestKey(key));
       if (m && 'manifest' in m && m.manifest.object.key === info.key) manifest = m.manifest;
-      else manifestProblem = m && 'problem' in m ? m.problem : m ? `describes ${(m as { manifest: Manifest }).manifest.object.key}, not ${info.key}` : 'vanished';
+      else manifestProblem = m && 'problem' in m ? m.problem : m ? `describes ${m.manifest.object.key}, not ${info.key}` : 'vanished';
     }
     if (opts.head || !manifest) {
       const h = await store.head(info.key);

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { rootCertificates } from 'node:tls';
-import { S3Client } from '@aws-sdk/client-s3';
+import { S3Client, type ServiceInputTypes, type ServiceOutputTypes } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { DeserializeHandler, DeserializeHandlerArguments } from '@smithy/types';
 import type { Config } from '../config/keys.js';
@@ -60,7 +60,7 @@ export function s3Client(cfg: Config, env: NodeJS.ProcessEnv = process.env): S3C
   if (proxied) {
     // next to the transport, before the SDK parses: an error page from the proxy is not an S3 error
     client.middlewareStack.add(
-      (next: DeserializeHandler<any, any>) => async (args: DeserializeHandlerArguments<any>) => {
+      (next: DeserializeHandler<ServiceInputTypes, ServiceOutputTypes>) => async (args: DeserializeHandlerArguments<ServiceInputTypes>) => {
         const out = await next(args);
         const res = out.response as { statusCode?: number; reason?: string; headers?: Record<string, string>; body?: { destroy?: () => void } };
         const own = res?.statusCode ? proxyOwnAnswer({ statusCode: res.statusCode, reason: res.reason, headers: res.headers ?? {} }, proxied.shown) : undefined;

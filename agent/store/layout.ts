@@ -199,7 +199,7 @@ export interface Manifest {
 
 /** The bytes a manifest signature covers: the manifest without its manifest signature, keys sorted. */
 export function canonicalManifest(m: Manifest): Buffer {
-  const copy: Manifest = JSON.parse(JSON.stringify(m));
+  const copy = JSON.parse(JSON.stringify(m)) as Manifest;
   if (copy.signature) copy.signature.manifestSignature = '';
   return Buffer.from(stableJson(copy), 'utf8');
 }

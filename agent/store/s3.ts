@@ -15,6 +15,8 @@ import {
   PutObjectRetentionCommand,
   UploadPartCommand,
   type S3Client,
+  type UploadPartCommandInput,
+  type UploadPartCommandOutput,
 } from '@aws-sdk/client-s3';
 import type { BuildHandler, BuildHandlerArguments } from '@smithy/types';
 import { AgentError } from '../base/errors.js';
@@ -33,9 +35,9 @@ const notFound = (err: unknown): boolean => {
 };
 
 /** Sets one header on one request before it is signed (a per-command middleware: no shared state). */
-function withHeaders<C extends { middlewareStack: { add: (...a: any[]) => void } }>(cmd: C, headers: Record<string, string>): C {
+function withHeaders(cmd: UploadPartCommand, headers: Record<string, string>): UploadPartCommand {
   cmd.middlewareStack.add(
-    (next: BuildHandler<any, any>) => async (args: BuildHandlerArguments<any>) => {
+    (next: BuildHandler<UploadPartCommandInput, UploadPartCommandOutput>) => async (args: BuildHandlerArguments<UploadPartCommandInput>) => {
       const req = args.request as { headers?: Record<string, string> };
       if (req.headers) Object.assign(req.headers, headers);
       return next(args);

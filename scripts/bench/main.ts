@@ -254,7 +254,11 @@ function daemon(cfg: string, env: NodeJS.ProcessEnv) {
       const l = JSON.parse(buf.slice(0, i));
       buf = buf.slice(i + 1);
       lines.push(l);
-      for (const w of [...waiters]) if (w.pred(l)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(l);
+      for (const w of [...waiters]) {
+        if (!w.pred(l)) continue;
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(l);
+      }
     }
   });
   return {

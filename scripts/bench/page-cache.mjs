@@ -10,7 +10,6 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
 const GiB = 1024 ** 3;

@@ -74,7 +74,7 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}${prom ? `\nprometheus stderr: ${prom.stderr().slice(-1500)}` : ''}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last instanceof Error ? last.message : JSON.stringify(last)})` : ''}${prom ? `\nprometheus stderr: ${prom.stderr().slice(-1500)}` : ''}`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -86,7 +86,7 @@ interface PromResult {
 }
 
 async function promQuery(expr: string): Promise<PromResult> {
-  const res = await fetch(`${prom!.url}/api/v1/query?${new URLSearchParams({ query: expr })}`);
+  const res = await fetch(`${prom!.url}/api/v1/query?${new URLSearchParams({ query: expr }).toString()}`);
   return (await res.json()) as PromResult;
 }
 
@@ -109,7 +109,7 @@ async function startPrometheus(target: string): Promise<NonNullable<typeof prom>
   await writeFile(path.join(dir, 'prometheus.yml'), stringify(config));
   const child = spawn(PROMETHEUS, [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const p = { url: `http://127.0.0.1:${port}`, child, dir, stderr: () => stderr };
   prom = p;
   const exited = new Promise<never>((_, reject) => child.on('exit', (code) => reject(new Error(`prometheus exited (${code}): ${stderr.slice(-2000)}`))));

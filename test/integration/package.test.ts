@@ -343,7 +343,10 @@ async function unitAllowList(): Promise<string[]> {
   for (const [, value] of unit.matchAll(/^SystemCallFilter=(.*)$/gm)) {
     const deny = value!.startsWith('~');
     for (const item of value!.replace(/^~/, '').split(/\s+/).filter(Boolean)) {
-      for (const call of expand(item)) deny ? allowed.delete(call) : allowed.add(call);
+      for (const call of expand(item)) {
+        if (deny) allowed.delete(call);
+        else allowed.add(call);
+      }
     }
   }
   return [...allowed];

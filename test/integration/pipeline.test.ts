@@ -1,5 +1,4 @@
 // Detection and verification end to end: real etcd snapshots, the built agent, Ceph RGW.
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { copyFile, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -12,7 +11,6 @@ import { goZip, startGoZip } from '../support/go-zip.js';
 let world: World;
 const bucket = `pipeline-${Date.now().toString(36)}`;
 const agents: AgentProcess[] = [];
-const prefix = 'etcd-backup/test/node-a/';
 
 beforeAll(async () => {
   world = await readWorldEnv(inject('worldDir'));

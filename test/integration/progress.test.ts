@@ -9,7 +9,7 @@ import { createServer, connect, type AddressInfo, type Server, type Socket } fro
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatBytes } from '../../agent/base/units.js';
-import { AGENT_MAIN, agentEnv, runCli, startAgent, testDirs, writeConfig, type TestDirs } from '../support/agent.js';
+import { AGENT_MAIN, agentEnv, runCli, startAgent, testDirs, writeConfig, type LogLine, type TestDirs } from '../support/agent.js';
 import { onTerminal } from '../support/terminal.js';
 import { createBucket, emptyAndDeleteBucket, putKeys, readWorldEnv, saveSnapshot, type World } from '../support/world.js';
 
@@ -176,7 +176,7 @@ describe('the daemon', () => {
       const started = await a.waitFor((l) => l.msg === 'upload started', 30_000, 'upload started');
       await a.waitMsg('snapshot shipped and confirmed', 'big.db', 110_000);
       const progress = a.lines.filter((l) => l.msg === 'upload progress');
-      const t = (l: { time?: unknown }): number => Date.parse(String(l.time));
+      const t = (l: LogLine): number => Date.parse(String(l.time));
       expect(progress.length).toBeGreaterThan(0);
       for (const p of progress) expect(p.level).toBe('debug');
       expect(t(progress[0]!) - t(started)).toBeGreaterThanOrEqual(30_000);

@@ -41,7 +41,7 @@ const ESC = '\x1b';
 /** Hostile values, by class; `special` ones name devices and FIFOs that a careless reader blocks or drowns on. */
 function hostileValues(): Record<string, unknown[]> {
   return {
-    'wrong type': [42, -1, 1.5, true, ['a', 'b'], { nested: 'map' }, [{ a: 1 }], 1e309, -0],
+    'wrong type': [42, -1, 1.5, true, ['a', 'b'], { nested: 'map' }, [{ a: 1 }], Infinity, -0],
     empty: ['', [], {}, ' ', '\n'],
     huge: [MIB, 'B'.repeat(64 * 1024), Array.from({ length: 10_000 }, (_, i) => `x${i}`)],
     'control characters': ['a\x00b', 'bell\x07', 'tab\there', 'cr\rlf\n', 'del\x7f', '\x1b'],
@@ -87,7 +87,7 @@ function outputProblems(label: string, r: { code: number | null; stdout: string;
   else if (r.code !== 0 && r.code !== 78) out.push(`${label}: exit ${r.code}, expected 78 (or 0 for a valid config); stderr: ${r.stderr.slice(0, 200)}`);
   const all = r.stdout + r.stderr;
   if (/^fatal:|^\s+at .+:\d+:\d+\)?$/m.test(all)) out.push(`${label}: crash output: ${all.slice(0, 300)}`);
-  // eslint-disable-next-line no-control-regex
+   
   const ctl = /[\x00-\x08\x0b-\x1f\x7f\u202e]/.exec(all);
   if (ctl) out.push(`${label}: the output carries a raw control character (U+${ctl[0].charCodeAt(0).toString(16).padStart(4, '0')}) into the operator's terminal: ${JSON.stringify(all.slice(Math.max(0, ctl.index - 60), ctl.index + 20))}`);
   if (all.length > 64 * 1024) out.push(`${label}: ${all.length} bytes of output for one bad value`);
@@ -97,7 +97,7 @@ function outputProblems(label: string, r: { code: number | null; stdout: string;
 /** A string of an accepted config that would carry a control or bidi character to a terminal (PEM may have lines). */
 function printedControls(value: unknown, at = ''): string | undefined {
   if (typeof value === 'string') {
-    // eslint-disable-next-line no-control-regex
+     
     const re = at === 's3.ca' ? /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e]/ : /[\x00-\x1f\x7f\u202a-\u202e]/;
     return re.test(value) ? `${at} holds ${JSON.stringify(value).slice(0, 60)}` : undefined;
   }
@@ -202,7 +202,7 @@ describe('fault 6: bad input', () => {
             return false;
           }
           invalid++;
-          // eslint-disable-next-line no-control-regex
+           
           if (/[\x00-\x08\x0b-\x1f\x7f]/.test(e.message)) {
             problems.push(`${key}: the error message carries a raw control character: ${JSON.stringify(e.message.slice(0, 200))}`);
             return false;

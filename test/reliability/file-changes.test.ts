@@ -87,7 +87,7 @@ async function changeMidUpload(change: Change, hold: Hold, frac: number): Promis
     await proxy?.setMode('pass');
     return { agent, node, dir: dirs.snapshots, shippedBefore };
   } finally {
-    if (proxy) void agentDone(agent).then(() => proxy!.close());
+    if (proxy) void agentDone(agent).then(() => proxy.close());
   }
 }
 

@@ -18,7 +18,7 @@ export { RESULTS_DIR };
 export const CAPTURED_DIR = path.join(RESULTS_DIR, 'captured');
 
 export type Mode = 'ci' | 'long';
-export const MODE: Mode = (process.env.RELIABILITY_MODE === 'long' ? 'long' : 'ci') as Mode;
+export const MODE: Mode = (process.env.RELIABILITY_MODE === 'long' ? 'long' : 'ci');
 /** The CI value or the long-pass value of a knob. */
 export const pick = <T>(ci: T, long: T): T => (MODE === 'long' ? long : ci);
 

@@ -272,7 +272,7 @@ async function metricViolations(input: InvariantInput, objects: Map<string, Obje
   if (want.rejected) for (const r of REJECT_REASONS) eq(`etcdbackup_snapshots_rejected_total{reason="${r}"}`, want.rejected[r] ?? 0, `files the test made that must be rejected as ${r}`);
   for (const [r, n] of Object.entries(want.failuresAtLeast ?? {})) {
     const got = metric(text, `etcdbackup_upload_failures_total{reason="${r}"}`) ?? 0;
-    if (got < n!) out.push(`etcdbackup_upload_failures_total{reason="${r}"} is ${got}, but the fault caused at least ${n}`);
+    if (got < n) out.push(`etcdbackup_upload_failures_total{reason="${r}"} is ${got}, but the fault caused at least ${n}`);
   }
   if (want.localSnapshots !== undefined) eq('etcdbackup_local_snapshots', want.localSnapshots, 'snapshot files in the directory');
   if (want.ledgerWriteFailuresAtLeast !== undefined) {

@@ -163,6 +163,6 @@ export async function goList(zipPath: string): Promise<GoListedEntry[]> {
     return (JSON.parse(r.stdout) as { entries: GoListedEntry[] }).entries;
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`Go's archive/zip cannot read ${zipPath}: ${(e.stderr ?? '').trim() || e.message}`);
+    throw new Error(`Go's archive/zip cannot read ${zipPath}: ${(e.stderr ?? '').trim() || e.message}`, { cause: err });
   }
 }

@@ -111,7 +111,7 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
     const queue = from.get(op);
     const plan = queue?.[0];
     if (!plan) return undefined;
-    if (--plan.left <= 0) queue!.shift();
+    if (--plan.left <= 0) queue.shift();
     return plan.reply;
   };
 
@@ -169,7 +169,7 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      if (body.length) body[body.length >> 1] ^= 0x01;
+      if (body.length) body[body.length >> 1]! ^= 0x01;
       bump(stats.injected, op);
       up.end(body);
       wake();

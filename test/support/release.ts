@@ -65,7 +65,7 @@ export async function runProgram(file: string, args: readonly string[], opts: { 
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code?: number | string; stdout?: string; stderr?: string; message: string };
-    if (typeof err.code !== 'number') throw new Error(`${file} could not run: ${err.message}`);
+    if (typeof err.code !== 'number') throw new Error(`${file} could not run: ${err.message}`, { cause: e });
     return { code: err.code, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
   }
 }

@@ -47,7 +47,7 @@ function note(line: string): void {
 /** The container, or skip the test (the reason was printed once, in beforeAll). */
 function host(ctx: TestContext): Container {
   if (!c) ctx.skip();
-  return c!;
+  return c;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -166,7 +166,7 @@ async function ansible(h: Container, tarball: string, check: boolean): Promise<A
 }
 
 const INSTALL_TASK = 'Run install.sh (with --check under ansible-playbook --check)';
-const installOutput = (r: AnsibleReport): string => String(r.tasks.get(INSTALL_TASK)?.result.stdout ?? '');
+const installOutput = (r: AnsibleReport): string => ((r.tasks.get(INSTALL_TASK)?.result.stdout as string | undefined) ?? '');
 
 beforeAll(async () => {
   const reason = cannotBoot();

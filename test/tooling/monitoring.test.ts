@@ -44,7 +44,7 @@ async function promtool(args: string[]): Promise<{ code: number; out: string }> 
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { code?: number | string; stdout?: string; stderr?: string };
     if (err.code === 'ENOENT') {
-      throw new Error('promtool not found: install the Debian package "prometheus" (scripts/install-deps.sh does); CI runs these tests');
+      throw new Error('promtool not found: install the Debian package "prometheus" (scripts/install-deps.sh does); CI runs these tests', { cause: e });
     }
     return { code: typeof err.code === 'number' ? err.code : 1, out: `${err.stdout ?? ''}${err.stderr ?? ''}` };
   }

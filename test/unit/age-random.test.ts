@@ -22,7 +22,7 @@ function byCli(plain: Buffer): Buffer {
   try {
     return execFileSync('age', ['-e', '-r', alice.recipient], { input: plain, maxBuffer: 1 << 26 });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('age is not installed (Debian package age)');
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('age is not installed (Debian package age)', { cause: e });
     throw e;
   }
 }

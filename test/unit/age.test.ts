@@ -256,12 +256,12 @@ describe('encrypt and decrypt (ours with ours)', () => {
     const ct = encrypt(plain);
     const pieces = [ct.subarray(0, 7), ct.subarray(7, 70_000), ct.subarray(70_000)];
     const got: Buffer[] = [];
-    await pipeline(Readable.from(pieces), ageDecryptor(aliceIds), async function* (src) {
+    await pipeline(Readable.from(pieces), ageDecryptor(aliceIds), async function (src: AsyncIterable<unknown>) {
       for await (const b of src) got.push(b as Buffer);
     });
     expect(Buffer.concat(got).equals(plain)).toBe(true);
     const bad = flip(ct, ct.length - 10);
-    await expect(pipeline(Readable.from([bad]), ageDecryptor(aliceIds), async function* (src) {
+    await expect(pipeline(Readable.from([bad]), ageDecryptor(aliceIds), async function (src: AsyncIterable<unknown>) {
       for await (const _ of src) void _;
     })).rejects.toMatchObject({ reason: 'tampered', message: expect.stringContaining('chunk 5 ') });
   });

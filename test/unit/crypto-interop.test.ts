@@ -44,8 +44,8 @@ function run(cmd: string, args: string[], input?: Buffer): Buffer {
     return execFileSync(cmd, args, { input: input ?? Buffer.alloc(0), maxBuffer: MAX, stdio: ['pipe', 'pipe', 'pipe'] });
   } catch (e) {
     const err = e as { code?: string; stderr?: Buffer; status?: number };
-    if (err.code === 'ENOENT') throw new Error(`${cmd} is not installed: these tests need the Debian packages age and openssh-client`);
-    throw new Error(`${cmd} ${args.join(' ')} exited ${err.status}: ${err.stderr?.toString().trim()}`);
+    if (err.code === 'ENOENT') throw new Error(`${cmd} is not installed: these tests need the Debian packages age and openssh-client`, { cause: e });
+    throw new Error(`${cmd} ${args.join(' ')} exited ${err.status}: ${err.stderr?.toString().trim()}`, { cause: e });
   }
 }
 

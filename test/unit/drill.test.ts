@@ -50,12 +50,12 @@ beforeAll(async () => {
   }
   // the producers' own zips of real snapshots: rke-tools' `/backup/<name>` entry, k3s' single `<name>`
   files['rke.zip'] = join(dir, '2024-05-01T12:00:00Z_etcd.zip');
-  await goZip('rke', files['etcd-medium.db'], files['rke.zip'], { name: '2024-05-01T12:00:00Z_etcd' });
+  await goZip('rke', files['etcd-medium.db']!, files['rke.zip'], { name: '2024-05-01T12:00:00Z_etcd' });
   files['k3s.zip'] = join(dir, 'etcd-snapshot-node-a-1714564800.zip');
-  await goZip('k3s', files['etcd-small.db'], files['k3s.zip'], { name: 'etcd-snapshot-node-a-1714564800' });
+  await goZip('k3s', files['etcd-small.db']!, files['k3s.zip'], { name: 'etcd-snapshot-node-a-1714564800' });
   // the body of a real snapshot damaged where only the page walk sees it: a live leaf page of the `key`
   // bucket zeroed, and the SHA-256 trailer recomputed over the damaged body (a producer bug, or tampering)
-  const medium = await readFile(files['etcd-medium.db']);
+  const medium = await readFile(files['etcd-medium.db']!);
   const body = Buffer.from(medium.subarray(0, medium.length - 32));
   const live = readLive(body);
   zeroedPage = [...live.live.values()].filter((p) => p.bucket === 'key' && p.kind === 'leaf' && p.count >= 2)[2]!.pgid;
@@ -280,7 +280,7 @@ describe('verifyEntry on objects the Uploader shipped', () => {
     expect(deep.db?.revision).toBe(status['etcd-medium.db']!.revision);
     const obj = store.objects.get(e.object.key)!;
     obj.body = Buffer.from(obj.body);
-    obj.body[3 * 65_600] ^= 1;
+    obj.body[3 * 65_600]! ^= 1;
     const bad = await verifyEntry(store, e);
     expect(bad).toMatchObject({ ok: false, depth: 'stored', reason: 'hash' });
     expect(bad.detail).toMatch(/^part 1 \(stored bytes \d+…\d+\) differs from what the server verified at upload$/);
@@ -303,7 +303,7 @@ describe('an age-encrypted object read with its identity', () => {
     }
     const obj = store.objects.get(e.object.key)!;
     obj.body = Buffer.from(obj.body);
-    obj.body[obj.body.length - 100] ^= 1;
+    obj.body[obj.body.length - 100]! ^= 1;
     await expect(reader.read(plain.length - 10, 10)).rejects.toThrow(/^chunk 7 failed authentication/);
   });
 

@@ -74,7 +74,7 @@ describe('decide', () => {
   it('property: only a complete, unconfirmed regular file that passed its checks is ever shipped', () => {
     fc.assert(
       fc.property(facts, (f) => {
-        const d = decide(base({ ...f, kind: f.kind as FileFacts['kind'], zip: f.zip as FileFacts['zip'], changedAtMs: NOW - f.sinceChange, firstSeenMs: NOW - f.sinceSeen }));
+        const d = decide(base({ ...f, kind: f.kind, zip: f.zip, changedAtMs: NOW - f.sinceChange, firstSeenMs: NOW - f.sinceSeen }));
         if (d.action.kind === 'ship') {
           expect(f.kind).toBe('file');
           expect(f.confirmed).toBeUndefined();

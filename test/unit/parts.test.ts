@@ -22,7 +22,7 @@ function sum(kind: Kind, b: Buffer): string {
 function layout(body: Buffer, first: number, each: number, kind: Kind): Manifest['object'] {
   const cuts = [0, Math.min(first, body.length)];
   while (cuts[cuts.length - 1]! < body.length) cuts.push(Math.min(body.length, cuts[cuts.length - 1]! + each));
-  const partChecksums = cuts.slice(1).map((end, i) => sum(kind, body.subarray(cuts[i]!, end)));
+  const partChecksums = cuts.slice(1).map((end, i) => sum(kind, body.subarray(cuts[i], end)));
   return { key: 'k.age', size: body.length, parts: partChecksums.length, partSize: each, integrity: kind, partChecksums, firstPartBytes: first, partBytes: each };
 }
 

@@ -72,7 +72,7 @@ describe('OpenSSH private keys', () => {
     expect(key.publicLine).toBe((await readFile(`${keyFile}.pub`, 'utf8')).trim());
     expect(sshKeygen(['-l', '-f', keyFile]).stdout).toContain(key.fingerprint);
     // printing the key object shows only public facts
-    expect(`${key}`).toBe(`ssh-ed25519 private key ${key.fingerprint}`);
+    expect(String(key)).toBe(`ssh-ed25519 private key ${key.fingerprint}`);
     expect(JSON.stringify({ key })).not.toMatch(/BEGIN|[A-Za-z0-9+/]{60}/);
   });
 

@@ -60,12 +60,6 @@ const sha256sum = (path: string): string => execFileSync('sha256sum', [path], { 
 /** Cuts the real snapshot to `pages` pages and appends a fresh, correct trailer. */
 const shortenedWithHash = (buf: Buffer, pages: number): Buffer => withTrailer(buf.subarray(0, pages * 4096));
 
-function setU64(buf: Buffer, at: number, v: bigint): Buffer {
-  const out = Buffer.from(buf);
-  out.writeBigUInt64LE(v, at);
-  return out;
-}
-
 describe('fixtures', () => {
   // The tables below name offsets and sizes of these files; a refreshed fixture must keep this shape.
   it('have the shape the tables assume', () => {
@@ -219,7 +213,7 @@ describe('quickCheck', () => {
       const r = await (read as (...a: unknown[]) => ReturnType<typeof fh.read>)(...args);
       bytes += r.bytesRead;
       return r;
-    }) as typeof fh.read;
+    });
     try {
       expect(await quickCheck(fh, buf.length, format)).toBeUndefined();
     } finally {
