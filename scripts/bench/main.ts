@@ -12,7 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { metaPages, writeSyntheticSnapshot } from '../../test/support/snapshots.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
-const AGENT = path.join(ROOT, 'dist/agent/cli/main.js');
+// The agent as it ships (the release executable and its embedded Node), unless AGENT_RUNTIME=source.
+const RELEASE = path.join(ROOT, 'release/etcd-backup-agent');
+const SOURCE = process.env.AGENT_RUNTIME === 'source';
+const agentArgv = (...args: string[]): string[] => (SOURCE ? [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...args] : [RELEASE, ...args]);
+const agentRuntime = (): string => (SOURCE ? `Node ${process.version} (source)` : `release executable, Node ${readFileSync(path.join(ROOT, 'release/.node-version'), 'utf8').trim()}`);
 const SINK = path.join(ROOT, 'dist/bench/scripts/bench/sink.js');
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -78,7 +82,7 @@ function agentTool(name: string, extra = '', sealed = false): Tool {
       const cfg = path.join(dir, 'config.yaml');
       const ca = ep.caFile ? `  caFile: ${ep.caFile}\n` : '';
       await writeFile(cfg, `node: ${node}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}/state\ns3:\n  bucket: ${ep.bucket}\n  endpoint: ${ep.url}\n${ca}${extra}${sealed ? sealing : ''}metrics:\n  enabled: false\nlog:\n  level: warn\n`);
-      return { argv: [process.execPath, AGENT, '--config', cfg, 'upload', '--quiet', file], env: baseEnv(ep) };
+      return { argv: agentArgv('--config', cfg, 'upload', '--quiet', file), env: baseEnv(ep) };
     },
   };
 }
@@ -243,7 +247,8 @@ async function transferBench(scenarios: Scenario[], files: Map<number, string>, 
 
 /** Starts `run` and resolves on the first log line matching pred, with the line. */
 function daemon(cfg: string, env: NodeJS.ProcessEnv) {
-  const child = spawn(process.execPath, [AGENT, '--config', cfg, 'run'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const [cmd, ...rest] = agentArgv('--config', cfg, 'run');
+  const child = spawn(cmd!, rest, { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines: { msg: string; time: string; file?: string }[] = [];
   const waiters: { pred: (l: { msg: string; file?: string }) => boolean; resolve: (l: { msg: string; time: string }) => void }[] = [];
   let buf = '';
@@ -353,7 +358,7 @@ async function rssBySize(sink: Endpoint, work: string, oneGiB: string): Promise<
 async function main(): Promise<void> {
   const work = await mkdtemp(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'etcd-backup-bench-'));
   const cpu = /model name\s*:\s*(.*)/.exec(await readFile('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
-  const header = [`etcd-backup-agent benchmark, ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores (${cpu}), ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, Node ${process.version}, ${QUICK ? 'quick' : `${ROUNDS} rounds`}`];
+  const header = [`etcd-backup-agent benchmark, ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores (${cpu}), ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, agent: ${agentRuntime()}, ${QUICK ? 'quick' : `${ROUNDS} rounds`}`];
   process.stderr.write(`${header[0]}\nwork dir ${work}\n`);
   const worldDir = path.join(work, 'world');
   const { makePrivateCa, startTlsFront } = await import('../../test/support/tls-front.js');
