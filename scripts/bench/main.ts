@@ -3,13 +3,12 @@
 // alternated round by round so that a noisy neighbour hurts them all alike. Prints medians and ratios.
 // Not a test: nothing here asserts a number.
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { metaPages, writeSyntheticSnapshot } from '../../test/support/snapshots.js';
+import { etcdSnapshot } from './fixtures.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 // The agent as it ships (the release executable and its embedded Node), unless AGENT_RUNTIME=source.
@@ -174,20 +173,6 @@ async function s3(ep: Endpoint) {
 }
 
 /** A sparse snapshot-shaped file: meta pages, a hole, the SHA-256 trailer. Costs no disk. */
-async function writeSparseSnapshot(file: string, bytes: number): Promise<void> {
-  const pageSize = 4096;
-  const pages = Math.floor(bytes / pageSize);
-  const meta = metaPages(pageSize, pages);
-  const hash = createHash('sha256').update(meta);
-  const zeros = Buffer.alloc(8 * MiB);
-  for (let left = pages * pageSize - meta.length; left > 0; left -= zeros.length) hash.update(left >= zeros.length ? zeros : zeros.subarray(0, left));
-  const fh = await open(file, 'w', 0o600);
-  await fh.write(meta, 0, meta.length, 0);
-  await fh.truncate(pages * pageSize);
-  await fh.write(hash.digest(), 0, 32, pages * pageSize);
-  await fh.close();
-}
-
 function row(cells: (string | number)[], widths: number[]): string {
   return cells.map((c, i) => String(c).padStart(widths[i]!)).join('  ');
 }
@@ -200,6 +185,9 @@ interface Scenario {
 
 async function transferBench(scenarios: Scenario[], files: Map<number, string>, work: string): Promise<string[]> {
   const out: string[] = [];
+  // figures per byte actually sent: the snapshots are real, so a little over their nominal size
+  const actual = new Map<number, number>();
+  for (const [size, f] of files) actual.set(size, (await stat(f)).size);
   const results = new Map<string, Sample[]>();
   let runNo = 0;
   for (let round = 0; round < ROUNDS; round++) {
@@ -214,7 +202,7 @@ async function transferBench(scenarios: Scenario[], files: Map<number, string>, 
           const sample = await measure(argv, env);
           const id = `${sc.ep.name}|${size}|${tool.name}`;
           results.set(id, [...(results.get(id) ?? []), sample]);
-          process.stderr.write(`  round ${round + 1} ${sc.ep.name} ${size / GiB} GiB ${tool.name.padEnd(9)} ${(size / MiB / sample.wall).toFixed(0)} MiB/s, ${(sample.cpu / (size / GiB)).toFixed(2)} CPU s/GiB, ${sample.rssMiB.toFixed(0)} MiB RSS\n`);
+          process.stderr.write(`  round ${round + 1} ${sc.ep.name} ${size / GiB} GiB ${tool.name.padEnd(9)} ${(actual.get(size)! / MiB / sample.wall).toFixed(0)} MiB/s, ${(sample.cpu / (actual.get(size)! / GiB)).toFixed(2)} CPU s/GiB, ${sample.rssMiB.toFixed(0)} MiB RSS\n`);
           if (sc.ep.name.startsWith('rgw')) await (await s3(sc.ep)).clear();
         }
       }
@@ -223,11 +211,11 @@ async function transferBench(scenarios: Scenario[], files: Map<number, string>, 
   const widths = [9, 5, 7, 9, 12, 14];
   for (const sc of scenarios) {
     for (const size of sc.sizes) {
-      out.push('', `${sc.ep.title}, ${size / GiB} GiB snapshot-shaped file, median of ${ROUNDS}`);
+      out.push('', `${sc.ep.title}, a real etcd snapshot of ${(actual.get(size)! / MiB).toFixed(0)} MiB, median of ${ROUNDS}`);
       out.push(row(['tool', 'runs', 'MiB/s', 'CPU s/GiB', 'peak RSS MiB', 'vs aws (MiB/s)'], widths));
       const stat = (tool: string) => {
         const x = results.get(`${sc.ep.name}|${size}|${tool}`) ?? [];
-        return { mibs: median(x.map((y) => size / MiB / y.wall)), cpu: median(x.map((y) => y.cpu / (size / GiB))), rss: Math.max(...x.map((y) => y.rssMiB)), n: x.length };
+        return { mibs: median(x.map((y) => actual.get(size)! / MiB / y.wall)), cpu: median(x.map((y) => y.cpu / (actual.get(size)! / GiB))), rss: Math.max(...x.map((y) => y.rssMiB)), n: x.length };
       };
       const aws = stat('aws');
       for (const t of sc.tools) {
@@ -290,8 +278,7 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
   await mkdir(dir);
   const cfg = path.join(work, 'daemon.yaml');
   await writeFile(cfg, `node: latency\ncluster: bench\nsnapshotDir: ${dir}\nstateDir: ${work}/daemon-state\ns3:\n  bucket: ${sink.bucket}\n  endpoint: ${sink.url}\nmetrics:\n  enabled: false\n`);
-  const src = path.join(work, 'small.db');
-  await writeSyntheticSnapshot(src, { bytes: 16 * MiB, fill: 'random' });
+  const src = await etcdSnapshot(ROOT, 16 * MiB);
   const d = daemon(cfg, baseEnv(sink));
   await d.wait((l) => l.msg === 'watching snapshot directory');
   const latencies: number[] = [];
@@ -299,10 +286,6 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
     // a finished snapshot renamed into place, as etcdctl does
     const part = path.join(dir, `snap-${i}.db.part`);
     await copyFile(src, part);
-    const fh = await open(part, 'r+');
-    await fh.write(Buffer.from([i]), 0, 1, 4096 * 5); // distinct content each time
-    await fh.close();
-    await fixTrailer(part);
     const t0 = Date.now();
     await rename(part, path.join(dir, `snap-${i}.db`));
     const l = await d.wait((x) => x.msg === 'snapshot complete; queued for upload' && String(x.file).endsWith(`snap-${i}.db`));
@@ -332,26 +315,17 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
   return out;
 }
 
-/** Rewrites the trailer after a test edit so the file stays a valid snapshot. */
-async function fixTrailer(file: string): Promise<void> {
-  const buf = await readFile(file);
-  createHash('sha256').update(buf.subarray(0, buf.length - 32)).digest().copy(buf, buf.length - 32);
-  await writeFile(file, buf);
-}
-
 async function rssBySize(sink: Endpoint, work: string, oneGiB: string): Promise<string[]> {
-  const sparse = path.join(work, 'sparse', 'eight.db');
-  await mkdir(path.dirname(sparse));
-  await writeSparseSnapshot(sparse, 8 * GiB);
+  const eightGiB = await etcdSnapshot(ROOT, 8 * GiB);
   const agent = TOOLS[0]!;
   const one = await agent.cmd(sink, oneGiB, `rss-1g-${Date.now()}`, work);
-  const eight = await agent.cmd(sink, sparse, `rss-8g-${Date.now()}`, work);
+  const eight = await agent.cmd(sink, eightGiB, `rss-8g-${Date.now()}`, work);
   const a = await measure(one.argv, one.env);
   const b = await measure(eight.argv, eight.env);
-  await rm(sparse);
+  const gib8 = (await stat(eightGiB)).size / GiB;
   return [
     '',
-    `Peak RSS, agent upload to the sink: 1 GiB ${a.rssMiB.toFixed(0)} MiB, 8 GiB (sparse) ${b.rssMiB.toFixed(0)} MiB (${(((b.rssMiB - a.rssMiB) / a.rssMiB) * 100).toFixed(1)} %); 8 GiB at ${(8 * 1024 / b.wall).toFixed(0)} MiB/s, ${(b.cpu / 8).toFixed(2)} CPU s/GiB`,
+    `Peak RSS, agent upload to the sink: 1 GiB ${a.rssMiB.toFixed(0)} MiB, 8 GiB ${b.rssMiB.toFixed(0)} MiB (${(((b.rssMiB - a.rssMiB) / a.rssMiB) * 100).toFixed(1)} %); 8 GiB at ${((gib8 * 1024) / b.wall).toFixed(0)} MiB/s, ${(b.cpu / gib8).toFixed(2)} CPU s/GiB`,
   ];
 }
 
@@ -383,12 +357,7 @@ async function main(): Promise<void> {
     await (await s3(rgw)).create();
     await makeSealing(work);
     const files = new Map<number, string>();
-    for (const size of SIZES) {
-      const f = path.join(work, 'files', `${size / GiB}g`, `snapshot-${size / GiB}g.db`);
-      await mkdir(path.dirname(f), { recursive: true });
-      await writeSyntheticSnapshot(f, { bytes: size, fill: 'random' });
-      files.set(size, f);
-    }
+    for (const size of SIZES) files.set(size, await etcdSnapshot(ROOT, size));
     const lines = [...header];
     const all = ['agent', 'agent-age', 'aws', 'rclone', 's3cmd', 'curl'];
     const scenarios: Scenario[] = [
