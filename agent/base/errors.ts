@@ -78,6 +78,8 @@ export function classifyError(err: unknown): FailureReason {
   if (name === 'AbortError') return 'aborted';
   // the SDK's default chain found no credentials anywhere: a local matter, S3 was never asked
   if (name === 'CredentialsProviderError') return 'credentials';
+  // a local file operation (Node's fs errors name their path): never the store's fault
+  if (typeof (e as { syscall?: unknown }).syscall === 'string' && typeof (e as { path?: unknown }).path === 'string') return 'local_io';
   if (code.startsWith('ERR_TLS') || /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|EPROTO/.test(code)) return 'tls';
   // before the name: smithy names a reset or broken socket (ECONNRESET, EPIPE) "TimeoutError"
   if (NET_CODES.has(code)) return 'network';
