@@ -17,7 +17,7 @@ import { nodePrefix } from '../store/layout.js';
 import { Ledger, ledgerLocation } from '../store/ledger.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../base/version.js';
-import { q, type Out } from './output.js';
+import { jsonLine, q, type Out } from './output.js';
 
 /** Asks the daemon on this host; undefined when none answers. */
 async function fromDaemon(cfg: Config): Promise<StatusDoc | undefined> {
@@ -91,7 +91,7 @@ const ago = (iso: string | undefined): string => (iso ? `${iso} (${formatDuratio
 export async function statusCommand(cfg: Config, store: Store, opts: { json: boolean }, io: Out): Promise<ExitCode> {
   const doc = (await fromDaemon(cfg)) ?? (await offline(cfg, store));
   if (opts.json) {
-    io.out(JSON.stringify(doc));
+    io.out(jsonLine(doc));
     return EXIT.OK;
   }
   io.out(doc.source === 'daemon' ? `etcd-backup-agent ${doc.version} on node ${doc.node} (cluster ${doc.cluster}), from the running daemon` : `no running daemon answered on ${cfg.metrics.listen}; computed offline from ${q(cfg.snapshotDir)}, the ledger and S3`);

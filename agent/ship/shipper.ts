@@ -7,7 +7,7 @@ import { classifyError, describeError, storeAtFault } from '../base/errors.js';
 import { fingerprint, NotRegularError, openRegular, readAt, sameFingerprint, type Fingerprint } from '../base/files.js';
 import { isValidUtf8Name, shownBytes } from '../base/text.js';
 import type { Config } from '../config/keys.js';
-import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, type NameRules, type SnapshotName } from '../snapshot/names.js';
+import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, unnameable, type NameRules, type SnapshotName } from '../snapshot/names.js';
 import type { Logger } from '../ops/log.js';
 import type { Metrics } from '../ops/metrics.js';
 import { decide, type CheckResult, type FileFacts, type RejectLabel, type TrackState } from '../snapshot/lifecycle.js';
@@ -129,6 +129,7 @@ export class Shipper {
         this.sniffUnknown(path);
         return;
       }
+      if (this.unnameable(path)) return;
       t = this.track(path, cls);
     }
     this.kick(t);
@@ -213,6 +214,7 @@ export class Shipper {
       return;
     }
     this.notSnapshots.delete(name);
+    if (this.unnameable(path)) return;
     if (!this.tracks.has(name) && !this.closing) this.kick(this.track(path, snap));
   }
 
@@ -233,6 +235,19 @@ export class Shipper {
       this.badNames.add(name);
       this.d.metrics.rejected.inc({ reason: 'name' });
       this.d.log.error('snapshot rejected: its file name is not valid UTF-8, so it can be neither opened by name nor named in S3; rename it', { file: join(dirname(path), shownBytes(raw)), reason: 'name' });
+    }
+    return true;
+  }
+
+  /** A snapshot whose name cannot be a key: rejected, said and counted once per name. */
+  private unnameable(path: string): boolean {
+    const name = basename(path);
+    const why = unnameable(name);
+    if (!why) return false;
+    if (!this.badNames.has(name)) {
+      this.badNames.add(name);
+      this.d.metrics.rejected.inc({ reason: 'name' });
+      this.d.log.error('snapshot rejected: not shipped and never deleted by the agent', { file: path, reason: 'name', detail: why });
     }
     return true;
   }
