@@ -139,6 +139,7 @@ export class Daemon {
       {
         seen: (p) => this.shipper.seen(p),
         gone: (p) => this.shipper.gone(p),
+        listed: (names) => this.shipper.listed(names),
         directory: (up) => this.metrics.dirUp.set(up ? 1 : 0),
       },
       log,
