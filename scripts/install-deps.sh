@@ -9,8 +9,9 @@ PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
       swift-proxy swift-account swift-container swift-object python3-swift memcached  # the second S3 server
       curl uuid-runtime openssl python3 procps
       systemd ansible-core python3-seccomp  # the unit, install and package tests
-      golang-go)  # test zips written by Go's archive/zip, as rke-tools and k3s write them
-# callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
+      golang-go  # test zips written by Go's archive/zip, as rke-tools and k3s write them
+      rclone)  # reads the agent's objects and their mtime metadata in the interop tests
+# callers add their own (the benchmark's peers): EXTRA_PKGS="awscli"
 PKGS+=(${EXTRA_PKGS:-})
 # /proc, not pgrep: procps may be one of the packages still missing
 daemon_pids() {

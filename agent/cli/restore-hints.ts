@@ -12,6 +12,23 @@ function endpointHost(cfg: Config): string | undefined {
   return u.host;
 }
 
+/**
+ * RKE's own restore command for snapshot `name` (its key without `.zip`) under `folder`, with the flags of
+ * `rke etcd snapshot-restore` (rancher/rke cmd/etcd.go): --s3-endpoint is a host (RKE's default is
+ * s3.amazonaws.com), --s3-endpoint-ca a PEM file, keys as placeholders.
+ */
+export function rkeRestoreCommand(cfg: Config, o: { clusterFile: string; name: string; folder: string }): string {
+  const host = endpointHost(cfg);
+  const ca = cfg.s3.caFile ?? (cfg.s3.ca ? 'CA_FILE' : undefined);
+  return [
+    `rke etcd snapshot-restore --config ${o.clusterFile} --name ${o.name} --s3 --bucket-name ${cfg.s3.bucket} --folder ${o.folder}`,
+    host ? ` --s3-endpoint ${host}` : '',
+    cfg.s3.region ? ` --region ${cfg.s3.region}` : '',
+    ca ? ` --s3-endpoint-ca ${ca}` : '',
+    ' --access-key ACCESS_KEY --secret-key SECRET_KEY',
+  ].join('');
+}
+
 /** Lines an operator can paste (secrets shown as placeholders). */
 export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
   const folder = nodePrefix(cfg).replace(/\/$/, '');
@@ -31,7 +48,7 @@ export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
   if (producer.startsWith('rke1') || producer === 'rancher') {
     lines.push(
       'restore with RKE (its --folder is this node\'s prefix):',
-      `  rke etcd snapshot-restore --config cluster.yml --name ${q(bare)} --s3 --bucket-name ${cfg.s3.bucket} --folder ${q(folder)}${host ? ` --s3-endpoint ${host}` : ''}${cfg.s3.region ? ` --region ${cfg.s3.region}` : ''} --access-key ACCESS_KEY --secret-key SECRET_KEY`,
+      `  ${rkeRestoreCommand(cfg, { clusterFile: 'cluster.yml', name: q(bare), folder: q(folder) })}`,
     );
     if (http) lines.push('  (RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front or `etcd-backup-agent fetch` instead)');
   } else if (producer === 'rke2') {
