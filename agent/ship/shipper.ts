@@ -109,17 +109,12 @@ export class Shipper {
     return n;
   }
 
-  /**
-   * Names the watcher need not report: those that are never snapshots (partial, hidden, excluded…) and those
-   * only a file's first bytes can decide. chokidar holds an inotify watch and its own state for every file it
-   * reports, so a directory churning through thousands of unrelated files would cost that much; such names
-   * are found by the rescans instead (every detect.rescanInterval), which also tell when they are gone.
-   */
+  /** Names that are never snapshots (partial, hidden, excluded…): the watcher need not report them. */
   ignores(name: string): boolean {
-    return classify(name, this.rules).kind !== 'snapshot';
+    return classify(name, this.rules).kind === 'ignored';
   }
 
-  /** A path appeared, changed, or was listed by a scan. */
+  /** A name was created, written, renamed or deleted, or a scan listed it. */
   seen(path: string): void {
     if (this.closing) return;
     const name = basename(path);
@@ -220,8 +215,10 @@ export class Shipper {
     try {
       st = await lstat(path);
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return;
       // not awaited: the name check waits for a shared listing, and must not hold a sniff slot meanwhile
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\ufffd')) void this.checkName(path);
+      if (name.includes('\ufffd')) void this.checkName(path);
+      else this.forgetName(name);
       return;
     }
     const id = `${st.ino}:${st.size}:${st.mtimeMs}`;
