@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The command line: load config → validate → complete → run a verb. Owns the exit codes; knows nothing of
-// file watching or the SDK.
+// chokidar or the SDK.
 import { accessSync, constants as fsc } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';

@@ -138,6 +138,7 @@ export class Daemon {
       { rescanIntervalMs: cfg.detect.rescanIntervalMs, ignore: (name) => this.shipper.ignores(name) },
       {
         seen: (p) => this.shipper.seen(p),
+        gone: (p) => this.shipper.gone(p),
         listed: (names) => this.shipper.listed(names),
         directory: (up) => this.metrics.dirUp.set(up ? 1 : 0),
       },

@@ -109,12 +109,17 @@ export class Shipper {
     return n;
   }
 
-  /** Names that are never snapshots (partial, hidden, excluded…): the watcher need not report them. */
+  /**
+   * Names the watcher need not report: those that are never snapshots (partial, hidden, excluded…) and those
+   * only a file's first bytes can decide. chokidar holds an inotify watch and its own state for every file it
+   * reports, so a directory churning through thousands of unrelated files would cost that much; such names
+   * are found by the rescans instead (every detect.rescanInterval), which also tell when they are gone.
+   */
   ignores(name: string): boolean {
-    return classify(name, this.rules).kind === 'ignored';
+    return classify(name, this.rules).kind !== 'snapshot';
   }
 
-  /** A name was created, written, renamed or deleted, or a scan listed it. */
+  /** A path appeared, changed, or was listed by a scan. */
   seen(path: string): void {
     if (this.closing) return;
     const name = basename(path);
@@ -215,10 +220,8 @@ export class Shipper {
     try {
       st = await lstat(path);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return;
       // not awaited: the name check waits for a shared listing, and must not hold a sniff slot meanwhile
-      if (name.includes('\ufffd')) void this.checkName(path);
-      else this.forgetName(name);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\ufffd')) void this.checkName(path);
       return;
     }
     const id = `${st.ino}:${st.size}:${st.mtimeMs}`;
