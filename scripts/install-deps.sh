@@ -13,8 +13,9 @@ PKGS=(ceph-mon ceph-osd radosgw ceph-common etcd-server etcd-client prometheus
       age openssh-client  # encryption and signature interop: the age CLI, ssh-keygen -Y
       tinyproxy tmux  # a real forward proxy for the proxy tests; a real terminal for the progress tests
       debootstrap systemd-container  # the systemd test: a Debian root booted by systemd-nspawn
+      rclone  # reads the agent's objects and their mtime metadata in the interop tests
       libatomic1)  # the release executable's Node runtime links libatomic.so.1
-# callers add their own (the benchmark's peers): EXTRA_PKGS="awscli rclone"
+# callers add their own (the benchmark's peers): EXTRA_PKGS="awscli"
 PKGS+=(${EXTRA_PKGS:-})
 # /proc, not pgrep: procps may be one of the packages still missing
 daemon_pids() {

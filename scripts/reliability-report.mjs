@@ -108,6 +108,10 @@ Notes on how faults are made:
 - **State directory full / read-only** mounts a 64 KiB tmpfs on the state directory (root, as CI runs); where
   mounting is not allowed the test falls back to \`chattr +i\` and says so in the "how" column.
 - **Wrong permissions** runs the agent as \`nobody\` (\`setpriv\`), so that permissions bite.
+- **File churn** forces a garbage collection in the agent before measuring its memory: the agent runs with
+  \`NODE_OPTIONS=--inspect=127.0.0.1:0\`, and a helper sends \`HeapProfiler.collectGarbage\` to its inspector; descriptors
+  and inotify watches are counted in \`/proc/PID/fd\` and \`/proc/PID/fdinfo\`. The CI pass churns 4 × 20,000 files, the long pass
+  4 × 80,000.
 - **npm audit** needs a registry that answers audits. When the registry refuses or cannot be reached, the check
   is reported here as *not run*, with the reason (never as passed), and vitest marks it skipped;
   \`RELIABILITY_REQUIRE_AUDIT=1\` makes that a failure instead (for a release machine that can reach the registry).

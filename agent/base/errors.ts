@@ -78,6 +78,8 @@ export function classifyError(err: unknown): FailureReason {
   if (name === 'AbortError') return 'aborted';
   // the SDK's default chain found no credentials anywhere: a local matter, S3 was never asked
   if (name === 'CredentialsProviderError') return 'credentials';
+  // a local file operation (Node's fs errors name their path): never the store's fault
+  if (typeof (e as { syscall?: unknown }).syscall === 'string' && typeof (e as { path?: unknown }).path === 'string') return 'local_io';
   if (code.startsWith('ERR_TLS') || /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|EPROTO/.test(code)) return 'tls';
   // before the name: smithy names a reset or broken socket (ECONNRESET, EPIPE) "TimeoutError"
   if (NET_CODES.has(code)) return 'network';
@@ -100,7 +102,10 @@ export function describeError(err: unknown, ctx: { location: string; key?: strin
   const e = (err ?? {}) as SdkLikeError;
   const what = e.name && e.name !== 'Error' ? e.name : (e.code ?? (e.cause as SdkLikeError | undefined)?.code ?? 'error');
   const target = ctx.key ? `${ctx.location}, key ${ctx.key}` : ctx.location;
-  const detail = (e.message ?? String(err)).split('\n')[0]!.slice(0, 200);
+  const text = (e.message ?? String(err)).split('\n')[0]!.slice(0, 200);
+  // the SDK says "UnknownError" when the server's error had no message (RGW's often have none)
+  const status = e.$metadata?.httpStatusCode;
+  const detail = (text === 'UnknownError' || text === '') && status !== undefined ? `HTTP ${status}, no message` : text;
   switch (reason) {
     case 'network':
       return `S3 unreachable at ${target} (${what}: ${detail}); check s3.endpoint, s3.proxy and that the server is up and reachable`;

@@ -1,9 +1,10 @@
 // Text that reaches a terminal or a log line: names from the disk and keys from S3 are chosen by others, so
 // control characters, escape sequences and bidi overrides are shown escaped, never interpreted.
 
-// C0 and C1 controls (terminal escapes, line breaks), DEL, the bidi embeddings/overrides/isolates that
-// reorder printed text, and U+FFFD (what an invalid UTF-8 byte decodes to: it hides which byte it was)
-export const CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffd]/;
+// C0 and C1 controls (terminal escapes, line breaks), DEL, the Unicode line and paragraph separators, the
+// bidi embeddings/overrides/isolates that reorder printed text, and U+FFFD (what an invalid UTF-8 byte
+// decodes to: it hides which byte it was)
+export const CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufffd]/;
 const CONTROL_G = new RegExp(CONTROL.source, 'g');
 
 /** Escapes what a terminal would act on: `\x1b`, `\u202e`; a backslash itself stays as is. */
@@ -12,6 +13,15 @@ export function shown(s: string): string {
     const n = c.codePointAt(0)!;
     return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
   });
+}
+
+// What JSON.stringify leaves raw although a terminal acts on it: DEL, the C1 controls, bidi marks and
+// overrides, and the Unicode line and paragraph separators (it escapes only the C0 controls)
+const JSON_RAW = /[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** A serialized JSON text with those characters written as `\uXXXX` escapes: the same value once parsed. */
+export function jsonSafe(json: string): string {
+  return json.replace(JSON_RAW, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** A value from a config file, safe to echo in an error: control and bidi characters become `?`. */

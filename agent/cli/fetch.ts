@@ -3,7 +3,7 @@
 // output is written to a private temporary file beside PATH and renamed into place, so PATH never holds a
 // partial or unchecked snapshot; it is never a device, directory, symlink or FIFO, and an existing file is
 // replaced only with --force. Local failures name the local path and exit 73/74, never 65 or 69.
-import { lstat, mkdir, open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { classifyError, describeError, exitCodeFor, ioCode } from '../base/errors.js';
 import { EXIT, type ExitCode } from '../base/exit.js';
@@ -13,7 +13,7 @@ import type { Config } from '../config/keys.js';
 import { KeyError, parseIdentities, type AgeIdentity } from '../crypto/age.js';
 import { parseAllowedSigners, type AllowedSigner } from '../crypto/sshsig.js';
 import { readBack } from '../drill/read.js';
-import { verifyPath } from '../snapshot/verifier.js';
+import { verifyFile } from '../snapshot/verifier.js';
 import { readCatalog, type CatalogEntry } from '../store/catalog.js';
 import { keyRole, nodePrefix } from '../store/layout.js';
 import type { Store } from '../store/store.js';
@@ -52,6 +52,30 @@ async function checkOutput(output: string, force: boolean): Promise<void> {
   }
   if (!st.isFile()) throw new LocalError(EXIT.CANT_CREATE, `--output ${q(output)} is a ${fileKind(st)}, not a regular file; it is never replaced (not even with --force): choose a new file name`);
   if (!force) throw new LocalError(EXIT.CANT_CREATE, `--output ${q(output)} exists; pass --force to replace it, or choose another name`);
+}
+
+/**
+ * Moves the checked snapshot to --output. The download took a while: what is at --output now is checked
+ * again, and without --force the file is linked into place, which fails if a file appeared meanwhile
+ * (rename would silently replace it).
+ */
+async function place(tmp: string, output: string, force: boolean): Promise<void> {
+  await checkOutput(output, force);
+  const fail = (e: unknown): LocalError =>
+    ioCode(e) === 'EEXIST' ? new LocalError(EXIT.CANT_CREATE, `--output ${q(output)} appeared while the snapshot was downloaded; not replaced (pass --force to replace a file)`) : new LocalError(EXIT.CANT_CREATE, `cannot put the snapshot at ${q(output)} (${ioCode(e)})`);
+  if (!force) {
+    try {
+      await link(tmp, output);
+      await unlink(tmp);
+      return;
+    } catch (e) {
+      // a filesystem without hard links: rename, right after the check above
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK'].includes(ioCode(e))) throw fail(e);
+    }
+  }
+  await rename(tmp, output).catch((e: unknown) => {
+    throw fail(e);
+  });
 }
 
 /** Reads an identity or allowed-signers file the operator named; problems are usage errors that name it. */
@@ -103,7 +127,8 @@ export async function fetchCommand(cfg: Config, store: Store, opts: FetchOptions
     try {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       tmp = join(dir, `.${basename(opts.output)}.part-${process.pid}`);
-      fh = await open(tmp, 'wx', 0o600);
+      // read back as well: the bytes written are verified through the same descriptor, never by path
+      fh = await open(tmp, 'wx+', 0o600);
     } catch (e) {
       tmp = undefined;
       throw new LocalError(EXIT.CANT_CREATE, `cannot create a file in ${q(dir)} for --output (${ioCode(e)}); choose another --output`);
@@ -115,20 +140,22 @@ export async function fetchCommand(cfg: Config, store: Store, opts: FetchOptions
       picked,
       async (chunk) => {
         try {
-          await out.write(chunk);
+          // a write may take fewer bytes than given (a disk filling up takes what fits, then says ENOSPC)
+          for (let off = 0; off < chunk.length; ) {
+            const { bytesWritten } = await out.write(chunk, off, chunk.length - off);
+            if (bytesWritten <= 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO' });
+            off += bytesWritten;
+          }
         } catch (e) {
           throw new LocalError(EXIT.IO, `writing ${q(opts.output)} failed (${ioCode(e)}); nothing was written there`);
         }
       },
       { ...(identities ? { identities } : {}), ...(signers ? { signers } : {}), allowUnverified: opts.allowUnverified, ciphertext: opts.encrypted, onProgress: (d, t) => progress.update(d, t) },
     ).finally(() => progress.done());
-    try {
-      await out.sync();
-      await out.close();
-      fh = undefined;
-    } catch (e) {
-      throw new LocalError(EXIT.IO, `writing ${q(opts.output)} failed (${ioCode(e)}); nothing was written there`);
-    }
+    const local = (e: unknown): LocalError => new LocalError(EXIT.IO, `writing ${q(opts.output)} failed (${ioCode(e)}); nothing was written there`);
+    await out.sync().catch((e: unknown) => {
+      throw local(e);
+    });
     if (!result.ok) {
       io.err(`${q(key)}: refused (${result.problem}): ${result.detail}; nothing written`);
       return result.problem === 'identity' ? EXIT.USAGE : EXIT.DATA;
@@ -136,19 +163,21 @@ export async function fetchCommand(cfg: Config, store: Store, opts: FetchOptions
     let what = 'age ciphertext, structure checked (decrypt with: age -d -i KEY)';
     if (!(picked.encrypted && opts.encrypted)) {
       // the format comes from the bytes, whatever the key is called
-      const verdict = await verifyPath(tmp!);
+      const verdict = await verifyFile(out, result.size, { name: picked.name }).catch((e: unknown) => {
+        throw local(e);
+      });
       if (!verdict.ok) {
         io.err(`${q(key)}: downloaded, but it is not a valid snapshot: ${verdict.reason}: ${verdict.detail}; nothing written`);
         return EXIT.DATA;
       }
       what = `${verdict.format} snapshot verified${result.signedBy ? `, signed by ${q(result.signedBy)}` : ''}`;
     }
-    try {
-      await rename(tmp!, opts.output);
-      tmp = undefined;
-    } catch (e) {
-      throw new LocalError(EXIT.CANT_CREATE, `cannot put the snapshot at ${q(opts.output)} (${ioCode(e)})`);
-    }
+    fh = undefined;
+    await out.close().catch((e: unknown) => {
+      throw local(e);
+    });
+    await place(tmp!, opts.output, opts.force);
+    tmp = undefined;
     io.out(`fetched ${store.location}/${q(key)} -> ${q(opts.output)} (${formatBytes(result.size)}, sha256 ${result.sha256}, ${what})`);
     return EXIT.OK;
   } catch (err) {

@@ -7,6 +7,7 @@ import { EXIT, type ExitCode } from '../base/exit.js';
 import { BACKUP, DEFAULT_IMPORT_DIR, planRkeImport, RkeImportError, type RkeImportPlan } from '../config/rke-import.js';
 import { parseConfig } from '../config/parse.js';
 import { nodePrefix } from '../store/layout.js';
+import { rkeRestoreCommand } from './restore-hints.js';
 import type { Out } from './output.js';
 
 async function writeNew(file: string, text: string, mode: number): Promise<void> {
@@ -96,8 +97,7 @@ export async function importRke(file: string, opts: { outputDir?: string; bucket
     return EXIT.OK; // a config still missing its bucket: the restore command follows once it has one
   }
   const folder = nodePrefix({ ...planned, node: 'NODE' }).replace(/\/$/, '');
-  const host = planned.s3.endpoint ? new URL(planned.s3.endpoint).host : undefined;
-  io.out(`restore with RKE from what the agent uploads (NODE: the etcd node's name, as "etcd-backup-agent list --cluster" shows):`);
-  io.out(`  rke etcd snapshot-restore --config ${path.basename(file)} --name SNAPSHOT --s3 --bucket-name ${planned.s3.bucket} --folder ${folder}${host ? ` --s3-endpoint ${host}` : ''} --access-key ACCESS_KEY --secret-key SECRET_KEY`);
+  io.out(`restore with RKE from what the agent uploads (NODE: the etcd node's name, SNAPSHOT: the key's last part without .zip, as "etcd-backup-agent list --cluster" shows):`);
+  io.out(`  ${rkeRestoreCommand(planned, { clusterFile: path.basename(file), name: 'SNAPSHOT', folder })}`);
   return EXIT.OK;
 }

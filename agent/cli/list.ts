@@ -6,7 +6,7 @@ import type { Config } from '../config/keys.js';
 import { readCatalog, type CatalogEntry } from '../store/catalog.js';
 import { clusterPrefix, nodePrefix } from '../store/layout.js';
 import type { Store } from '../store/store.js';
-import { q, type Out } from './output.js';
+import { jsonLine, q, type Out } from './output.js';
 import { restoreHints } from './restore-hints.js';
 
 function flags(e: CatalogEntry): string {
@@ -25,7 +25,7 @@ export async function listCommand(cfg: Config, store: Store, all: boolean, json:
   if (json) {
     for (const e of entries) {
       const db = e.manifest?.snapshot.db;
-      io.out(JSON.stringify({ key: e.object.key, name: e.name, size: e.size, storedSize: e.object.size, time: e.time.toISOString(), lastModified: e.object.lastModified?.toISOString(), sha256: e.sha256, node: e.node, cluster: e.cluster, encrypted: e.encrypted, signed: e.hasSignature, complete: e.complete, ...(db ? { revision: db.revision, keys: db.keys } : {}) }));
+      io.out(jsonLine({ key: e.object.key, name: e.name, size: e.size, storedSize: e.object.size, time: e.time.toISOString(), lastModified: e.object.lastModified?.toISOString(), sha256: e.sha256, node: e.node, cluster: e.cluster, encrypted: e.encrypted, signed: e.hasSignature, complete: e.complete, ...(db ? { revision: db.revision, keys: db.keys } : {}) }));
     }
     return EXIT.OK;
   }

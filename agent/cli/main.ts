@@ -71,12 +71,21 @@ export function credentialSource(cfg: Config, configPath: string, env: NodeJS.Pr
   if (env.AWS_ACCESS_KEY_ID) return { cfg, from: 'AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment' };
   if (env.AWS_SHARED_CREDENTIALS_FILE) return { cfg, from: `AWS_SHARED_CREDENTIALS_FILE ${env.AWS_SHARED_CREDENTIALS_FILE}` };
   const unitFile = join(dirname(configPath), 'credentials');
-  try {
-    accessSync(unitFile, fsc.R_OK);
-    return { cfg: { ...cfg, s3: { ...cfg.s3, credentialsFile: unitFile } }, from: `${unitFile} (the file the systemd unit hands to the agent with LoadCredential=)` };
-  } catch {
-    return { cfg, from: `the AWS default chain (~/.aws, web identity, instance metadata); none of s3.credentialsFile, AWS_* variables or ${unitFile} is there` };
-  }
+  const readable = (p: string): boolean => {
+    try {
+      accessSync(p, fsc.R_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (readable(unitFile)) return { cfg: { ...cfg, s3: { ...cfg.s3, credentialsFile: unitFile } }, from: `${unitFile} (the file the systemd unit hands to the agent with LoadCredential=)` };
+  const home = env.HOME ? join(env.HOME, '.aws', 'credentials') : undefined;
+  if (home && readable(home)) return { cfg, from: `${home} (the AWS default chain${cfg.s3.profile ? `, profile ${cfg.s3.profile}` : env.AWS_PROFILE ? `, profile ${env.AWS_PROFILE}` : ''})` };
+  if (env.AWS_WEB_IDENTITY_TOKEN_FILE) return { cfg, from: `web identity (AWS_WEB_IDENTITY_TOKEN_FILE ${env.AWS_WEB_IDENTITY_TOKEN_FILE})` };
+  if (env.AWS_CONTAINER_CREDENTIALS_FULL_URI || env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI) return { cfg, from: 'the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_*)' };
+  const imds = env.AWS_EC2_METADATA_DISABLED === 'true' ? '' : '; only an instance role (instance metadata) could still supply them';
+  return { cfg, from: `none found: no s3.credentialsFile, no AWS_ACCESS_KEY_ID or AWS_SHARED_CREDENTIALS_FILE, no ${unitFile}, no ~/.aws/credentials${imds}` };
 }
 
 async function main(argv: string[]): Promise<ExitCode> {

@@ -1,5 +1,5 @@
-// The commands that restore a snapshot from where this agent put it, for the producer that made it (flags
-// as rancher/rke `cmd/etcd.go` and k3s-io/k3s `pkg/cli/cmds/server.go` define them):
+// The commands that restore a snapshot from where this agent put it, for the producer that made it (flags as
+// `rke etcd snapshot-restore` and `rke2/k3s server` define them):
 //  - RKE finds an S3 snapshot by listing `<folder>/<name>` and matching each key without its extension, so
 //    its `--folder` is the object's prefix and `--name` the snapshot's name without `.zip`.
 //  - RKE2 and k3s download `<etcd-s3-folder>/<cluster-reset-restore-path>` and unzip a `.zip`, so the
@@ -9,6 +9,27 @@
 import type { Config } from '../config/keys.js';
 import type { CatalogEntry } from '../store/catalog.js';
 import { q } from './output.js';
+
+/**
+ * `rke etcd snapshot-restore` for snapshot `name` (its key without `.zip`) under `folder`: RKE's
+ * --s3-endpoint is a host (its default is s3.amazonaws.com), --s3-endpoint-ca a PEM file; keys are
+ * placeholders. One builder, so `list` and `import-rke` print the same command.
+ */
+export function rkeRestoreCommand(cfg: Config, o: { clusterFile: string; name: string; folder: string }): string {
+  const host = cfg.s3.endpoint ? new URL(cfg.s3.endpoint).host : undefined;
+  const ca = cfg.s3.caFile ?? (cfg.s3.ca ? '/path/to/ca.pem' : undefined);
+  const flags = [
+    `--name ${o.name}`,
+    '--s3',
+    `--bucket-name ${cfg.s3.bucket}`,
+    ...(o.folder ? [`--folder ${o.folder}`] : []),
+    ...(host ? [`--s3-endpoint ${host}`] : []),
+    ...(ca ? [`--s3-endpoint-ca ${q(ca)}`] : []),
+    ...(cfg.s3.region ? [`--region ${cfg.s3.region}`] : []),
+    '--access-key ACCESS_KEY --secret-key SECRET_KEY',
+  ];
+  return `rke etcd snapshot-restore --config ${o.clusterFile} ${flags.join(' ')}`;
+}
 
 /** Lines an operator can paste (secrets shown as placeholders). */
 export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
@@ -40,17 +61,10 @@ export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
   }
   const producer = e.producer ?? '';
   if (producer.startsWith('rke1') || producer === 'rancher') {
-    const flags = [
-      `--name ${q(bare)}`,
-      '--s3',
-      `--bucket-name ${cfg.s3.bucket}`,
-      ...(folder ? [`--folder ${q(folder)}`] : []),
-      ...(host ? [`--s3-endpoint ${host}`] : []),
-      ...(ca ? [`--s3-endpoint-ca ${q(ca)}`] : []),
-      ...(cfg.s3.region ? [`--region ${cfg.s3.region}`] : []),
-      '--access-key ACCESS_KEY --secret-key SECRET_KEY',
-    ];
-    lines.push("restore with RKE (from the machine that holds cluster.yml and cluster.rkestate; --folder is this object's prefix):", `  rke etcd snapshot-restore --config cluster.yml ${flags.join(' ')}`);
+    lines.push(
+      "restore with RKE (from the machine that holds cluster.yml and cluster.rkestate; --folder is this object's prefix):",
+      `  ${rkeRestoreCommand(cfg, { clusterFile: 'cluster.yml', name: q(bare), folder: folder ? q(folder) : '' })}`,
+    );
     if (http) lines.push('  (RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front, or restore from the fetched file below)');
   } else if (producer === 'rke2') {
     const flags = [

@@ -17,7 +17,7 @@ import { nodePrefix } from '../store/layout.js';
 import { Ledger, ledgerLocation } from '../store/ledger.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../base/version.js';
-import { q, type Out } from './output.js';
+import { jsonLine, q, type Out } from './output.js';
 
 /** Asks the daemon on this host: its status, or why it gave none (nothing listening, refused, …). */
 async function fromDaemon(cfg: Config): Promise<{ doc: StatusDoc } | { why: string }> {
@@ -109,7 +109,7 @@ export async function statusCommand(cfg: Config, store: Store, opts: { json: boo
   const asked = await fromDaemon(cfg);
   const doc = 'doc' in asked ? asked.doc : { ...(await offline(cfg, store)), offlineBecause: asked.why };
   if (opts.json) {
-    io.out(JSON.stringify(doc));
+    io.out(jsonLine(doc));
     return EXIT.OK;
   }
   io.out(doc.source === 'daemon' ? `etcd-backup-agent ${doc.version} on node ${doc.node} (cluster ${doc.cluster}), from the running daemon` : `computed offline from ${q(cfg.snapshotDir)}, the ledger and S3, for node ${doc.node} (cluster ${doc.cluster}): ${q(doc.offlineBecause ?? 'no daemon answered')}`);

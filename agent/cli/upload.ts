@@ -12,7 +12,7 @@ import { examineFile, recognise } from '../detect/scan.js';
 import type { Logger } from '../ops/log.js';
 import { resolveIntegrity, shipOptions } from '../ship/options.js';
 import { Uploader } from '../ship/upload.js';
-import { compileRules, snapshotTime } from '../snapshot/names.js';
+import { compileRules, snapshotTime, unnameable } from '../snapshot/names.js';
 import type { DeepCheck } from '../snapshot/deep.js';
 import { objectKey } from '../store/layout.js';
 import { Ledger, ledgerLocation } from '../store/ledger.js';
@@ -57,6 +57,12 @@ export async function uploadCommand(cfg: Config, store: Store, log: Logger, path
       const snap = await recognise(path, name, rules, st.size);
       if ('detail' in snap) {
         io.err(`${q(path)}: not an etcd snapshot (${snap.detail}); not uploaded`);
+        bump(EXIT.DATA);
+        continue;
+      }
+      const badName = unnameable(name);
+      if (badName) {
+        io.err(`${q(path)}: not uploaded: ${badName}`);
         bump(EXIT.DATA);
         continue;
       }

@@ -12,7 +12,7 @@ import { verifyEntry, type VerifyReport } from '../drill/verify.js';
 import { readCatalog, type CatalogEntry } from '../store/catalog.js';
 import { clusterPrefix, keyRole, nodePrefix } from '../store/layout.js';
 import type { Store } from '../store/store.js';
-import { q, type Out } from './output.js';
+import { jsonLine, q, type Out } from './output.js';
 import { Progress } from './progress.js';
 
 export interface VerifyCommandOptions {
@@ -102,7 +102,7 @@ export async function verifyCommand(cfg: Config, store: Store, opts: VerifyComma
     }
     if (!r.ok) code = EXIT.DATA;
     if (opts.json) {
-      io.out(JSON.stringify({ key: r.key, ok: r.ok, depth: r.depth, revision: r.db?.revision, keys: r.db?.keys, hash: r.db?.hash, size: r.size, time: r.time.toISOString(), verdict: r.ok ? 'pass' : r.reason, detail: r.detail, ...(r.restore ? { restore: r.restore } : {}) }));
+      io.out(jsonLine({ key: r.key, ok: r.ok, depth: r.depth, revision: r.db?.revision, keys: r.db?.keys, hash: r.db?.hash, size: r.size, time: r.time.toISOString(), verdict: r.ok ? 'pass' : r.reason, detail: r.detail, ...(r.restore ? { restore: r.restore } : {}) }));
     } else {
       const verdict = r.ok ? `pass (${r.depth === 'deep' ? 'deep' : 'stored bytes'}${r.restore ? `, ${r.restore.tool}: ok` : ''})` : `FAIL ${r.reason}: ${r.detail}`;
       io.out(`${q(r.key).padEnd(48)}  ${String(r.db?.revision ?? '-').padStart(9)}  ${String(r.db?.keys ?? '-').padStart(8)}  ${formatBytes(r.size).padStart(10)}  ${r.time.toISOString().slice(0, 19).padEnd(20)}  ${q(verdict)}`);

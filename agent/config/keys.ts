@@ -95,7 +95,7 @@ export const KEYS: readonly KeySpec[] = [
   { key: 'stateDir', kind: 'path', default: '/var/lib/etcd-backup-agent', doc: 'Where the ledger of confirmed uploads lives.' },
   { key: 'include', kind: 'list', default: [], doc: 'Extra file-name globs to treat as snapshots, besides the built-in producer names and `*.db`.' },
   { key: 'exclude', kind: 'list', default: [], doc: 'File-name globs never to ship (`*.part`, `pki.bundle.tar.gz`, `*.rkestate` are always excluded).' },
-  { key: 'detect.rescanInterval', kind: 'duration', default: '1m', min: 1000, doc: 'Full directory rescan, catching events inotify dropped.' },
+  { key: 'detect.rescanInterval', kind: 'duration', default: '1m', min: 1000, doc: 'Full directory rescan, catching events inotify dropped; it also finds files whose names only their content can identify as snapshots (etcdctl with any name, RKE `--name`), which are not watched one by one.' },
   { key: 'detect.zipWait', kind: 'duration', default: '30s', doc: 'How long a raw RKE/RKE2 snapshot is held back for the `.zip` that replaces it.' },
   { key: 'detect.settleTimeout', kind: 'duration', default: '2m', min: 1000, doc: 'A file that fails verification and has not changed for this long is rejected as corrupt.' },
   { key: 'detect.pollInterval', kind: 'duration', default: '2s', min: 100, doc: 'How often a file still being written is re-checked (besides change events).' },

@@ -310,8 +310,15 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
 
 
 /** `scheme://user:pass@host` → `scheme://…@host`: a URL that failed to parse is echoed without its secrets. */
+/**
+ * A URL that failed to parse, fit to echo: everything between the scheme (if any) and the last '@' goes, since
+ * a password may hold '/', '?', '#' or '@' that a parser would have stopped at.
+ */
 function withoutUserinfo(s: string): string {
-  return s.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1…@');
+  const at = s.lastIndexOf('@');
+  if (at < 0) return s;
+  const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(s)?.[0].length ?? 0;
+  return at < start ? s : `${s.slice(0, start)}…@${s.slice(at + 1)}`;
 }
 
 /**

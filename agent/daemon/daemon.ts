@@ -143,6 +143,7 @@ export class Daemon {
       {
         seen: (p) => this.shipper.seen(p),
         gone: (p) => this.shipper.gone(p),
+        listed: (names) => this.shipper.listed(names),
         directory: (up) => this.metrics.dirUp.set(up ? 1 : 0),
       },
       log,
@@ -202,7 +203,11 @@ export class Daemon {
       await this.store.check();
       this.integrity = await resolveIntegrity(this.store, cfg, log);
       const prefix = nodePrefix(cfg);
+      const listedAt = Date.now();
       const catalog = await readCatalog(this.store, prefix);
+      // a ledger that names this bucket may still be wrong (edited, restored from a backup, objects deleted
+      // while the agent was down): the listing just made checks it at once, not a reconcile interval later
+      if (status === 'ok') await this.reconcile({ keys: catalog.listed, at: listedAt });
       if (status !== 'ok') {
         const entries = catalog.entries.filter((e) => e.complete).map(ledgerEntryOf);
         for (const e of this.ledger.entries()) if (!entries.some((x) => x.key === e.key)) entries.push(e);
@@ -235,20 +240,27 @@ export class Daemon {
     this.reconcileTimer.unref();
   }
 
-  /** Confirmed entries whose object S3 no longer lists: forgotten, and their local files shipped again. */
-  async reconcile(): Promise<LedgerEntry[]> {
+  /**
+   * Confirmed entries whose object S3 no longer lists: forgotten, and their local files shipped again.
+   * `listing`: one already made (at start), else this node's prefix is listed now.
+   */
+  async reconcile(listing?: { keys: ReadonlySet<string>; at: number }): Promise<LedgerEntry[]> {
     const { log } = this;
-    const prefix = nodePrefix(this.cfg);
-    const present = new Set<string>();
-    try {
-      for await (const o of this.store.list(prefix)) present.add(o.key);
-    } catch (err) {
-      log.warn('reconcile: could not list S3; the ledger is checked again later', { error: describeError(err, { location: this.store.location }) });
-      return [];
+    let present = listing?.keys;
+    const at = listing?.at ?? Date.now();
+    if (!present) {
+      const keys = new Set<string>();
+      try {
+        for await (const o of this.store.list(nodePrefix(this.cfg))) keys.add(o.key);
+      } catch (err) {
+        log.warn('reconcile: could not list S3; the ledger is checked again later', { error: describeError(err, { location: this.store.location }) });
+        return [];
+      }
+      present = keys;
     }
-    // an upload that finished after the listing started is not missing
-    const inFlight = new Set(this.shipper.snapshots().filter((s) => s.state === 'shipping').map((s) => s.name));
-    const missing = (await this.ledger.reconcile(present)).filter((e) => !inFlight.has(e.name));
+    // an upload in flight, or confirmed after the listing started, is not missing
+    const inFlight = new Set(this.shipper?.snapshots().filter((s) => s.state === 'shipping').map((s) => s.name));
+    const missing = (await this.ledger.reconcile(present, at)).filter((e) => !inFlight.has(e.name));
     for (const e of missing) {
       this.metrics.objectsMissing.inc();
       log.warn('a confirmed backup is no longer in S3 (deleted or lost there); its local snapshot, if still present, is shipped again', { key: e.storedKey ?? e.key, file: e.name, confirmedAt: e.confirmedAt });

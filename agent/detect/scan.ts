@@ -9,7 +9,7 @@ import { fingerprint, NotRegularError, openRegular, readAt } from '../base/files
 import { isValidUtf8Name, shownBytes } from '../base/text.js';
 import type { Config } from '../config/keys.js';
 import { decide, type CheckResult, type Decision, type FileFacts, type LocalFileAt } from '../snapshot/lifecycle.js';
-import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, type IgnoreReason, type NameRules, type SnapshotName } from '../snapshot/names.js';
+import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, unnameable, type IgnoreReason, type NameRules, type SnapshotName } from '../snapshot/names.js';
 import { quickCheck, verifyFile } from '../snapshot/verifier.js';
 import type { Ledger } from '../store/ledger.js';
 
@@ -162,6 +162,11 @@ export async function scanDirectory(cfg: Config, ledger: Ledger, now = Date.now(
       continue;
     }
     f.timeMs = snapshotTime(snap, st.mtimeMs).getTime();
+    const badName = unnameable(name);
+    if (badName) {
+      Object.assign(f, { state: 'rejected', detail: `name: ${badName}` });
+      continue;
+    }
     snapshots.push({ f, snap });
   }
   const dirHasZips = snapshots.some((s) => s.snap.format === 'zip');

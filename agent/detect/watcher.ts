@@ -11,13 +11,15 @@ export interface WatcherEvents {
   gone(path: string): void;
   /** the directory became usable (true) or not (false) */
   directory(up: boolean, detail?: string): void;
+  /** every name in the directory, after a full listing (a rescan) */
+  listed?(names: readonly string[]): void;
 }
 
 export interface WatcherOptions {
   rescanIntervalMs: number;
   /** how often a missing directory is looked for */
   missingPollMs?: number;
-  /** names never worth an event (chokidar holds an inotify watch and some KiB for every file it reports) */
+  /** names not worth an event (chokidar holds an inotify watch and some KiB for every file it reports); the rescans still list them */
   ignore?: (name: string) => boolean;
 }
 
@@ -123,6 +125,7 @@ export class Watcher {
       return;
     }
     if (!this.up) this.setUp(true);
+    this.events.listed?.(names);
     for (const n of names) this.events.seen(join(this.dir, n));
     this.log.debug('directory rescanned', { dir: this.dir, entries: names.length });
   }

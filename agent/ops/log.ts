@@ -1,6 +1,7 @@
 import type { Logger as CronLogger } from 'node-cron';
 import winston from 'winston';
 import { redactDeep, redactText } from '../base/secret.js';
+import { jsonSafe } from '../base/text.js';
 
 export type Logger = winston.Logger;
 import type { LogLevel } from '../config/keys.js';
@@ -23,12 +24,21 @@ const shape = winston.format((info) => {
   return out as winston.Logform.TransformableInfo;
 });
 
+// Names in log lines come from the disk and from S3: JSON.stringify escapes C0 controls but leaves bidi
+// overrides and C1 controls raw, which a terminal showing the journal would act on.
+const MESSAGE = Symbol.for('message');
+const terminalSafe = winston.format((info) => {
+  const line = (info as unknown as Record<symbol, unknown>)[MESSAGE];
+  if (typeof line === 'string') (info as unknown as Record<symbol, unknown>)[MESSAGE] = jsonSafe(line);
+  return info;
+});
+
 /** One JSON object per line on stdout (stderr would interleave with it in journald). */
 export function createLogger(level: LogLevel = 'info', stream: NodeJS.WritableStream = process.stdout): Logger {
   return winston.createLogger({
     level,
     levels: { error: 0, warn: 1, info: 2, debug: 3 },
-    format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: false }), redact(), shape(), winston.format.json()),
+    format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: false }), redact(), shape(), winston.format.json(), terminalSafe()),
     transports: [new winston.transports.Stream({ stream })],
   });
 }

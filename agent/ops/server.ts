@@ -8,6 +8,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { Registry } from 'prom-client';
+import { jsonSafe } from '../base/text.js';
 import type { Config } from '../config/keys.js';
 import type { StatusDoc } from './status.js';
 import type { Logger } from './log.js';
@@ -213,7 +214,7 @@ export class MetricsServer {
         const h = path === '/healthz' ? this.health.live() : this.health.ready();
         res.writeHead(h.ok ? 200 : 503, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`${h.ok ? 'ok' : 'not ok'}: ${h.detail}\n`);
       } else if (path === '/status' && this.health.status) {
-        res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' }).end(`${JSON.stringify(await this.health.status())}\n`);
+        res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' }).end(`${jsonSafe(JSON.stringify(await this.health.status()))}\n`);
       } else if (path === '/') {
         res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end('<html><body><h1>etcd-backup-agent</h1><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></body></html>\n');
       } else {

@@ -7,7 +7,7 @@ import { classifyError, describeError, storeAtFault } from '../base/errors.js';
 import { fingerprint, NotRegularError, openRegular, readAt, sameFingerprint, type Fingerprint } from '../base/files.js';
 import { isValidUtf8Name, shownBytes } from '../base/text.js';
 import type { Config } from '../config/keys.js';
-import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, type NameRules, type SnapshotName } from '../snapshot/names.js';
+import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, unnameable, type NameRules, type SnapshotName } from '../snapshot/names.js';
 import type { Logger } from '../ops/log.js';
 import type { Metrics } from '../ops/metrics.js';
 import { decide, type CheckResult, type FileFacts, type RejectLabel, type TrackState } from '../snapshot/lifecycle.js';
@@ -75,6 +75,9 @@ export class Shipper {
   private readonly loggedIgnored = new Set<string>();
   /** names whose bytes are not UTF-8: reported once each */
   private readonly badNames = new Set<string>();
+  /** the directory's non-UTF-8 names, from one recent listing */
+  private rawNames: { at: number; names: Promise<Map<string, Buffer>> } | undefined;
+  private nextListing: Promise<Map<string, Buffer>> | undefined;
   /** unknown names waiting for their first bytes to be read, name → path */
   private readonly sniffQueued = new Map<string, string>();
   private sniffsRunning = 0;
@@ -113,9 +116,14 @@ export class Shipper {
     return n;
   }
 
-  /** Names that are never snapshots (partial, hidden, excluded…): the watcher need not report them. */
+  /**
+   * Names the watcher need not report: those that are never snapshots (partial, hidden, excluded…) and those
+   * only a file's first bytes can decide. chokidar holds an inotify watch and its own state for every file it
+   * reports, so a directory churning through thousands of unrelated files would cost that much; such names
+   * are found by the rescans instead (every detect.rescanInterval), which also tell when they are gone.
+   */
   ignores(name: string): boolean {
-    return classify(name, this.rules).kind === 'ignored';
+    return classify(name, this.rules).kind !== 'snapshot';
   }
 
   /** A path appeared, changed, or was listed by a scan. */
@@ -136,12 +144,14 @@ export class Shipper {
         this.sniffUnknown(path);
         return;
       }
+      if (this.unnameable(path)) return;
       t = this.track(path, cls);
     }
     this.kick(t);
   }
 
   gone(path: string): void {
+    this.forgetName(basename(path));
     const t = this.tracks.get(basename(path));
     if (!t || t.state === 'shipping') return; // an upload in flight keeps its open file
     clearTimeout(t.timer);
@@ -149,6 +159,25 @@ export class Shipper {
     if (t.state === 'queued' || t.state === 'settling') this.d.log.warn('snapshot disappeared before it was shipped', { file: path, state: t.state });
     this.updatePending();
     this.kickRawOf(t.name);
+  }
+
+  /** What is remembered about a name that is not a tracked snapshot: dropped once the name is gone. */
+  private forgetName(name: string): void {
+    this.notSnapshots.delete(name);
+    this.loggedIgnored.delete(name);
+    this.badNames.delete(name);
+  }
+
+  /**
+   * A full listing of the directory (every rescan): what is remembered for names no longer there goes, so
+   * files created and deleted by the thousand leave nothing behind, even when their events were dropped.
+   */
+  listed(names: readonly string[]): void {
+    const present = new Set(names);
+    for (const m of [this.notSnapshots, this.loggedIgnored, this.badNames]) for (const n of m.keys()) if (!present.has(n)) m.delete(n);
+    // a tracked file the listing missed may be gone without the watcher saying so (its name is not watched,
+    // or the event was dropped): a look at it settles that, and a file that arrived since stays
+    for (const t of this.tracks.values()) if (!present.has(t.name)) this.kick(t);
   }
 
   /** Objects S3 lost (found by the reconcile pass): their local files are shipped again. */
@@ -198,7 +227,8 @@ export class Shipper {
     try {
       st = await lstat(path);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\ufffd')) await this.checkName(path);
+      // not awaited: the name check waits for a shared listing, and must not hold a sniff slot meanwhile
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\ufffd')) void this.checkName(path);
       return;
     }
     const id = `${st.ino}:${st.size}:${st.mtimeMs}`;
@@ -220,6 +250,7 @@ export class Shipper {
       return;
     }
     this.notSnapshots.delete(name);
+    if (this.unnameable(path)) return;
     if (!this.tracks.has(name) && !this.closing) this.kick(this.track(path, snap));
   }
 
@@ -229,17 +260,46 @@ export class Shipper {
    */
   private async checkName(path: string): Promise<boolean> {
     const name = basename(path);
-    let raw: Buffer | undefined;
-    try {
-      raw = (await readdir(dirname(path), { encoding: 'buffer' })).find((b) => b.toString('utf8') === name && !isValidUtf8Name(b));
-    } catch {
-      return false;
-    }
+    if (this.badNames.has(name)) return true;
+    const raw = (await this.nonUtf8Names(dirname(path), Date.now())).get(name);
     if (!raw) return false;
     if (!this.badNames.has(name)) {
       this.badNames.add(name);
       this.d.metrics.rejected.inc({ reason: 'name' });
-      this.d.log.error('snapshot rejected: its file name is not valid UTF-8, so it can be neither opened by name nor named in S3; rename it', { file: join(dirname(path), shownBytes(raw)), reason: 'name' });
+      this.d.log.error('snapshot rejected: not shipped and never deleted by the agent', { file: join(dirname(path), shownBytes(raw)), reason: 'name', detail: 'its file name is not valid UTF-8, so it can be neither opened by name nor named in S3; rename it' });
+    }
+    return true;
+  }
+
+  /**
+   * The directory's names that are not UTF-8 (as the agent sees them, with U+FFFD) and their bytes, from a
+   * listing started at `since` or later. Listings are shared and at most one a second: a thousand such names
+   * must not cost a thousand listings.
+   */
+  private nonUtf8Names(dir: string, since: number): Promise<Map<string, Buffer>> {
+    if (this.rawNames && this.rawNames.at >= since) return this.rawNames.names;
+    this.nextListing ??= new Promise<void>((r) => setTimeout(r, this.rawNames ? Math.max(0, this.rawNames.at + 1000 - Date.now()) : 0)).then(() => {
+      const at = Date.now();
+      const names = readdir(dir, { encoding: 'buffer' }).then(
+        (all) => new Map(all.filter((b) => !isValidUtf8Name(b)).map((b) => [b.toString('utf8'), b] as const)),
+        () => new Map<string, Buffer>(),
+      );
+      this.rawNames = { at, names };
+      this.nextListing = undefined;
+      return names;
+    });
+    return this.nextListing;
+  }
+
+  /** A snapshot whose name cannot be a key: rejected, said and counted once per name. */
+  private unnameable(path: string): boolean {
+    const name = basename(path);
+    const why = unnameable(name);
+    if (!why) return false;
+    if (!this.badNames.has(name)) {
+      this.badNames.add(name);
+      this.d.metrics.rejected.inc({ reason: 'name' });
+      this.d.log.error('snapshot rejected: not shipped and never deleted by the agent', { file: path, reason: 'name', detail: why });
     }
     return true;
   }

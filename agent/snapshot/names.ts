@@ -13,6 +13,16 @@ export function reservedName(name: string): boolean {
   return name.endsWith(MANIFEST_SUFFIX) || name.endsWith(SIGNATURE_SUFFIX) || name.endsWith(ENCRYPTED_SUFFIX) || name.startsWith(PROBE_MARK);
 }
 
+// C0 and C1 controls and DEL: S3 servers list keys in XML, which cannot carry them (Swift refuses to list a
+// prefix holding one, or to start an upload of one), and a terminal acts on them.
+const CONTROL_CHARS = /[\x00-\x1f\x7f-\x9f]/;
+
+/** Why a snapshot's file name cannot become an S3 key, or undefined when it can. */
+export function unnameable(name: string): string | undefined {
+  if (CONTROL_CHARS.test(name)) return 'its file name holds control characters, which S3 servers cannot list or name reliably (Swift refuses them); rename it to have it shipped';
+  return undefined;
+}
+
 export type Producer = 'etcdctl' | 'rke1' | 'rke1-oneshot' | 'rancher' | 'rke2' | 'custom';
 export type Format = 'raw' | 'zip';
 

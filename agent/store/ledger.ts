@@ -58,6 +58,8 @@ export class Ledger {
   // name → keys: a rescan looks up every file in the directory
   private readonly byName = new Map<string, Set<string>>();
   private dirty = false;
+  /** when this process recorded each entry (ms): reconcile must not call an upload newer than its listing missing */
+  private readonly recordedAt = new Map<string, number>();
   private writing: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -155,6 +157,7 @@ export class Ledger {
 
   async record(entry: LedgerEntry): Promise<void> {
     this.put(entry);
+    this.recordedAt.set(entry.key, Date.now());
     await this.save();
   }
 
@@ -168,15 +171,18 @@ export class Ledger {
     if (!old) return undefined;
     this.byKey.delete(key);
     this.byName.get(old.name)?.delete(key);
+    this.recordedAt.delete(key);
     return old;
   }
 
   /**
    * Drops the entries whose object is not in a fresh listing of this node's prefix (`present`: every stored
-   * key listed). Returns them: their local files, if any, are no longer backed up.
+   * key listed; `listedAt`: when the listing started, so an entry confirmed since is not called missing).
+   * Returns them: their local files, if any, are no longer backed up.
    */
-  async reconcile(present: ReadonlySet<string>): Promise<LedgerEntry[]> {
-    const missing = this.entries().filter((e) => !present.has(e.storedKey ?? e.key));
+  async reconcile(present: ReadonlySet<string>, listedAt = Infinity): Promise<LedgerEntry[]> {
+    // this process's own clock, not the entry's confirmedAt: an edited or copied ledger may hold any date
+    const missing = this.entries().filter((e) => !present.has(e.storedKey ?? e.key) && !((this.recordedAt.get(e.key) ?? -Infinity) >= listedAt));
     for (const e of missing) this.drop(e.key);
     if (missing.length) await this.save();
     return missing;

@@ -47,6 +47,15 @@ function withHeaders(cmd: UploadPartCommand, headers: Record<string, string>): U
   return cmd;
 }
 
+/** A key from a listing asked for with EncodingType=url ('+' is a space there, as AWS writes it). */
+export function urlDecodedKey(k: string): string {
+  try {
+    return decodeURIComponent(k.replaceAll('+', ' '));
+  } catch {
+    return k;
+  }
+}
+
 const md5b64 = (body: Uint8Array): string => createHash('md5').update(body).digest('base64');
 
 export class S3Store implements Store {
@@ -160,8 +169,11 @@ export class S3Store implements Store {
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     let token: string | undefined;
     do {
-      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, ...(this.pageSize ? { MaxKeys: this.pageSize } : {}) }));
-      for (const o of r.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0, lastModified: o.LastModified, etag: o.ETag };
+      // url-encoded keys: XML cannot carry a control character, and Swift fails the whole listing of a prefix
+      // that holds such a key unless it may encode it
+      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, EncodingType: 'url', ...(this.pageSize ? { MaxKeys: this.pageSize } : {}) }));
+      const encoded = r.EncodingType === 'url';
+      for (const o of r.Contents ?? []) if (o.Key) yield { key: encoded ? urlDecodedKey(o.Key) : o.Key, size: o.Size ?? 0, lastModified: o.LastModified, etag: o.ETag };
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
   }

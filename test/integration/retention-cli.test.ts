@@ -147,7 +147,7 @@ describe('prune', () => {
 
     const now = await n.cli('prune', '--stale-upload-age', '0s');
     expect(now.code).toBe(0);
-    expect(now.stdout).toMatch(/^aborted {7}etcd-backup\/test\/crashy\/.*: incomplete for .* \(threshold 0ms\): left by a crashed or killed upload$/m);
+    expect(now.stdout).toMatch(/^aborted {7}etcd-backup\/test\/crashy\/.*: incomplete for .* \(threshold 0s\): left by a crashed or killed upload$/m);
     expect(now.stdout).toMatch(/stale uploads: aborted 1/);
     expect(await openIds()).toEqual([theirs]);
     expect((await n.cli('prune', '--stale-upload-age', 'soon')).code).toBe(64);
