@@ -67,11 +67,16 @@ if (notices) {
   const parts = [];
   for (const dir of [...dirs].sort()) {
     const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8'));
-    const files = readdirSync(dir).filter((f) => /^(licen[cs]e|copying|notice)/i.test(f)).sort();
+    const files = readdirSync(dir)
+      .filter((f) => /^(licen[cs]e|copying|notice)/i.test(f))
+      .sort();
     const texts = files.map((f) => readFileSync(path.join(dir, f), 'utf8').trim());
     parts.push(`## ${pkg.name}@${pkg.version} (${pkg.license ?? 'see text'})\n\n${texts.join('\n\n') || `License: ${pkg.license}`}\n`);
   }
-  writeFileSync(notices, `# Third-party software bundled into etcd-backup-agent\n\n${dirs.size} npm packages; the Node.js runtime's own notices are in LICENSE.node.\n\n${parts.join('\n')}`);
+  writeFileSync(
+    notices,
+    `# Third-party software bundled into etcd-backup-agent\n\n${dirs.size} npm packages; the Node.js runtime's own notices are in LICENSE.node.\n\n${parts.join('\n')}`,
+  );
 }
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
 console.log(`bundle: ${path.relative(process.cwd(), out)} (${(bytes / 1024 / 1024).toFixed(1)} MiB, version ${version})`);

@@ -50,12 +50,17 @@ for (const cat of ORDER) {
       continue;
     }
     const bad = f.violations + f.errors;
-    const viol = bad === 0 ? '0' : `**${f.violations}**${f.errors ? ` (+${f.errors} errors)` : ''}: ${[...f.violationSamples, ...f.errorSamples].slice(0, 3).join(' / ')}`;
+    const viol =
+      bad === 0 ? '0' : `**${f.violations}**${f.errors ? ` (+${f.errors} errors)` : ''}: ${[...f.violationSamples, ...f.errorSamples].slice(0, 3).join(' / ')}`;
     rows.push(`| ${cell(f.fault)} (\`${f.id}\`) | ${cell(how)} | ${f.runs} | ${cell(outcomes(f.outcomes))} | ${cell(viol)} |`);
   }
 }
 
-const totals = faults.reduce((t, f) => ({ runs: t.runs + f.runs, violations: t.violations + f.violations, errors: t.errors + f.errors }), { runs: 0, violations: 0, errors: 0 });
+const totals = faults.reduce((t, f) => ({ runs: t.runs + f.runs, violations: t.violations + f.violations, errors: t.errors + f.errors }), {
+  runs: 0,
+  violations: 0,
+  errors: 0,
+});
 const minutes = run.seconds ? `${Math.floor(run.seconds / 60)} min ${run.seconds % 60} s` : 'unfinished';
 const notRun = faults.filter((f) => f.notRun).map((f) => f.id);
 const missing = ORDER.filter((c) => !faults.some((f) => f.category === c));
@@ -118,7 +123,9 @@ Notes on how faults are made:
 `;
 
 writeFileSync(out, doc);
-console.log(`docs/RELIABILITY.md written: ${faults.length} faults, ${totals.runs} runs, ${totals.violations} violations, ${totals.errors} errors (${run.mode} pass, seed ${run.seed})`);
+console.log(
+  `docs/RELIABILITY.md written: ${faults.length} faults, ${totals.runs} runs, ${totals.violations} violations, ${totals.errors} errors (${run.mode} pass, seed ${run.seed})`,
+);
 if (totals.violations + totals.errors > 0) {
   for (const f of faults) for (const v of [...f.violationSamples, ...f.errorSamples]) console.error(`  ${f.id}: ${v}`);
   process.exit(1);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian machine: installs what it needs (Debian packages,
-# npm dependencies), builds, runs unit, integration, then the reliability tests (their short CI pass;
+# npm dependencies), builds, lints, runs unit, integration, then the reliability tests (their short CI pass;
 # the long one is `npm run test:reliability:long`), then the systemd test. This is `npm test`.
 #
 # The unit tests run on this machine's node. Everything that starts the agent as a process
@@ -18,6 +18,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 npm run build
+# Types of tests and scripts, lint rules, formatting: seconds, and before anything starts a server.
+npm run lint
 # Unit tests first: a broken build or a broken pure room fails fast, before the S3 world starts.
 npx vitest run --project unit ${TEST_ARGS:-}
 npx vitest run --project tooling ${TEST_ARGS:+--passWithNoTests} ${TEST_ARGS:-}

@@ -25,10 +25,37 @@ export type FailureReason =
   | 'local_io'
   | 'aborted';
 
-export const FAILURE_REASONS: readonly FailureReason[] = ['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'credentials', 'integrity', 'refused', 'client', 'verify', 'changed', 'local_io', 'aborted'];
+export const FAILURE_REASONS: readonly FailureReason[] = [
+  'network',
+  'timeout',
+  'tls',
+  'auth',
+  'bucket',
+  'throttled',
+  'server',
+  'credentials',
+  'integrity',
+  'refused',
+  'client',
+  'verify',
+  'changed',
+  'local_io',
+  'aborted',
+];
 
 /** Failures that say the store is down or refuses us: the whole upload queue backs off, `s3_up` goes to 0. */
-const STORE_WIDE: ReadonlySet<FailureReason> = new Set(['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'credentials', 'refused', 'client']);
+const STORE_WIDE: ReadonlySet<FailureReason> = new Set([
+  'network',
+  'timeout',
+  'tls',
+  'auth',
+  'bucket',
+  'throttled',
+  'server',
+  'credentials',
+  'refused',
+  'client',
+]);
 /** The subset that means "cannot reach or use the bucket at all": exit 69. */
 const UNAVAILABLE: ReadonlySet<FailureReason> = new Set(['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server']);
 
@@ -61,11 +88,36 @@ interface SdkLikeError {
   cause?: unknown;
 }
 
-const NET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_SOCKET']);
+const NET_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+]);
 // The server hashed what it received and it did not match what we said we sent.
 const INTEGRITY = new Set(['BadDigest', 'XAmzContentSHA256Mismatch', 'InvalidDigest', 'XAmzContentChecksumMismatch', 'InvalidChecksum']);
 // The server understood and said no to what we asked for: an option it lacks, a limit, a malformed part.
-const REFUSED = new Set(['NotImplemented', 'InvalidArgument', 'InvalidRequest', 'InvalidStorageClass', 'EntityTooLarge', 'EntityTooSmall', 'InvalidPart', 'InvalidPartOrder', 'NoSuchUpload', 'InvalidObjectState', 'MissingContentLength', 'KMS.NotFoundException', 'InvalidEncryptionAlgorithmError']);
+const REFUSED = new Set([
+  'NotImplemented',
+  'InvalidArgument',
+  'InvalidRequest',
+  'InvalidStorageClass',
+  'EntityTooLarge',
+  'EntityTooSmall',
+  'InvalidPart',
+  'InvalidPartOrder',
+  'NoSuchUpload',
+  'InvalidObjectState',
+  'MissingContentLength',
+  'KMS.NotFoundException',
+  'InvalidEncryptionAlgorithmError',
+]);
 const AUTH = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'ExpiredToken', 'InvalidToken', 'Forbidden']);
 
 export function classifyError(err: unknown): FailureReason {

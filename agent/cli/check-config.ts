@@ -44,13 +44,27 @@ export async function checkConfigCommand(cfg: Config, store: Store, io: Out, opt
     io.out(`state directory ok: ${q(cfg.stateDir)}`);
   } catch (e) {
     const c = (e as NodeJS.ErrnoException).code;
-    io.out(c === 'ENOENT' ? `note: state directory ${q(cfg.stateDir)} does not exist yet; the agent creates it (systemd: StateDirectory=)` : `warning: state directory ${q(cfg.stateDir)} not writable (${c}); the ledger will be kept in memory only`);
+    io.out(
+      c === 'ENOENT'
+        ? `note: state directory ${q(cfg.stateDir)} does not exist yet; the agent creates it (systemd: StateDirectory=)`
+        : `warning: state directory ${q(cfg.stateDir)} not writable (${c}); the ledger will be kept in memory only`,
+    );
   }
   const s = opts.sealing;
-  io.out(s?.encrypt ? `encryption: age to ${s.encrypt.recipients.length} recipient(s): objects are <key>.age` : 'encryption: off (objects are plaintext snapshots: whoever reads the bucket reads every Secret)');
+  io.out(
+    s?.encrypt
+      ? `encryption: age to ${s.encrypt.recipients.length} recipient(s): objects are <key>.age`
+      : 'encryption: off (objects are plaintext snapshots: whoever reads the bucket reads every Secret)',
+  );
   io.out(s?.sign ? `signing: SSHSIG by ${s.sign.publicKey} (namespace ${s.sign.namespace})` : 'signing: off');
-  io.out(`deep check before upload: ${cfg.verify.beforeUpload ? 'on (every bbolt page of each snapshot)' : 'off (verify.beforeUpload: false; only the drill reads the pages)'}`);
-  io.out(cfg.verify.enabled ? `restore drill: cron ${q(cfg.verify.schedule)} (UTC)${cfg.verify.sample ? `, the newest object and ${cfg.verify.sample} older` : ', the newest object'}; on demand: etcd-backup-agent verify --latest` : 'restore drill: off (verify.enabled: false)');
+  io.out(
+    `deep check before upload: ${cfg.verify.beforeUpload ? 'on (every bbolt page of each snapshot)' : 'off (verify.beforeUpload: false; only the drill reads the pages)'}`,
+  );
+  io.out(
+    cfg.verify.enabled
+      ? `restore drill: cron ${q(cfg.verify.schedule)} (UTC)${cfg.verify.sample ? `, the newest object and ${cfg.verify.sample} older` : ', the newest object'}; on demand: etcd-backup-agent verify --latest`
+      : 'restore drill: off (verify.enabled: false)',
+  );
   io.out(`credentials: ${opts.credentialsFrom}`);
   io.out(`proxy: ${describeProxy(proxyDecision(cfg))}`);
   if (opts.offline) return code;
@@ -67,12 +81,23 @@ export async function checkConfigCommand(cfg: Config, store: Store, io: Out, opt
     const lock = await store.objectLockEnabled();
     if (cfg.s3.objectLock) {
       if (lock === false) {
-        io.err(`Object Lock: the config asks for ${cfg.s3.objectLock.mode} retention but bucket ${cfg.s3.bucket} has no Object Lock; create the bucket with Object Lock enabled, or remove s3.objectLock`);
+        io.err(
+          `Object Lock: the config asks for ${cfg.s3.objectLock.mode} retention but bucket ${cfg.s3.bucket} has no Object Lock; create the bucket with Object Lock enabled, or remove s3.objectLock`,
+        );
         worse(EXIT.CONFIG);
-      } else io.out(`Object Lock: ${lock ? 'enabled on the bucket' : 'the server does not say'}; every object is kept ${cfg.s3.objectLock.mode} for ${formatDuration(cfg.s3.objectLock.retainForMs)}`);
+      } else
+        io.out(
+          `Object Lock: ${lock ? 'enabled on the bucket' : 'the server does not say'}; every object is kept ${cfg.s3.objectLock.mode} for ${formatDuration(cfg.s3.objectLock.retainForMs)}`,
+        );
     } else io.out(`Object Lock: ${lock ? 'enabled on the bucket (s3.objectLock is not set: objects get the bucket default retention, if any)' : 'off'}`);
     const w = await probeWrite(store, prefix, objectLockFor(cfg));
-    const asked = [cfg.s3.sse !== 'none' && `sse ${cfg.s3.sse}`, cfg.s3.storageClass && `storage class ${cfg.s3.storageClass}`, cfg.s3.objectLock && 'Object Lock'].filter(Boolean).join(', ');
+    const asked = [
+      cfg.s3.sse !== 'none' && `sse ${cfg.s3.sse}`,
+      cfg.s3.storageClass && `storage class ${cfg.s3.storageClass}`,
+      cfg.s3.objectLock && 'Object Lock',
+    ]
+      .filter(Boolean)
+      .join(', ');
     if (w.ok) io.out(`write probe ok: a small object${asked ? ` with ${asked}` : ''} was written and deleted under ${q(prefix)}`);
     else {
       io.err(`write probe refused${asked ? ` (the config asks for ${asked})` : ''}: ${w.detail}`);
@@ -82,7 +107,9 @@ export async function checkConfigCommand(cfg: Config, store: Store, io: Out, opt
     else {
       const p = await probePartChecksum(store, prefix);
       const choice = chooseIntegrity(cfg.s3.checksum, p);
-      io.out(`part integrity: ${choice.integrity === 'crc32' ? 'CRC32 header (the server refused a wrong one)' : 'signed payload SHA-256'}; probe: ${p.detail}`);
+      io.out(
+        `part integrity: ${choice.integrity === 'crc32' ? 'CRC32 header (the server refused a wrong one)' : 'signed payload SHA-256'}; probe: ${p.detail}`,
+      );
       if (choice.note) io.out(`note: ${choice.note}`);
     }
   } catch (err) {

@@ -50,7 +50,11 @@ async function checkOutput(output: string, force: boolean): Promise<void> {
     if (ioCode(e) === 'ENOENT') return;
     throw new LocalError(EXIT.CANT_CREATE, `cannot use --output ${q(output)} (${ioCode(e)})`);
   }
-  if (!st.isFile()) throw new LocalError(EXIT.CANT_CREATE, `--output ${q(output)} is a ${fileKind(st)}, not a regular file; it is never replaced (not even with --force): choose a new file name`);
+  if (!st.isFile())
+    throw new LocalError(
+      EXIT.CANT_CREATE,
+      `--output ${q(output)} is a ${fileKind(st)}, not a regular file; it is never replaced (not even with --force): choose a new file name`,
+    );
   if (!force) throw new LocalError(EXIT.CANT_CREATE, `--output ${q(output)} exists; pass --force to replace it, or choose another name`);
 }
 
@@ -62,7 +66,9 @@ async function checkOutput(output: string, force: boolean): Promise<void> {
 async function place(tmp: string, output: string, force: boolean): Promise<void> {
   await checkOutput(output, force);
   const fail = (e: unknown): LocalError =>
-    ioCode(e) === 'EEXIST' ? new LocalError(EXIT.CANT_CREATE, `--output ${q(output)} appeared while the snapshot was downloaded; not replaced (pass --force to replace a file)`) : new LocalError(EXIT.CANT_CREATE, `cannot put the snapshot at ${q(output)} (${ioCode(e)})`);
+    ioCode(e) === 'EEXIST'
+      ? new LocalError(EXIT.CANT_CREATE, `--output ${q(output)} appeared while the snapshot was downloaded; not replaced (pass --force to replace a file)`)
+      : new LocalError(EXIT.CANT_CREATE, `cannot put the snapshot at ${q(output)} (${ioCode(e)})`);
   if (!force) {
     try {
       await link(tmp, output);
@@ -97,7 +103,10 @@ async function keyFile<T>(what: string, path: string, parse: (text: string) => T
 async function pick(cfg: Config, store: Store, opts: FetchOptions): Promise<CatalogEntry | string> {
   if (opts.latest) {
     const own = (await readCatalog(store, nodePrefix(cfg))).entries.filter((e) => e.complete && e.node === cfg.node && e.cluster === cfg.cluster);
-    return own[0] ?? `no confirmed snapshot of node ${cfg.node} (cluster ${cfg.cluster}) under ${store.location}/${q(nodePrefix(cfg))}; see 'etcd-backup-agent list --cluster' and fetch a KEY`;
+    return (
+      own[0] ??
+      `no confirmed snapshot of node ${cfg.node} (cluster ${cfg.cluster}) under ${store.location}/${q(nodePrefix(cfg))}; see 'etcd-backup-agent list --cluster' and fetch a KEY`
+    );
   }
   const role = keyRole(opts.key!);
   const key = role.role === 'snapshot' ? role.key : opts.key!;
@@ -113,8 +122,12 @@ export async function fetchCommand(cfg: Config, store: Store, opts: FetchOptions
   try {
     await checkOutput(opts.output, opts.force);
     const identityFile = opts.identityFile ?? process.env.ETCD_BACKUP_AGENT_IDENTITY_FILE;
-    const identities: AgeIdentity[] | undefined = identityFile ? await keyFile('identity file', identityFile, (t) => parseIdentities(t, identityFile)) : undefined;
-    const signers: AllowedSigner[] | undefined = opts.allowedSigners ? await keyFile('allowed signers file', opts.allowedSigners, (t) => parseAllowedSigners(t, opts.allowedSigners!)) : undefined;
+    const identities: AgeIdentity[] | undefined = identityFile
+      ? await keyFile('identity file', identityFile, (t) => parseIdentities(t, identityFile))
+      : undefined;
+    const signers: AllowedSigner[] | undefined = opts.allowedSigners
+      ? await keyFile('allowed signers file', opts.allowedSigners, (t) => parseAllowedSigners(t, opts.allowedSigners!))
+      : undefined;
 
     const picked = await pick(cfg, store, opts);
     if (typeof picked === 'string') {
@@ -141,7 +154,7 @@ export async function fetchCommand(cfg: Config, store: Store, opts: FetchOptions
       async (chunk) => {
         try {
           // a write may take fewer bytes than given (a disk filling up takes what fits, then says ENOSPC)
-          for (let off = 0; off < chunk.length; ) {
+          for (let off = 0; off < chunk.length;) {
             const { bytesWritten } = await out.write(chunk, off, chunk.length - off);
             if (bytesWritten <= 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO' });
             off += bytesWritten;
@@ -150,7 +163,13 @@ export async function fetchCommand(cfg: Config, store: Store, opts: FetchOptions
           throw new LocalError(EXIT.IO, `writing ${q(opts.output)} failed (${ioCode(e)}); nothing was written there`);
         }
       },
-      { ...(identities ? { identities } : {}), ...(signers ? { signers } : {}), allowUnverified: opts.allowUnverified, ciphertext: opts.encrypted, onProgress: (d, t) => progress.update(d, t) },
+      {
+        ...(identities ? { identities } : {}),
+        ...(signers ? { signers } : {}),
+        allowUnverified: opts.allowUnverified,
+        ciphertext: opts.encrypted,
+        onProgress: (d, t) => progress.update(d, t),
+      },
     ).finally(() => progress.done());
     const local = (e: unknown): LocalError => new LocalError(EXIT.IO, `writing ${q(opts.output)} failed (${ioCode(e)}); nothing was written there`);
     await out.sync().catch((e: unknown) => {
@@ -176,7 +195,7 @@ export async function fetchCommand(cfg: Config, store: Store, opts: FetchOptions
     await out.close().catch((e: unknown) => {
       throw local(e);
     });
-    await place(tmp!, opts.output, opts.force);
+    await place(tmp, opts.output, opts.force);
     tmp = undefined;
     io.out(`fetched ${store.location}/${q(key)} -> ${q(opts.output)} (${formatBytes(result.size)}, sha256 ${result.sha256}, ${what})`);
     return EXIT.OK;

@@ -59,7 +59,12 @@ export async function importRke(file: string, opts: { outputDir?: string; bucket
     return EXIT.CANT_CREATE;
   }
   for (const t of targets) {
-    if (await access(t).then(() => true, () => false)) {
+    if (
+      await access(t).then(
+        () => true,
+        () => false,
+      )
+    ) {
       io.err(`import-rke: ${t} exists and is never overwritten; move it away or pass --output-dir DIR`);
       return EXIT.CANT_CREATE;
     }
@@ -97,7 +102,9 @@ export async function importRke(file: string, opts: { outputDir?: string; bucket
     return EXIT.OK; // a config still missing its bucket: the restore command follows once it has one
   }
   const folder = nodePrefix({ ...planned, node: 'NODE' }).replace(/\/$/, '');
-  io.out(`restore with RKE from what the agent uploads (NODE: the etcd node's name, SNAPSHOT: the key's last part without .zip, as "etcd-backup-agent list --cluster" shows):`);
+  io.out(
+    `restore with RKE from what the agent uploads (NODE: the etcd node's name, SNAPSHOT: the key's last part without .zip, as "etcd-backup-agent list --cluster" shows):`,
+  );
   io.out(`  ${rkeRestoreCommand(planned, { clusterFile: path.basename(file), name: 'SNAPSHOT', folder })}`);
   return EXIT.OK;
 }

@@ -25,7 +25,23 @@ export async function listCommand(cfg: Config, store: Store, all: boolean, json:
   if (json) {
     for (const e of entries) {
       const db = e.manifest?.snapshot.db;
-      io.out(jsonLine({ key: e.object.key, name: e.name, size: e.size, storedSize: e.object.size, time: e.time.toISOString(), lastModified: e.object.lastModified?.toISOString(), sha256: e.sha256, node: e.node, cluster: e.cluster, encrypted: e.encrypted, signed: e.hasSignature, complete: e.complete, ...(db ? { revision: db.revision, keys: db.keys } : {}) }));
+      io.out(
+        jsonLine({
+          key: e.object.key,
+          name: e.name,
+          size: e.size,
+          storedSize: e.object.size,
+          time: e.time.toISOString(),
+          lastModified: e.object.lastModified?.toISOString(),
+          sha256: e.sha256,
+          node: e.node,
+          cluster: e.cluster,
+          encrypted: e.encrypted,
+          signed: e.hasSignature,
+          complete: e.complete,
+          ...(db ? { revision: db.revision, keys: db.keys } : {}),
+        }),
+      );
     }
     return EXIT.OK;
   }
@@ -37,7 +53,9 @@ export async function listCommand(cfg: Config, store: Store, all: boolean, json:
   io.out(`${'KEY'.padEnd(w)}  ${'SIZE'.padStart(10)}  ${'SNAPSHOT TIME (UTC)'.padEnd(20)}  ${'REVISION'.padStart(10)}  ${'FLAGS'.padEnd(12)}  SHA256`);
   for (const e of entries) {
     const rev = e.manifest?.snapshot.db ? String(e.manifest.snapshot.db.revision) : '';
-    io.out(`${q(e.object.key).padEnd(w)}  ${formatBytes(e.size).padStart(10)}  ${e.time.toISOString().slice(0, 19).padEnd(20)}  ${rev.padStart(10)}  ${flags(e).padEnd(12)}  ${e.sha256 ?? '(no sha256: not a confirmed backup)'}`);
+    io.out(
+      `${q(e.object.key).padEnd(w)}  ${formatBytes(e.size).padStart(10)}  ${e.time.toISOString().slice(0, 19).padEnd(20)}  ${rev.padStart(10)}  ${flags(e).padEnd(12)}  ${e.sha256 ?? '(no sha256: not a confirmed backup)'}`,
+    );
   }
   const newest = entries.find((e) => e.complete && (all || (e.node === cfg.node && e.cluster === cfg.cluster)));
   if (newest) {

@@ -79,11 +79,20 @@ export function credentialSource(cfg: Config, configPath: string, env: NodeJS.Pr
       return false;
     }
   };
-  if (readable(unitFile)) return { cfg: { ...cfg, s3: { ...cfg.s3, credentialsFile: unitFile } }, from: `${unitFile} (the file the systemd unit hands to the agent with LoadCredential=)` };
+  if (readable(unitFile))
+    return {
+      cfg: { ...cfg, s3: { ...cfg.s3, credentialsFile: unitFile } },
+      from: `${unitFile} (the file the systemd unit hands to the agent with LoadCredential=)`,
+    };
   const home = env.HOME ? join(env.HOME, '.aws', 'credentials') : undefined;
-  if (home && readable(home)) return { cfg, from: `${home} (the AWS default chain${cfg.s3.profile ? `, profile ${cfg.s3.profile}` : env.AWS_PROFILE ? `, profile ${env.AWS_PROFILE}` : ''})` };
+  if (home && readable(home))
+    return {
+      cfg,
+      from: `${home} (the AWS default chain${cfg.s3.profile ? `, profile ${cfg.s3.profile}` : env.AWS_PROFILE ? `, profile ${env.AWS_PROFILE}` : ''})`,
+    };
   if (env.AWS_WEB_IDENTITY_TOKEN_FILE) return { cfg, from: `web identity (AWS_WEB_IDENTITY_TOKEN_FILE ${env.AWS_WEB_IDENTITY_TOKEN_FILE})` };
-  if (env.AWS_CONTAINER_CREDENTIALS_FULL_URI || env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI) return { cfg, from: 'the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_*)' };
+  if (env.AWS_CONTAINER_CREDENTIALS_FULL_URI || env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)
+    return { cfg, from: 'the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_*)' };
   const imds = env.AWS_EC2_METADATA_DISABLED === 'true' ? '' : '; only an instance role (instance metadata) could still supply them';
   return { cfg, from: `none found: no s3.credentialsFile, no AWS_ACCESS_KEY_ID or AWS_SHARED_CREDENTIALS_FILE, no ${unitFile}, no ~/.aws/credentials${imds}` };
 }
@@ -182,7 +191,15 @@ function checkUsage(verb: string, args: string[], v: Values): string | undefined
   }
 }
 
-async function runVerb(verb: string, args: string[], values: Values, loaded: Config, configPath: string, sealing: Sealing | undefined, log: Logger): Promise<ExitCode> {
+async function runVerb(
+  verb: string,
+  args: string[],
+  values: Values,
+  loaded: Config,
+  configPath: string,
+  sealing: Sealing | undefined,
+  log: Logger,
+): Promise<ExitCode> {
   const deep = loaded.verify.beforeUpload ? deepCheck : undefined;
   if (verb === 'run') return runCommand(loaded, log, { version: VERSION, ...(sealing ? { sealing } : {}), ...(deep ? { deep } : {}) }, io);
   const { cfg, from } = credentialSource(loaded, configPath, process.env);
@@ -190,18 +207,61 @@ async function runVerb(verb: string, args: string[], values: Values, loaded: Con
   try {
     switch (verb) {
       case 'upload':
-        return await uploadCommand(cfg, store, log, args, { version: VERSION, ...(sealing ? { sealing } : {}), ...(deep ? { deep } : {}), quiet: Boolean(values.quiet) }, io);
+        return await uploadCommand(
+          cfg,
+          store,
+          log,
+          args,
+          { version: VERSION, ...(sealing ? { sealing } : {}), ...(deep ? { deep } : {}), quiet: Boolean(values.quiet) },
+          io,
+        );
       case 'list':
         return await listCommand(cfg, store, Boolean(values.cluster), Boolean(values.json), io);
       case 'fetch':
-        return await fetchCommand(cfg, store, { key: args[0], latest: Boolean(values.latest), output: values.output!, force: Boolean(values.force), allowUnverified: Boolean(values['allow-unverified']), identityFile: values.identity, allowedSigners: values['allowed-signers'], encrypted: Boolean(values.encrypted), quiet: Boolean(values.quiet) }, io);
+        return await fetchCommand(
+          cfg,
+          store,
+          {
+            key: args[0],
+            latest: Boolean(values.latest),
+            output: values.output!,
+            force: Boolean(values.force),
+            allowUnverified: Boolean(values['allow-unverified']),
+            identityFile: values.identity,
+            allowedSigners: values['allowed-signers'],
+            encrypted: Boolean(values.encrypted),
+            quiet: Boolean(values.quiet),
+          },
+          io,
+        );
       case 'verify':
-        return await verifyCommand(cfg, store, { keys: args, latest: Boolean(values.latest), all: Boolean(values.all), cluster: Boolean(values.cluster), json: Boolean(values.json), restore: Boolean(values.restore), identityFile: values.identity, allowedSigners: values['allowed-signers'], quiet: Boolean(values.quiet) }, io);
+        return await verifyCommand(
+          cfg,
+          store,
+          {
+            keys: args,
+            latest: Boolean(values.latest),
+            all: Boolean(values.all),
+            cluster: Boolean(values.cluster),
+            json: Boolean(values.json),
+            restore: Boolean(values.restore),
+            identityFile: values.identity,
+            allowedSigners: values['allowed-signers'],
+            quiet: Boolean(values.quiet),
+          },
+          io,
+        );
       case 'check-config':
         return await checkConfigCommand(cfg, store, io, { offline: Boolean(values.offline), ...(sealing ? { sealing } : {}), credentialsFrom: from });
       case 'prune': {
         const age = values['stale-upload-age'];
-        return await pruneCommand(cfg, store, log, { dryRun: Boolean(values['dry-run']), staleUploadAgeMs: age === undefined ? undefined : parseDuration(age) }, io);
+        return await pruneCommand(
+          cfg,
+          store,
+          log,
+          { dryRun: Boolean(values['dry-run']), staleUploadAgeMs: age === undefined ? undefined : parseDuration(age) },
+          io,
+        );
       }
       case 'status':
         return await statusCommand(cfg, store, { json: Boolean(values.json) }, io);

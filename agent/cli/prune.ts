@@ -28,10 +28,15 @@ export async function pruneCommand(cfg: Config, store: Store, log: Logger, opts:
   try {
     const opened = await Ledger.open(cfg.stateDir, ledgerLocation(cfg));
     ledger = opened.ledger;
-    if (opened.status !== 'ok') io.err(`warning: ledger ${ledger.path} is ${opened.status}; every local snapshot counts as unshipped, so none is deleted locally (the daemon rebuilds the ledger from S3 at start)`);
+    if (opened.status !== 'ok')
+      io.err(
+        `warning: ledger ${ledger.path} is ${opened.status}; every local snapshot counts as unshipped, so none is deleted locally (the daemon rebuilds the ledger from S3 at start)`,
+      );
   } catch (e) {
     ledger = Ledger.inMemory(cfg.stateDir, ledgerLocation(cfg));
-    io.err(`warning: state directory ${cfg.stateDir} unusable (${(e as NodeJS.ErrnoException).code}); every local snapshot counts as unshipped, so none is deleted locally`);
+    io.err(
+      `warning: state directory ${cfg.stateDir} unusable (${(e as NodeJS.ErrnoException).code}); every local snapshot counts as unshipped, so none is deleted locally`,
+    );
   }
   let files: LocalFileAt[];
   try {
@@ -66,7 +71,8 @@ export async function pruneCommand(cfg: Config, store: Store, log: Logger, opts:
   // one unreachable S3 fails every phase with the same words: say it once
   const details = new Map<string, string[]>();
   for (const p of report.problems) details.set(p.detail, [...(details.get(p.detail) ?? []), p.phase]);
-  for (const [detail, phases] of details) io.err(`warning: ${phases.join(', ')} retention incomplete: ${detail}${phases.includes('local') ? '; no local snapshot was deleted' : ''}`);
+  for (const [detail, phases] of details)
+    io.err(`warning: ${phases.join(', ')} retention incomplete: ${detail}${phases.includes('local') ? '; no local snapshot was deleted' : ''}`);
   if (report.problems.some((p) => p.s3)) return EXIT.UNAVAILABLE;
   return report.problems.length ? EXIT.IO : EXIT.OK;
 }

@@ -56,7 +56,10 @@ export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
     return lines;
   }
   if (objectName !== e.name) {
-    lines.push(`it is stored as ${q(objectName)}, beside another object named ${q(e.name)}: the producers' restore would find that one. Fetch it, then restore from the file:`, ...fromFile);
+    lines.push(
+      `it is stored as ${q(objectName)}, beside another object named ${q(e.name)}: the producers' restore would find that one. Fetch it, then restore from the file:`,
+      ...fromFile,
+    );
     return lines;
   }
   const producer = e.producer ?? '';
@@ -88,4 +91,3 @@ export function restoreHints(cfg: Config, e: CatalogEntry): string[] {
   lines.push('or fetch it (sha256 and format checked) and restore the file:', ...fromFile);
   return lines;
 }
-

@@ -19,7 +19,9 @@ export function startWarnings(cfg: Config, stat: (p: string) => { mode: number }
   const host = m.listen.slice(0, m.listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
   const allInterfaces = host === '' || host === '0.0.0.0' || host === '::';
   if (m.enabled && allInterfaces && !m.basicAuthUser) {
-    out.push(`metrics endpoint listens on all interfaces (${m.listen}) without authentication: anyone who can reach this host reads backup state; set metrics.listen to a private address, or metrics.basicAuthUser/basicAuthPasswordFile`);
+    out.push(
+      `metrics endpoint listens on all interfaces (${m.listen}) without authentication: anyone who can reach this host reads backup state; set metrics.listen to a private address, or metrics.basicAuthUser/basicAuthPasswordFile`,
+    );
   }
   return out;
 }

@@ -33,23 +33,29 @@ async function fromDaemon(cfg: Config): Promise<{ doc: StatusDoc } | { why: stri
   const where = `${tls ? 'https' : 'http'}://${target.includes(':') ? `[${target}]` : target}:${port}/status`;
   return new Promise((resolve) => {
     // the daemon's own certificate, whatever name it carries: this is the daemon on this host
-    const req = (tls ? httpsRequest : httpRequest)({ host: target, port, path: '/status', headers, timeout: 3000, ...(tls ? { rejectUnauthorized: false } : {}) }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => {
-        if (res.statusCode === 401) return resolve({ why: `the daemon at ${where} refused the credentials (401); check metrics.basicAuthUser and metrics.basicAuthPasswordFile` });
-        if (res.statusCode === 404) return resolve({ why: `${where} has no status (404): an older agent, or another program on that port` });
-        if (res.statusCode !== 200) return resolve({ why: `${where} answered ${res.statusCode}` });
-        try {
-          resolve({ doc: JSON.parse(body) as StatusDoc });
-        } catch {
-          resolve({ why: `${where} answered something other than a status` });
-        }
-      });
-    });
+    const req = (tls ? httpsRequest : httpRequest)(
+      { host: target, port, path: '/status', headers, timeout: 3000, ...(tls ? { rejectUnauthorized: false } : {}) },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => {
+          if (res.statusCode === 401)
+            return resolve({ why: `the daemon at ${where} refused the credentials (401); check metrics.basicAuthUser and metrics.basicAuthPasswordFile` });
+          if (res.statusCode === 404) return resolve({ why: `${where} has no status (404): an older agent, or another program on that port` });
+          if (res.statusCode !== 200) return resolve({ why: `${where} answered ${res.statusCode}` });
+          try {
+            resolve({ doc: JSON.parse(body) as StatusDoc });
+          } catch {
+            resolve({ why: `${where} answered something other than a status` });
+          }
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('no answer within 3 s')));
-    req.on('error', (e: NodeJS.ErrnoException) => resolve({ why: e.code === 'ECONNREFUSED' ? `no daemon listens on ${where}` : `${where}: ${e.code ?? e.message}` }));
+    req.on('error', (e: NodeJS.ErrnoException) =>
+      resolve({ why: e.code === 'ECONNREFUSED' ? `no daemon listens on ${where}` : `${where}: ${e.code ?? e.message}` }),
+    );
     req.end();
   });
 }
@@ -63,8 +69,14 @@ async function offline(cfg: Config, store: Store): Promise<StatusDoc> {
   }
   const files = await scanDirectory(cfg, ledger).catch(() => []);
   const now = Date.now();
-  const plan = planPrune({ files, ledger: ledger.entries(), heads: new Map(), policy: { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: false }, now });
-  let s3 = { up: false, detail: '' };
+  const plan = planPrune({
+    files,
+    ledger: ledger.entries(),
+    heads: new Map(),
+    policy: { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: false },
+    now,
+  });
+  let s3: { up: boolean; detail: string };
   let newest: StatusDoc['newestInS3'];
   try {
     const entries = (await readCatalog(store, nodePrefix(cfg))).entries.filter((e) => e.complete);
@@ -89,7 +101,14 @@ async function offline(cfg: Config, store: Store): Promise<StatusDoc> {
       .filter((f) => f.state !== 'unrecognised')
       .map((f) => {
         const shipped = f.state === 'confirmed' ? ledger.findUnchanged(f.name, f.size, f.mtimeMs) : undefined;
-        return { name: f.name, state: statusState(f.state), why: f.detail ?? f.state, size: f.size, time: new Date(f.timeMs ?? f.mtimeMs).toISOString(), ...(shipped ? { key: shipped.storedKey ?? shipped.key } : {}) };
+        return {
+          name: f.name,
+          state: statusState(f.state),
+          why: f.detail ?? f.state,
+          size: f.size,
+          time: new Date(f.timeMs ?? f.mtimeMs).toISOString(),
+          ...(shipped ? { key: shipped.storedKey ?? shipped.key } : {}),
+        };
       }),
     nextPrune: plan.delete.map((d) => ({ name: d.name, reason: d.reason })),
     ...(newest ? { newestInS3: newest } : {}),
@@ -99,7 +118,8 @@ async function offline(cfg: Config, store: Store): Promise<StatusDoc> {
 /** Where a file went (shipped: its key; uploading: to which key, how far) or why it is where it is. */
 function rowDetail(s: StatusDoc['snapshots'][number]): string {
   if (s.state === 'shipped' && s.key) return `in S3 as ${s.key}`;
-  if (s.state === 'uploading') return `to ${s.key ?? 'S3'}${s.progress ? `, ${formatBytes(s.progress.done)} of ${formatBytes(s.progress.total)} sent` : ', starting'}`;
+  if (s.state === 'uploading')
+    return `to ${s.key ?? 'S3'}${s.progress ? `, ${formatBytes(s.progress.done)} of ${formatBytes(s.progress.total)} sent` : ', starting'}`;
   return s.why;
 }
 
@@ -112,11 +132,20 @@ export async function statusCommand(cfg: Config, store: Store, opts: { json: boo
     io.out(jsonLine(doc));
     return EXIT.OK;
   }
-  io.out(doc.source === 'daemon' ? `etcd-backup-agent ${doc.version} on node ${doc.node} (cluster ${doc.cluster}), from the running daemon` : `computed offline from ${q(cfg.snapshotDir)}, the ledger and S3, for node ${doc.node} (cluster ${doc.cluster}): ${q(doc.offlineBecause ?? 'no daemon answered')}`);
+  io.out(
+    doc.source === 'daemon'
+      ? `etcd-backup-agent ${doc.version} on node ${doc.node} (cluster ${doc.cluster}), from the running daemon`
+      : `computed offline from ${q(cfg.snapshotDir)}, the ledger and S3, for node ${doc.node} (cluster ${doc.cluster}): ${q(doc.offlineBecause ?? 'no daemon answered')}`,
+  );
   io.out(`S3: ${doc.s3.up ? 'reachable' : 'NOT reachable'}: ${q(doc.s3.detail)}${doc.integrity ? `; parts proven by ${doc.integrity}` : ''}`);
   const daemonOnly = doc.source === 'daemon' ? ago : (): string => 'unknown offline (the daemon keeps it)';
-  io.out(`last upload: ${ago(doc.lastUpload)}; last prune: ${daemonOnly(doc.lastPrune)}; last drill: ${daemonOnly(doc.lastVerifyRun)}${doc.source === 'daemon' ? ` (newest verified: ${doc.lastVerified ?? 'none'})` : ''}`);
-  if (doc.newestInS3) io.out(`newest in S3: ${q(doc.newestInS3.key)} taken ${doc.newestInS3.time}${doc.newestInS3.revision !== undefined ? `, revision ${doc.newestInS3.revision}` : ''}`);
+  io.out(
+    `last upload: ${ago(doc.lastUpload)}; last prune: ${daemonOnly(doc.lastPrune)}; last drill: ${daemonOnly(doc.lastVerifyRun)}${doc.source === 'daemon' ? ` (newest verified: ${doc.lastVerified ?? 'none'})` : ''}`,
+  );
+  if (doc.newestInS3)
+    io.out(
+      `newest in S3: ${q(doc.newestInS3.key)} taken ${doc.newestInS3.time}${doc.newestInS3.revision !== undefined ? `, revision ${doc.newestInS3.revision}` : ''}`,
+    );
   io.out(`pending uploads: ${doc.pending}`);
   io.out('');
   io.out(`${'STATE'.padEnd(14)} ${'SIZE'.padStart(10)}  ${'SNAPSHOT TIME'.padEnd(20)}  FILE: WHERE OR WHY`);
@@ -125,8 +154,13 @@ export async function statusCommand(cfg: Config, store: Store, opts: { json: boo
     io.out(`${(s.state + pct).padEnd(14)} ${formatBytes(s.size).padStart(10)}  ${s.time.slice(0, 19).padEnd(20)}  ${q(s.name)}: ${q(rowDetail(s))}`);
   }
   io.out('');
-  io.out(doc.nextPrune.length ? 'the next retention pass would delete locally (once S3 confirms each copy):' : 'the next retention pass would delete nothing locally');
+  io.out(
+    doc.nextPrune.length
+      ? 'the next retention pass would delete locally (once S3 confirms each copy):'
+      : 'the next retention pass would delete nothing locally',
+  );
   for (const d of doc.nextPrune) io.out(`  ${q(d.name)}: ${q(d.reason)}`);
-  if (cfg.retention.remote.enabled) io.out('remote retention: decided at each pass from every object in S3 and its Object Lock; `prune --dry-run` shows what it would delete');
+  if (cfg.retention.remote.enabled)
+    io.out('remote retention: decided at each pass from every object in S3 and its Object Lock; `prune --dry-run` shows what it would delete');
   return EXIT.OK;
 }

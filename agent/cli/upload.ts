@@ -69,7 +69,9 @@ export async function uploadCommand(cfg: Config, store: Store, log: Logger, path
       const inMemory = ledger ?? Ledger.inMemory(cfg.stateDir, ledgerLocation(cfg));
       const { decision } = await examineFile(cfg, inMemory, path, snap, { now: Date.now(), zipping: false, explicit: true });
       if (decision.state === 'confirmed') {
-        io.out(`already present: ${q(path)} -> ${store.location}/${q(decision.why.replace(/^confirmed in S3 as /, ''))} (the ledger records this file as shipped)`);
+        io.out(
+          `already present: ${q(path)} -> ${store.location}/${q(decision.why.replace(/^confirmed in S3 as /, ''))} (the ledger records this file as shipped)`,
+        );
         continue;
       }
       if (decision.action.kind !== 'ship') {
@@ -85,8 +87,24 @@ export async function uploadCommand(cfg: Config, store: Store, log: Logger, path
       try {
         const fp = fingerprint(st);
         const outcome = await uploader.ship(
-          { fh, fp, name, producer: snap.producer, snapshotTime: snapshotTime(snap, fp.mtimeMs), key, node: cfg.node, cluster: cfg.cluster, agent: opts.version, format: snap.format },
-          shipOptions(cfg, { integrity, ...(opts.sealing ? { sealing: opts.sealing } : {}), ...(opts.deep ? { deep: opts.deep } : {}), onProgress: (done, total) => progress.update(done, total) }),
+          {
+            fh,
+            fp,
+            name,
+            producer: snap.producer,
+            snapshotTime: snapshotTime(snap, fp.mtimeMs),
+            key,
+            node: cfg.node,
+            cluster: cfg.cluster,
+            agent: opts.version,
+            format: snap.format,
+          },
+          shipOptions(cfg, {
+            integrity,
+            ...(opts.sealing ? { sealing: opts.sealing } : {}),
+            ...(opts.deep ? { deep: opts.deep } : {}),
+            onProgress: (done, total) => progress.update(done, total),
+          }),
         );
         progress.done();
         if (outcome.kind === 'rejected') {
@@ -96,9 +114,27 @@ export async function uploadCommand(cfg: Config, store: Store, log: Logger, path
           continue;
         }
         const sha256 = outcome.kind === 'shipped' ? outcome.verified.sha256 : outcome.sha256;
-        await ledger?.record({ name, key: outcome.key, ...(outcome.storedKey !== outcome.key ? { storedKey: outcome.storedKey } : {}), size: st.size, sha256, mtimeMs: st.mtimeMs, producer: snap.producer, confirmedAt: new Date().toISOString(), snapshotTime: snapshotTime(snap, st.mtimeMs).toISOString() }).catch((e) => io.err(`warning: ledger not written (${(e as NodeJS.ErrnoException).code})`));
-        io.out(`${outcome.kind === 'shipped' ? 'uploaded' : 'already present'}: ${q(path)} -> ${store.location}/${q(outcome.storedKey)} (${formatBytes(st.size)}, sha256 ${sha256})`);
-        log.info(outcome.kind === 'shipped' ? 'snapshot shipped and confirmed' : 'snapshot already in S3; not sent again', { file: path, key: outcome.storedKey, sha256 });
+        await ledger
+          ?.record({
+            name,
+            key: outcome.key,
+            ...(outcome.storedKey !== outcome.key ? { storedKey: outcome.storedKey } : {}),
+            size: st.size,
+            sha256,
+            mtimeMs: st.mtimeMs,
+            producer: snap.producer,
+            confirmedAt: new Date().toISOString(),
+            snapshotTime: snapshotTime(snap, st.mtimeMs).toISOString(),
+          })
+          .catch((e) => io.err(`warning: ledger not written (${(e as NodeJS.ErrnoException).code})`));
+        io.out(
+          `${outcome.kind === 'shipped' ? 'uploaded' : 'already present'}: ${q(path)} -> ${store.location}/${q(outcome.storedKey)} (${formatBytes(st.size)}, sha256 ${sha256})`,
+        );
+        log.info(outcome.kind === 'shipped' ? 'snapshot shipped and confirmed' : 'snapshot already in S3; not sent again', {
+          file: path,
+          key: outcome.storedKey,
+          sha256,
+        });
       } catch (err) {
         progress.done();
         io.err(`${q(path)}: upload failed: ${describeError(err, { location: store.location, key })}`);

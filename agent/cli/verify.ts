@@ -87,12 +87,18 @@ export async function verifyCommand(cfg: Config, store: Store, opts: VerifyComma
   }
 
   let code: ExitCode = EXIT.OK;
-  if (!opts.json) io.out(`${'KEY'.padEnd(48)}  ${'REVISION'.padStart(9)}  ${'KEYS'.padStart(8)}  ${'SIZE'.padStart(10)}  ${'SNAPSHOT TIME (UTC)'.padEnd(20)}  VERDICT`);
+  if (!opts.json)
+    io.out(`${'KEY'.padEnd(48)}  ${'REVISION'.padStart(9)}  ${'KEYS'.padStart(8)}  ${'SIZE'.padStart(10)}  ${'SNAPSHOT TIME (UTC)'.padEnd(20)}  VERDICT`);
   for (const e of targets) {
     const progress = new Progress(io, opts.quiet || opts.json ? false : undefined, e.name);
     let r: VerifyReport;
     try {
-      r = await verifyEntry(store, e, { ...(identities ? { identities } : {}), ...(signers ? { signers } : {}), restore: opts.restore, onProgress: (d, t) => progress.update(d, t) });
+      r = await verifyEntry(store, e, {
+        ...(identities ? { identities } : {}),
+        ...(signers ? { signers } : {}),
+        restore: opts.restore,
+        onProgress: (d, t) => progress.update(d, t),
+      });
     } catch (err) {
       progress.done();
       io.err(`${q(e.object.key)}: ${describeError(err, { location: store.location, key: q(e.object.key) })}`);
@@ -102,10 +108,28 @@ export async function verifyCommand(cfg: Config, store: Store, opts: VerifyComma
     }
     if (!r.ok) code = EXIT.DATA;
     if (opts.json) {
-      io.out(jsonLine({ key: r.key, ok: r.ok, depth: r.depth, revision: r.db?.revision, keys: r.db?.keys, hash: r.db?.hash, size: r.size, time: r.time.toISOString(), verdict: r.ok ? 'pass' : r.reason, detail: r.detail, ...(r.restore ? { restore: r.restore } : {}) }));
+      io.out(
+        jsonLine({
+          key: r.key,
+          ok: r.ok,
+          depth: r.depth,
+          revision: r.db?.revision,
+          keys: r.db?.keys,
+          hash: r.db?.hash,
+          size: r.size,
+          time: r.time.toISOString(),
+          verdict: r.ok ? 'pass' : r.reason,
+          detail: r.detail,
+          ...(r.restore ? { restore: r.restore } : {}),
+        }),
+      );
     } else {
-      const verdict = r.ok ? `pass (${r.depth === 'deep' ? 'deep' : 'stored bytes'}${r.restore ? `, ${r.restore.tool}: ok` : ''})` : `FAIL ${r.reason}: ${r.detail}`;
-      io.out(`${q(r.key).padEnd(48)}  ${String(r.db?.revision ?? '-').padStart(9)}  ${String(r.db?.keys ?? '-').padStart(8)}  ${formatBytes(r.size).padStart(10)}  ${r.time.toISOString().slice(0, 19).padEnd(20)}  ${q(verdict)}`);
+      const verdict = r.ok
+        ? `pass (${r.depth === 'deep' ? 'deep' : 'stored bytes'}${r.restore ? `, ${r.restore.tool}: ok` : ''})`
+        : `FAIL ${r.reason}: ${r.detail}`;
+      io.out(
+        `${q(r.key).padEnd(48)}  ${String(r.db?.revision ?? '-').padStart(9)}  ${String(r.db?.keys ?? '-').padStart(8)}  ${formatBytes(r.size).padStart(10)}  ${r.time.toISOString().slice(0, 19).padEnd(20)}  ${q(verdict)}`,
+      );
     }
   }
   return code;

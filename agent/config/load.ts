@@ -5,7 +5,6 @@ import { formatBytes } from '../base/units.js';
 import { FILE_KEYS, type Config } from './keys.js';
 import { ConfigError, parseConfig, type ConfigIssue } from './parse.js';
 
-
 function checkReadable(key: string, path: string, issues: ConfigIssue[], what: string): void {
   let fd: number | undefined;
   try {
@@ -18,7 +17,8 @@ function checkReadable(key: string, path: string, issues: ConfigIssue[], what: s
     else readSync(fd, Buffer.alloc(1), 0, 1, 0);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    const problem = code === 'ENOENT' ? `${path} does not exist` : code === 'EACCES' ? `${path} is not readable by this user` : `${path} cannot be read (${code})`;
+    const problem =
+      code === 'ENOENT' ? `${path} does not exist` : code === 'EACCES' ? `${path} is not readable by this user` : `${path} cannot be read (${code})`;
     issues.push({ key, problem, fix: `point it at ${what}` });
   } finally {
     if (fd !== undefined) closeSync(fd);
@@ -40,14 +40,15 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env, p
     if (e instanceof ConfigError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const problem = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable by this user' : `cannot be read (${code})`;
-    throw new ConfigError(path, [{ key: '(file)', problem, fix: `create it (a minimal file is "s3:\\n  bucket: NAME\\n  endpoint: URL") or pass --config PATH` }]);
+    throw new ConfigError(path, [
+      { key: '(file)', problem, fix: `create it (a minimal file is "s3:\\n  bucket: NAME\\n  endpoint: URL") or pass --config PATH` },
+    ]);
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
   if (got > limit) throw notConfig('is larger than 1 MiB');
   return completeConfig(parseConfig(buf.subarray(0, got).toString('utf8'), path, env), path, probe);
 }
-
 
 /** The value of a dotted key in a parsed config. */
 function valueAt(cfg: Config, key: string): unknown {

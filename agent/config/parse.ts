@@ -76,7 +76,9 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const line = e.linePos?.[0] ? ` at line ${e.linePos[0].line}` : '';
-    throw new ConfigError(file, [{ key: '(file)', problem: `not valid YAML${line} (${e.code})`, fix: 'fix the syntax; indent with spaces and quote values containing ":" or "#"' }]);
+    throw new ConfigError(file, [
+      { key: '(file)', problem: `not valid YAML${line} (${e.code})`, fix: 'fix the syntax; indent with spaces and quote values containing ":" or "#"' },
+    ]);
   }
   try {
     raw = doc.toJS({ maxAliasCount: 50 }) ?? {};
@@ -91,7 +93,9 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
     given = flatten(raw as Record<string, unknown>);
   } catch (e) {
     if (!(e instanceof AliasLoop)) throw e;
-    throw new ConfigError(file, [{ key: printable(e.message) || '(file)', problem: 'a YAML alias refers to the mapping that contains it', fix: 'write the values out plainly' }]);
+    throw new ConfigError(file, [
+      { key: printable(e.message) || '(file)', problem: 'a YAML alias refers to the mapping that contains it', fix: 'write the values out plainly' },
+    ]);
   }
   const specs = new Map(KEYS.map((s) => [s.key, s]));
   const values = new Map<string, unknown>();
@@ -100,11 +104,19 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
     const spec = specs.get(key);
     if (!spec) {
       if (SECRET_KEYS.test(key)) {
-        issues.push({ key: printable(key), problem: 'secrets are not read from the config file', fix: 'put the keys in an AWS credentials file (mode 0600) named by s3.credentialsFile, or in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)' });
+        issues.push({
+          key: printable(key),
+          problem: 'secrets are not read from the config file',
+          fix: 'put the keys in an AWS credentials file (mode 0600) named by s3.credentialsFile, or in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)',
+        });
         continue;
       }
       const near = closest(key);
-      issues.push({ key: printable(key), problem: 'unknown key', fix: near ? `did you mean "${near}"?` : 'remove it; see the configuration reference in the README' });
+      issues.push({
+        key: printable(key),
+        problem: 'unknown key',
+        fix: near ? `did you mean "${near}"?` : 'remove it; see the configuration reference in the README',
+      });
       continue;
     }
     if (value === null || value === undefined || value === '') continue; // empty means "use the default"
@@ -122,7 +134,12 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
 
   const bucket = get<string>('s3.bucket');
   if (!bucket) issues.push({ key: 's3.bucket', problem: 'missing', fix: 'set it to the name of an existing bucket, e.g. "s3:\\n  bucket: etcd-backups"' });
-  else if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(bucket)) issues.push({ key: 's3.bucket', problem: `${describe(bucket)} is not a valid bucket name`, fix: 'use lower-case letters, digits, dots and hyphens (3–63 characters)' });
+  else if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(bucket))
+    issues.push({
+      key: 's3.bucket',
+      problem: `${describe(bucket)} is not a valid bucket name`,
+      fix: 'use lower-case letters, digits, dots and hyphens (3–63 characters)',
+    });
 
   let endpoint = get<string>('s3.endpoint');
   if (endpoint !== undefined) {
@@ -134,38 +151,62 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
         issues.push({ key: 's3.endpoint', problem: 'contains credentials', fix: 'remove user:password from the URL; use s3.credentialsFile' });
       }
     } catch {
-      issues.push({ key: 's3.endpoint', problem: `${describe(withoutUserinfo(String(get('s3.endpoint'))))} is not a URL`, fix: 'write it as http(s)://host[:port], e.g. https://s3.eu-west-1.amazonaws.com' });
+      issues.push({
+        key: 's3.endpoint',
+        problem: `${describe(withoutUserinfo(String(get('s3.endpoint'))))} is not a URL`,
+        fix: 'write it as http(s)://host[:port], e.g. https://s3.eu-west-1.amazonaws.com',
+      });
     }
   }
 
   const region = def<string>('s3.region');
-  if (!/^[a-z0-9-]{1,64}$/i.test(region)) issues.push({ key: 's3.region', problem: `${describe(region)} is not a region name`, fix: 'use a region such as us-east-1' });
+  if (!/^[a-z0-9-]{1,64}$/i.test(region))
+    issues.push({ key: 's3.region', problem: `${describe(region)} is not a region name`, fix: 'use a region such as us-east-1' });
 
   const cluster = def<string>('cluster');
   const node = get<string>('node') ?? hostname();
-  for (const [key, v] of [['cluster', cluster], ['node', node]] as const) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(v)) issues.push({ key, problem: `${describe(v)} cannot be part of an object key`, fix: 'use letters, digits, ".", "_" and "-" only (at most 128)' });
+  for (const [key, v] of [
+    ['cluster', cluster],
+    ['node', node],
+  ] as const) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(v))
+      issues.push({ key, problem: `${describe(v)} cannot be part of an object key`, fix: 'use letters, digits, ".", "_" and "-" only (at most 128)' });
   }
   const prefix = def<string>('s3.prefix').replace(/^\/+|\/+$/g, '');
-  if (prefix.split('/').some((p) => p === '..' || p === '.')) issues.push({ key: 's3.prefix', problem: 'contains "." or ".." segments', fix: 'use plain folder names such as "etcd-backup"' });
+  if (prefix.split('/').some((p) => p === '..' || p === '.'))
+    issues.push({ key: 's3.prefix', problem: 'contains "." or ".." segments', fix: 'use plain folder names such as "etcd-backup"' });
 
   const keyTemplate = def<string>('s3.keyTemplate');
-  if (!keyTemplate.endsWith('{name}')) issues.push({ key: 's3.keyTemplate', problem: 'does not end with {name}', fix: 'end it with "/{name}", e.g. "{prefix}/{cluster}/{node}/{name}"' });
-  if (!keyTemplate.includes('{node}')) issues.push({ key: 's3.keyTemplate', problem: 'does not contain {node}: every node would overwrite the others\' snapshots', fix: 'include {node}, e.g. "{prefix}/{cluster}/{node}/{name}"' });
+  if (!keyTemplate.endsWith('{name}'))
+    issues.push({ key: 's3.keyTemplate', problem: 'does not end with {name}', fix: 'end it with "/{name}", e.g. "{prefix}/{cluster}/{node}/{name}"' });
+  if (!keyTemplate.includes('{node}'))
+    issues.push({
+      key: 's3.keyTemplate',
+      problem: "does not contain {node}: every node would overwrite the others' snapshots",
+      fix: 'include {node}, e.g. "{prefix}/{cluster}/{node}/{name}"',
+    });
   const unknownVars = [...keyTemplate.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]).filter((n) => !['prefix', 'cluster', 'node', 'name'].includes(n ?? ''));
-  if (unknownVars.length) issues.push({ key: 's3.keyTemplate', problem: `unknown placeholder {${unknownVars[0]}}`, fix: 'use only {prefix}, {cluster}, {node} and {name}' });
+  if (unknownVars.length)
+    issues.push({ key: 's3.keyTemplate', problem: `unknown placeholder {${unknownVars[0]}}`, fix: 'use only {prefix}, {cluster}, {node} and {name}' });
 
   const sse = def<Sse>('s3.sse');
   const kmsKeyId = get<string>('s3.kmsKeyId');
-  if (kmsKeyId && sse !== 'aws:kms') issues.push({ key: 's3.kmsKeyId', problem: 'set but s3.sse is not aws:kms', fix: 'set s3.sse: aws:kms, or remove s3.kmsKeyId' });
+  if (kmsKeyId && sse !== 'aws:kms')
+    issues.push({ key: 's3.kmsKeyId', problem: 'set but s3.sse is not aws:kms', fix: 'set s3.sse: aws:kms, or remove s3.kmsKeyId' });
 
   const ca = get<string>('s3.ca');
-  if (ca && !ca.includes('-----BEGIN CERTIFICATE-----')) issues.push({ key: 's3.ca', problem: 'is not a PEM certificate', fix: 'paste the CA certificate including the BEGIN/END CERTIFICATE lines' });
+  if (ca && !ca.includes('-----BEGIN CERTIFICATE-----'))
+    issues.push({ key: 's3.ca', problem: 'is not a PEM certificate', fix: 'paste the CA certificate including the BEGIN/END CERTIFICATE lines' });
   const caFile = get<string>('s3.caFile');
   const credentialsFile = get<string>('s3.credentialsFile');
 
   const schedule = def<string>('retention.schedule');
-  if (!validateCron(schedule)) issues.push({ key: 'retention.schedule', problem: `${describe(schedule)} is not a cron expression`, fix: 'use 5 fields (minute hour day month weekday), e.g. "17 * * * *"' });
+  if (!validateCron(schedule))
+    issues.push({
+      key: 'retention.schedule',
+      problem: `${describe(schedule)} is not a cron expression`,
+      fix: 'use 5 fields (minute hour day month weekday), e.g. "17 * * * *"',
+    });
   const timezone = def<string>('retention.timezone');
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: timezone });
@@ -181,16 +222,31 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
     const asAge = asCount === undefined ? parseDuration(String(rkeRetention)) : undefined;
     let rkeAge: number | undefined;
     if (asCount !== undefined) {
-      if (rkeInterval === undefined) issues.push({ key: 'retention.rke.retention', problem: 'is a count but retention.rke.intervalHours is not set', fix: 'set retention.rke.intervalHours (RKE interval_hours, default 12)' });
+      if (rkeInterval === undefined)
+        issues.push({
+          key: 'retention.rke.retention',
+          problem: 'is a count but retention.rke.intervalHours is not set',
+          fix: 'set retention.rke.intervalHours (RKE interval_hours, default 12)',
+        });
       else rkeAge = asCount * rkeInterval * 3_600_000;
     } else if (asAge !== undefined) rkeAge = asAge;
-    else issues.push({ key: 'retention.rke.retention', problem: `${describe(rkeRetention)} is neither a count nor an age`, fix: 'use RKE\'s value: a count like 6 (with intervalHours) or an age like 24h' });
+    else
+      issues.push({
+        key: 'retention.rke.retention',
+        problem: `${describe(rkeRetention)} is neither a count nor an age`,
+        fix: "use RKE's value: a count like 6 (with intervalHours) or an age like 24h",
+      });
     if (rkeAge !== undefined) {
-      if (maxAgeMs !== undefined && maxAgeMs !== rkeAge) issues.push({ key: 'retention.maxAge', problem: 'set together with retention.rke.* to a different age', fix: 'keep one of them' });
+      if (maxAgeMs !== undefined && maxAgeMs !== rkeAge)
+        issues.push({ key: 'retention.maxAge', problem: 'set together with retention.rke.* to a different age', fix: 'keep one of them' });
       maxAgeMs = rkeAge;
     }
   } else if (rkeInterval !== undefined) {
-    issues.push({ key: 'retention.rke.intervalHours', problem: 'set without retention.rke.retention', fix: 'set retention.rke.retention (RKE retention, default 6)' });
+    issues.push({
+      key: 'retention.rke.intervalHours',
+      problem: 'set without retention.rke.retention',
+      fix: 'set retention.rke.retention (RKE retention, default 6)',
+    });
   }
 
   const remoteEnabled = def<boolean>('retention.remote.enabled');
@@ -202,18 +258,33 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
 
   const listen = def<string>('metrics.listen');
   if (!/^(\[[0-9a-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/i.test(listen) || Number(listen.slice(listen.lastIndexOf(':') + 1)) > 65535) {
-    issues.push({ key: 'metrics.listen', problem: `${describe(listen)} is not [host]:port`, fix: `use e.g. ":${DEFAULT_METRICS_PORT}" or "127.0.0.1:${DEFAULT_METRICS_PORT}"` });
+    issues.push({
+      key: 'metrics.listen',
+      problem: `${describe(listen)} is not [host]:port`,
+      fix: `use e.g. ":${DEFAULT_METRICS_PORT}" or "127.0.0.1:${DEFAULT_METRICS_PORT}"`,
+    });
   }
   const tlsCert = get<string>('metrics.tlsCertFile');
   const tlsKey = get<string>('metrics.tlsKeyFile');
-  if (Boolean(tlsCert) !== Boolean(tlsKey)) issues.push({ key: tlsCert ? 'metrics.tlsKeyFile' : 'metrics.tlsCertFile', problem: 'missing', fix: 'set both metrics.tlsCertFile and metrics.tlsKeyFile, or neither' });
+  if (Boolean(tlsCert) !== Boolean(tlsKey))
+    issues.push({
+      key: tlsCert ? 'metrics.tlsKeyFile' : 'metrics.tlsCertFile',
+      problem: 'missing',
+      fix: 'set both metrics.tlsCertFile and metrics.tlsKeyFile, or neither',
+    });
   const authUser = get<string>('metrics.basicAuthUser');
   const authPw = get<string>('metrics.basicAuthPasswordFile');
-  if (Boolean(authUser) !== Boolean(authPw)) issues.push({ key: authUser ? 'metrics.basicAuthPasswordFile' : 'metrics.basicAuthUser', problem: 'missing', fix: 'set both metrics.basicAuthUser and metrics.basicAuthPasswordFile, or neither' });
+  if (Boolean(authUser) !== Boolean(authPw))
+    issues.push({
+      key: authUser ? 'metrics.basicAuthPasswordFile' : 'metrics.basicAuthUser',
+      problem: 'missing',
+      fix: 'set both metrics.basicAuthUser and metrics.basicAuthPasswordFile, or neither',
+    });
 
   const retryInitialMs = def<number>('upload.retryInitial');
   const retryMaxMs = def<number>('upload.retryMax');
-  if (retryMaxMs < retryInitialMs) issues.push({ key: 'upload.retryMax', problem: 'is shorter than upload.retryInitial', fix: 'make it at least as long as upload.retryInitial' });
+  if (retryMaxMs < retryInitialMs)
+    issues.push({ key: 'upload.retryMax', problem: 'is shorter than upload.retryInitial', fix: 'make it at least as long as upload.retryInitial' });
 
   const proxy = get<string>('s3.proxy');
   if (proxy !== undefined) {
@@ -228,11 +299,20 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
   const lockMode = get<'GOVERNANCE' | 'COMPLIANCE'>('s3.objectLock.mode');
   const lockFor = get<number>('s3.objectLock.retainFor');
   if (Boolean(lockMode) !== (lockFor !== undefined)) {
-    issues.push({ key: lockMode ? 's3.objectLock.retainFor' : 's3.objectLock.mode', problem: 'missing', fix: 'set both s3.objectLock.mode (GOVERNANCE or COMPLIANCE) and s3.objectLock.retainFor (e.g. 30d), or neither' });
+    issues.push({
+      key: lockMode ? 's3.objectLock.retainFor' : 's3.objectLock.mode',
+      problem: 'missing',
+      fix: 'set both s3.objectLock.mode (GOVERNANCE or COMPLIANCE) and s3.objectLock.retainFor (e.g. 30d), or neither',
+    });
   }
 
   const verifySchedule = get<string>('verify.schedule') ?? spreadSchedule(node);
-  if (!validateCron(verifySchedule)) issues.push({ key: 'verify.schedule', problem: `${describe(verifySchedule)} is not a cron expression`, fix: 'use 5 fields (minute hour day month weekday), e.g. "23 4 * * *", or 6 with seconds first' });
+  if (!validateCron(verifySchedule))
+    issues.push({
+      key: 'verify.schedule',
+      problem: `${describe(verifySchedule)} is not a cron expression`,
+      fix: 'use 5 fields (minute hour day month weekday), e.g. "23 4 * * *", or 6 with seconds first',
+    });
 
   if (issues.length) throw new ConfigError(file, issues);
 
@@ -307,7 +387,6 @@ export function parseConfig(text: string, file = 'config', env: NodeJS.ProcessEn
     shutdownTimeoutMs: def('shutdownTimeout'),
   };
 }
-
 
 /** `scheme://user:pass@host` → `scheme://…@host`: a URL that failed to parse is echoed without its secrets. */
 /**

@@ -7,7 +7,14 @@ const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 export function configReference(): string {
   const rows = KEYS.map((k) => {
-    const def = k.default === undefined ? '' : Array.isArray(k.default) ? (k.default.length ? JSON.stringify(k.default) : '`[]`') : `\`${typeof k.default === 'string' ? k.default : JSON.stringify(k.default)}\``;
+    const def =
+      k.default === undefined
+        ? ''
+        : Array.isArray(k.default)
+          ? k.default.length
+            ? JSON.stringify(k.default)
+            : '`[]`'
+          : `\`${typeof k.default === 'string' ? k.default : JSON.stringify(k.default)}\``;
     const values = k.values ? ` One of: ${k.values.map((v) => `\`${v}\``).join(', ')}.` : '';
     return `| \`${k.key}\` | ${k.kind} | ${def} | ${cell(k.doc + values)} |`;
   });

@@ -107,10 +107,16 @@ function mapEndpoint(raw: string, region: string | undefined, notes: string[], w
   try {
     url = new URL(withScheme);
   } catch {
-    throw unmappable(`${S3}.endpoint`, `${shown('endpoint', raw)} is not host[:port]`, 'write it as RKE expects, e.g. s3.eu-west-1.amazonaws.com or minio.example:9000');
+    throw unmappable(
+      `${S3}.endpoint`,
+      `${shown('endpoint', raw)} is not host[:port]`,
+      'write it as RKE expects, e.g. s3.eu-west-1.amazonaws.com or minio.example:9000',
+    );
   }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw unmappable(`${S3}.endpoint`, `scheme ${url.protocol} is not http or https`, 'write host[:port]');
-  if (url.username || url.password) throw unmappable(`${S3}.endpoint`, 'contains credentials', 'remove user:password; the keys belong in access_key and secret_key');
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw unmappable(`${S3}.endpoint`, `scheme ${url.protocol} is not http or https`, 'write host[:port]');
+  if (url.username || url.password)
+    throw unmappable(`${S3}.endpoint`, 'contains credentials', 'remove user:password; the keys belong in access_key and secret_key');
   if (url.pathname !== '/' && url.pathname !== '') warnings.push(`${S3}.endpoint has a path (${url.pathname}); S3 endpoints normally have none`);
   const aws = /^s3(?:[.-]dualstack)?(?:[.-]([a-z]{2}(?:-gov)?-[a-z]+-\d))?\.amazonaws\.com(?:\.cn)?$/.exec(url.hostname);
   if (aws && url.protocol === 'https:' && !url.port) {
@@ -149,7 +155,10 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
     throw new RkeImportError(EXIT.DATA, `${file}: the YAML cannot be read (too many aliases?); write the values out plainly`);
   }
   if (!isMap(root) || !('services' in root || 'nodes' in root)) {
-    throw new RkeImportError(EXIT.DATA, `${file}: not an RKE cluster file (no "services:" or "nodes:" at the top level); pass the rancher-cluster.yml given to "rke up"`);
+    throw new RkeImportError(
+      EXIT.DATA,
+      `${file}: not an RKE cluster file (no "services:" or "nodes:" at the top level); pass the rancher-cluster.yml given to "rke up"`,
+    );
   }
   const services = root.services ?? {};
   if (!isMap(services)) throw new RkeImportError(EXIT.DATA, `${file}: services is not a mapping; pass the rancher-cluster.yml given to "rke up"`);
@@ -166,7 +175,10 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
   const clusterName = typeof root.cluster_name === 'string' ? root.cluster_name.trim() : undefined;
   if (clusterName) {
     if (/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(clusterName)) cfg.cluster = clusterName;
-    else warnings.push(`cluster_name ${shown('cluster_name', clusterName)} cannot be part of an object key; the agent's default cluster name is used (set "cluster")`);
+    else
+      warnings.push(
+        `cluster_name ${shown('cluster_name', clusterName)} cannot be part of an object key; the agent's default cluster name is used (set "cluster")`,
+      );
   }
 
   const legacy = ['snapshot', 'creation', 'retention'].some((k) => etcd[k] !== undefined && etcd[k] !== null);
@@ -185,9 +197,14 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
     const interval = optCount(backupRaw, 'interval_hours', BACKUP, 'write hours as a number, e.g. 12') || RKE_DEFAULT_INTERVAL_HOURS;
     const retention = optCount(backupRaw, 'retention', BACKUP, countFix) || RKE_DEFAULT_RETENTION;
     cfg.retention = { rke: { intervalHours: interval, retention } };
-    summary.push(`local retention: snapshots older than ${interval * retention}h are pruned once in S3 (retention ${retention} × interval_hours ${interval}, as RKE computes it)`);
-    rkeChanges.push(`raise backup_config.retention above ${retention} (e.g. ${retention * 2}) so that the agent, which never deletes what is not in S3, prunes before RKE does`);
-    if (!enabled) notes.push('backup_config.enabled is false: RKE takes no recurring snapshots, so the agent ships only one-time snapshots (rke etcd snapshot-save)');
+    summary.push(
+      `local retention: snapshots older than ${interval * retention}h are pruned once in S3 (retention ${retention} × interval_hours ${interval}, as RKE computes it)`,
+    );
+    rkeChanges.push(
+      `raise backup_config.retention above ${retention} (e.g. ${retention * 2}) so that the agent, which never deletes what is not in S3, prunes before RKE does`,
+    );
+    if (!enabled)
+      notes.push('backup_config.enabled is false: RKE takes no recurring snapshots, so the agent ships only one-time snapshots (rke etcd snapshot-save)');
     const s3 = backupRaw.s3backupconfig;
     if (s3 !== undefined && s3 !== null) {
       if (!isMap(s3)) throw unmappable(S3, 'is not a mapping', 'write bucket_name, endpoint, region, folder, access_key and secret_key under it');
@@ -199,10 +216,12 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
     const where = 'services.etcd';
     const snapshot = optBool(etcd, 'snapshot', where);
     const creation = optString(etcd, 'creation', where);
-    if (creation !== undefined && parseDuration(creation) === undefined) throw unmappable(`${where}.creation`, `${shown('creation', creation)} is not a duration`, 'write it as RKE v0.1 does, e.g. 6h0s');
+    if (creation !== undefined && parseDuration(creation) === undefined)
+      throw unmappable(`${where}.creation`, `${shown('creation', creation)} is not a duration`, 'write it as RKE v0.1 does, e.g. 6h0s');
     const retention = optString(etcd, 'retention', where);
     if (retention !== undefined) {
-      if (parseDuration(retention) === undefined || /^\d+$/.test(retention)) throw unmappable(`${where}.retention`, `${shown('retention', retention)} is not an age`, 'in RKE v0.1 it is an age such as 24h');
+      if (parseDuration(retention) === undefined || /^\d+$/.test(retention))
+        throw unmappable(`${where}.retention`, `${shown('retention', retention)} is not an age`, 'in RKE v0.1 it is an age such as 24h');
       cfg.retention = { rke: { retention } };
       summary.push(`local retention: snapshots older than ${retention} are pruned once in S3`);
       rkeChanges.push(`raise services.etcd.retention above ${retention} so that the agent, which never deletes what is not in S3, prunes before RKE does`);
@@ -215,7 +234,9 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
     cfg.retention = { rke: { intervalHours: RKE_DEFAULT_INTERVAL_HOURS, retention: RKE_DEFAULT_RETENTION } };
     notes.push(`services.etcd.backup_config is not set: RKE's defaults apply (every ${RKE_DEFAULT_INTERVAL_HOURS}h, keep ${RKE_DEFAULT_RETENTION})`);
     summary.push(`local retention: snapshots older than ${RKE_DEFAULT_INTERVAL_HOURS * RKE_DEFAULT_RETENTION}h are pruned once in S3 (RKE's defaults)`);
-    rkeChanges.push(`set backup_config.retention above ${RKE_DEFAULT_RETENTION} (e.g. ${RKE_DEFAULT_RETENTION * 2}) so that the agent, which never deletes what is not in S3, prunes before RKE does`);
+    rkeChanges.push(
+      `set backup_config.retention above ${RKE_DEFAULT_RETENTION} (e.g. ${RKE_DEFAULT_RETENTION * 2}) so that the agent, which never deletes what is not in S3, prunes before RKE does`,
+    );
   }
 
   let bucket: string | undefined;
@@ -243,15 +264,23 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
       cfg.s3.ca = ca;
     }
     if (Boolean(accessKey) !== Boolean(secretKey)) {
-      throw unmappable(`${S3}.${accessKey ? 'secret_key' : 'access_key'}`, 'missing while its partner is set', 'give both access_key and secret_key, or neither (to use an instance role)');
+      throw unmappable(
+        `${S3}.${accessKey ? 'secret_key' : 'access_key'}`,
+        'missing while its partner is set',
+        'give both access_key and secret_key, or neither (to use an instance role)',
+      );
     }
     if (accessKey && secretKey) {
-      credentialsText = new Secret(`# S3 keys imported from ${path.basename(file)} (${S3}).\n# Keep this file mode 0600; the agent re-reads it when it changes.\n[default]\naws_access_key_id = ${accessKey}\naws_secret_access_key = ${secretKey}\n`);
+      credentialsText = new Secret(
+        `# S3 keys imported from ${path.basename(file)} (${S3}).\n# Keep this file mode 0600; the agent re-reads it when it changes.\n[default]\naws_access_key_id = ${accessKey}\naws_secret_access_key = ${secretKey}\n`,
+      );
       cfg.s3.credentialsFile = path.join(opts.outputDir, 'credentials');
     } else {
       notes.push('no access_key/secret_key: the agent uses the AWS default chain (environment, instance role via IMDS, web identity)');
     }
-    summary.push(`S3: bucket ${opts.bucket ?? bucket ?? '?'} ${mapped.endpoint ? `at ${mapped.endpoint}` : `on AWS (${mapped.region ?? 'us-east-1'})`}, keys under ${folder ? `${folder}/` : '(default prefix) '}<cluster>/<node>/`);
+    summary.push(
+      `S3: bucket ${opts.bucket ?? bucket ?? '?'} ${mapped.endpoint ? `at ${mapped.endpoint}` : `on AWS (${mapped.region ?? 'us-east-1'})`}, keys under ${folder ? `${folder}/` : '(default prefix) '}<cluster>/<node>/`,
+    );
     notes.push('each node uploads under its own key (<prefix>/<cluster>/<node>/<name>), where RKE wrote every node to <folder>/<name>');
     rkeChanges.unshift('remove backup_config.s3backupconfig (the agent uploads now; both uploading doubles the traffic)');
   } else if (form === 'v0.2+') {
@@ -264,12 +293,19 @@ export function planRkeImport(text: string, file: string, opts: RkeImportOptions
     const where = form === 'v0.1' ? 'RKE v0.1 has no S3 settings' : `${S3}.bucket_name is not set`;
     throw new RkeImportError(EXIT.CONFIG, `${file}: no bucket to upload to (${where}); pass --bucket NAME`);
   }
-  if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(bucket)) throw unmappable(opts.bucket ? '--bucket' : `${S3}.bucket_name`, `${shown('bucket', bucket)} is not a valid bucket name`, 'use lower-case letters, digits, dots and hyphens');
+  if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(bucket))
+    throw unmappable(
+      opts.bucket ? '--bucket' : `${S3}.bucket_name`,
+      `${shown('bucket', bucket)} is not a valid bucket name`,
+      'use lower-case letters, digits, dots and hyphens',
+    );
   cfg.s3 = { bucket, ...cfg.s3 };
   if (!s3raw) summary.push(`S3: bucket ${bucket} on AWS (us-east-1); set s3.endpoint (and s3.region) for another S3 server`);
 
   const header = `# etcd-backup-agent configuration, imported from ${path.basename(file)} (${form === 'v0.1' ? 'services.etcd, RKE v0.1' : BACKUP}) by\n# "etcd-backup-agent import-rke". Every other key keeps its default: see config.example.yaml.\n# Secrets never go here${credentialsText ? '; the S3 keys are in s3.credentialsFile (mode 0600)' : ''}.\n`;
-  const body = stringify({ ...(cfg.cluster ? { cluster: cfg.cluster } : {}), s3: cfg.s3, ...(cfg.retention ? { retention: cfg.retention } : {}) }, { lineWidth: 0 });
+  const body = stringify(
+    { ...(cfg.cluster ? { cluster: cfg.cluster } : {}), s3: cfg.s3, ...(cfg.retention ? { retention: cfg.retention } : {}) },
+    { lineWidth: 0 },
+  );
   return { form, configText: header + body, credentialsText, summary, notes, warnings, rkeChanges };
 }
-

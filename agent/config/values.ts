@@ -10,7 +10,7 @@ export function describe(value: unknown, sensitive = false): string {
   if (sensitive) return 'the given value';
   let s: string;
   try {
-    s = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+    s = typeof value === 'string' ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
   } catch {
     s = String(value);
   }
@@ -36,7 +36,13 @@ export function coerce(spec: KeySpec, value: unknown, issues: ConfigIssue[]): un
   // a default described in words (`<hostname>`) stands for "computed": the same as unset
   if (value === undefined || (typeof value === 'string' && value === spec.default && /^<.*>$/.test(value))) return undefined;
   const bad = (problem?: string): undefined => {
-    issues.push({ key: spec.key, problem: problem ?? `${describe(value, spec.sensitive)} is not ${KIND_HINT[spec.kind]}`, fix: spec.values ? `use one of: ${spec.values.join(', ')}` : `write ${KIND_HINT[spec.kind]}${spec.default !== undefined ? ` (default ${JSON.stringify(spec.default)})` : ''}` });
+    issues.push({
+      key: spec.key,
+      problem: problem ?? `${describe(value, spec.sensitive)} is not ${KIND_HINT[spec.kind]}`,
+      fix: spec.values
+        ? `use one of: ${spec.values.join(', ')}`
+        : `write ${KIND_HINT[spec.kind]}${spec.default !== undefined ? ` (default ${JSON.stringify(spec.default)})` : ''}`,
+    });
     return undefined;
   };
   const show = (n: number): string => (spec.kind === 'duration' ? formatDuration(n) : spec.kind === 'size' ? formatBytes(n).replace(' ', '') : String(n));

@@ -26,7 +26,7 @@ class ByteQueue {
       this.advance(n);
     } else {
       out = Buffer.allocUnsafe(n);
-      for (let w = 0; w < n; ) {
+      for (let w = 0; w < n;) {
         const p = this.parts[0]!;
         const k = Math.min(n - w, p.length - this.head);
         p.copy(out, w, this.head, this.head + k);
@@ -139,7 +139,10 @@ export class AgeDecryption {
     const plain = openChunk(key, this.nonce, sealed, this.index, false);
     if (!plain) {
       if (openChunk(key, this.nonce, sealed, this.index, true)) {
-        throw new AgeError('trailing_data', `data follows the final chunk (${this.index}) at ciphertext byte ${this.header!.size + NONCE_SIZE + (this.index + 1) * ENC_CHUNK_SIZE}`);
+        throw new AgeError(
+          'trailing_data',
+          `data follows the final chunk (${this.index}) at ciphertext byte ${this.header!.size + NONCE_SIZE + (this.index + 1) * ENC_CHUNK_SIZE}`,
+        );
       }
       throw new AgeError('tampered', `${this.where(this.index)} failed authentication: changed, reordered, or not from this file`);
     }

@@ -13,7 +13,9 @@ export const MAX_HEADER = 1 << 20;
 const ARG = /^[\x21-\x7e]+$/;
 
 function headerMac(fileKey: Buffer, upToDashes: Buffer): Buffer {
-  return createHmac('sha256', hkdf(fileKey, Buffer.alloc(0), 'header')).update(upToDashes).digest();
+  return createHmac('sha256', hkdf(fileKey, Buffer.alloc(0), 'header'))
+    .update(upToDashes)
+    .digest();
 }
 
 function stanzaText(s: Stanza): string {
@@ -105,7 +107,8 @@ export class HeaderReader {
     if (n === 1) {
       if (line === VERSION_LINE) return undefined;
       this.checkStart(line);
-      if (/^age-encryption\.org\/[\x21-\x7e]{1,40}$/.test(line)) throw new AgeError('unsupported', `age format version '${line.slice(19)}' is not supported (only v1)`);
+      if (/^age-encryption\.org\/[\x21-\x7e]{1,40}$/.test(line))
+        throw new AgeError('unsupported', `age format version '${line.slice(19)}' is not supported (only v1)`);
       throw new AgeError('header_syntax', 'malformed header line 1: not the age version line (CRLF line endings, or not an age file)');
     }
     if (this.open) {
@@ -160,7 +163,10 @@ export function openHeader(header: ParsedHeader, identities: readonly AgeIdentit
   }
   if (!fileKey) {
     const have = identities.map((i) => i.recipient).join(', ');
-    throw new AgeError('no_identity', `no identity matches: the file is encrypted to ${stanzaSummary(header.stanzas)} recipient(s); the identities given are for ${have || 'nothing'}`);
+    throw new AgeError(
+      'no_identity',
+      `no identity matches: the file is encrypted to ${stanzaSummary(header.stanzas)} recipient(s); the identities given are for ${have || 'nothing'}`,
+    );
   }
   if (fileKey.length !== 16) throw new AgeError('header_syntax', `the file key is ${fileKey.length} bytes, expected 16`);
   if (!timingSafeEqual(headerMac(fileKey, header.upToDashes), header.mac)) {

@@ -89,7 +89,9 @@ class SshEd25519Recipient implements AgeRecipient {
 export function parseRecipient(input: string, where = 'recipient'): AgeRecipient {
   const s = input.trim();
   if (/^AGE-SECRET-KEY-/i.test(s) || looksLikePrivateKeyPem(s)) {
-    throw new KeyError(`${where}: this is a secret key, not a recipient; give its public recipient (age-keygen -y, or the .pub file) and keep the secret key off this machine`);
+    throw new KeyError(
+      `${where}: this is a secret key, not a recipient; give its public recipient (age-keygen -y, or the .pub file) and keep the secret key off this machine`,
+    );
   }
   if (s.startsWith('ssh-') || s.startsWith('ecdsa-') || s.startsWith('sk-')) {
     const key = parseSshPublicLine(s, where);
@@ -101,7 +103,9 @@ export function parseRecipient(input: string, where = 'recipient'): AgeRecipient
     const d = bech32Decode(s);
     if (!d.ok) throw new KeyError(`${where}: invalid age1 recipient: it ${d.problem}`);
     if (d.hrp !== RECIPIENT_HRP) {
-      throw new KeyError(`${where}: '${d.hrp}1…' recipients (post-quantum, tag or plugin types) are not supported; use an X25519 age1… recipient or an ssh-ed25519 key`);
+      throw new KeyError(
+        `${where}: '${d.hrp}1…' recipients (post-quantum, tag or plugin types) are not supported; use an X25519 age1… recipient or an ssh-ed25519 key`,
+      );
     }
     if (d.data.length !== 32) throw new KeyError(`${where}: invalid age1 recipient: ${d.data.length} bytes of key, expected 32`);
     if (lowOrder(d.data)) throw new KeyError(`${where}: invalid age1 recipient: not a usable X25519 key`);
@@ -216,7 +220,8 @@ export function parseIdentities(text: string, source: string): AgeIdentity[] {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
     const where = `${source}:${i + 1}`;
-    if (/^age1/i.test(line) || line.startsWith('ssh-')) throw new KeyError(`${where}: this is a recipient (public key); decrypting needs the identity (secret key)`);
+    if (/^age1/i.test(line) || line.startsWith('ssh-'))
+      throw new KeyError(`${where}: this is a recipient (public key); decrypting needs the identity (secret key)`);
     if (/^AGE-PLUGIN-/i.test(line)) throw new KeyError(`${where}: age plugin identities are not supported`);
     if (!/^AGE-SECRET-KEY-1/i.test(line)) {
       const pq = /^AGE-SECRET-KEY-PQ-/i.test(line);

@@ -92,7 +92,13 @@ export class AgeEncryptor {
     if (recipients.length === 0) throw new Error('age encryption needs at least one recipient');
     const fileKey = randomBytes(16);
     const nonce = randomBytes(NONCE_SIZE);
-    this.header = Buffer.concat([writeHeader(fileKey, recipients.map((r) => r.wrap(fileKey))), nonce]);
+    this.header = Buffer.concat([
+      writeHeader(
+        fileKey,
+        recipients.map((r) => r.wrap(fileKey)),
+      ),
+      nonce,
+    ]);
     this.#key = payloadKey(fileKey, nonce);
     this.chunkCount = chunkCount(plaintextSize);
     this.ciphertextSize = this.header.length + payloadSize(plaintextSize) - NONCE_SIZE;
@@ -105,7 +111,7 @@ export class AgeEncryptor {
    */
   encryptInto(out: Buffer, plain: Buffer, firstChunk: number, isLast: boolean): number {
     const end = this.checkSlice(plain.length, firstChunk, isLast);
-    const need = (end - firstChunk * CHUNK_SIZE) + chunkCount(plain.length) * TAG_SIZE;
+    const need = end - firstChunk * CHUNK_SIZE + chunkCount(plain.length) * TAG_SIZE;
     if (out.length < need) throw new RangeError(`output buffer holds ${out.length} bytes, ${need} needed`);
     return sealChunks(this.#key, out, plain, firstChunk, isLast);
   }
@@ -164,7 +170,8 @@ export class AgeEncryptor {
    */
   encryptRange(out: Buffer, start: number, end: number, plain: Buffer): number {
     const need = this.plaintextFor(start, end);
-    if (plain.length !== need.length) throw new RangeError(`ciphertext [${start}, ${end}) needs ${need.length} plaintext bytes from ${need.offset}, got ${plain.length}`);
+    if (plain.length !== need.length)
+      throw new RangeError(`ciphertext [${start}, ${end}) needs ${need.length} plaintext bytes from ${need.offset}, got ${plain.length}`);
     if (out.length < end - start) throw new RangeError(`output buffer holds ${out.length} bytes, ${end - start} needed`);
     const h = this.header.length;
     if (start < h) this.header.copy(out, 0, start, Math.min(h, end));
@@ -208,9 +215,14 @@ export class AgeEncryptor {
     const end = first * CHUNK_SIZE + length;
     if (end > this.plaintextSize) throw new RangeError(`slice ends at byte ${end}, past the plaintext size ${this.plaintextSize}`);
     if (isLast !== (end === this.plaintextSize)) {
-      throw new RangeError(isLast ? `slice marked last ends at byte ${end}, not at the plaintext size ${this.plaintextSize}` : `slice ends the plaintext at byte ${end} but is not marked last`);
+      throw new RangeError(
+        isLast
+          ? `slice marked last ends at byte ${end}, not at the plaintext size ${this.plaintextSize}`
+          : `slice ends the plaintext at byte ${end} but is not marked last`,
+      );
     }
-    if (!isLast && (length === 0 || length % CHUNK_SIZE !== 0)) throw new RangeError(`a slice before the last must be whole 64 KiB chunks, got ${length} bytes`);
+    if (!isLast && (length === 0 || length % CHUNK_SIZE !== 0))
+      throw new RangeError(`a slice before the last must be whole 64 KiB chunks, got ${length} bytes`);
     if (isLast && length === 0 && this.plaintextSize !== 0) throw new RangeError('the last slice must not be empty');
     return end;
   }

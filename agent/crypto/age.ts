@@ -6,22 +6,6 @@
 // cut the ciphertext at a fixed size (`plaintextFor` + `encryptRange`). Both are deterministic, so a
 // retried part is byte-identical; a restarted upload (new UploadId, new process) needs a new encryptor.
 export { AgeError, KeyError, type AgeFailure } from './errors.js';
-export {
-  generateAgeIdentity,
-  parseIdentities,
-  parseRecipient,
-  parseRecipientsFile,
-  type AgeIdentity,
-  type AgeRecipient,
-  type Stanza,
-} from './age-keys.js';
-export {
-  AgeEncryptor,
-  ageEncryptor,
-  CHUNK_SIZE,
-  ENC_CHUNK_SIZE,
-  payloadSize,
-  plaintextSizeOf,
-  type CipherRange,
-} from './age-stream.js';
+export { generateAgeIdentity, parseIdentities, parseRecipient, parseRecipientsFile, type AgeIdentity, type AgeRecipient, type Stanza } from './age-keys.js';
+export { AgeEncryptor, ageEncryptor, CHUNK_SIZE, ENC_CHUNK_SIZE, payloadSize, plaintextSizeOf, type CipherRange } from './age-stream.js';
 export { AgeDecryption, ageDecryptor, AgeStructureCheck, checkAgeStructure, type AgeStructure } from './age-decrypt.js';

@@ -74,7 +74,10 @@ function parseOptions(text: string, where: string, out: AllowedSigner): void {
       rest = rest.slice(flag[0].length);
     } else {
       const kv = /^(namespaces|valid-after|valid-before)="([^"]*)"(?=,|$)/i.exec(rest);
-      if (!kv) throw new KeyError(`${where}: unknown or malformed option (known: cert-authority, namespaces="…", valid-after="…", valid-before="…", values in double quotes)`);
+      if (!kv)
+        throw new KeyError(
+          `${where}: unknown or malformed option (known: cert-authority, namespaces="…", valid-after="…", valid-before="…", values in double quotes)`,
+        );
       const name = kv[1]!.toLowerCase();
       const value = kv[2]!;
       if (name === 'namespaces') {
@@ -135,7 +138,10 @@ export function parseAllowedSigners(text: string, source: string): AllowedSigner
 }
 
 function matchPattern(s: string, pattern: string): boolean {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const re = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${re}$`, 's').test(s);
 }
 

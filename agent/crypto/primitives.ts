@@ -1,14 +1,6 @@
 // The few primitives age and SSHSIG are built from, all from node:crypto (OpenSSL): X25519 over raw 32-byte
 // values, HKDF-SHA-256, ChaCha20-Poly1305, Ed25519 from a raw seed, and the unpadded base64 age uses.
-import {
-  createCipheriv,
-  createDecipheriv,
-  createPrivateKey,
-  createPublicKey,
-  diffieHellman,
-  hkdfSync,
-  type KeyObject,
-} from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, type KeyObject } from 'node:crypto';
 
 // DER prefixes that turn a raw 32-byte key into PKCS#8 / SPKI, the only raw forms node:crypto imports
 // for X25519 and Ed25519 (RFC 8410).

@@ -81,13 +81,18 @@ export function sealingFrom(cfg: Pick<Config, 'encryption' | 'signing'>, file = 
   if (rf) {
     try {
       const list = parseRecipientsFile(readFileSync(rf, 'utf8'), rf);
-      if (list.length === 0) issues.push({ key: 'encryption.recipientsFile', problem: `${rf} holds no recipient`, fix: 'put one age1… or ssh-ed25519 key per line' });
+      if (list.length === 0)
+        issues.push({ key: 'encryption.recipientsFile', problem: `${rf} holds no recipient`, fix: 'put one age1… or ssh-ed25519 key per line' });
       for (const r of list) {
         recipients.push(r);
         texts.push(r.text);
       }
     } catch (e) {
-      issues.push({ key: 'encryption.recipientsFile', problem: e instanceof KeyError ? e.message : `${rf} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, fix: 'one age1… or ssh-ed25519 recipient per line, # for comments' });
+      issues.push({
+        key: 'encryption.recipientsFile',
+        problem: e instanceof KeyError ? e.message : `${rf} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
+        fix: 'one age1… or ssh-ed25519 recipient per line, # for comments',
+      });
     }
   }
   let key: SshEd25519PrivateKey | undefined;
@@ -96,7 +101,11 @@ export function sealingFrom(cfg: Pick<Config, 'encryption' | 'signing'>, file = 
     try {
       key = parseOpenSshPrivateKey(readFileSync(kf, 'utf8'), kf);
     } catch (e) {
-      issues.push({ key: 'signing.keyFile', problem: e instanceof KeyError ? e.message : `${kf} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, fix: 'make one with ssh-keygen -t ed25519 -N "" -f FILE (no passphrase: the agent signs unattended)' });
+      issues.push({
+        key: 'signing.keyFile',
+        problem: e instanceof KeyError ? e.message : `${kf} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
+        fix: 'make one with ssh-keygen -t ed25519 -N "" -f FILE (no passphrase: the agent signs unattended)',
+      });
     }
   }
   if (issues.length) throw new ConfigError(file, issues);

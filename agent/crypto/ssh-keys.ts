@@ -182,7 +182,9 @@ function parseKeyV1(raw: Buffer, file: string): SshEd25519PrivateKey {
   const kdf = r.text('kdf name');
   r.string('kdf options');
   if (cipher !== 'none' || kdf !== 'none') {
-    throw new KeyError(`${file}: the private key is protected by a passphrase; the agent needs an unencrypted ssh-ed25519 key (remove it with ssh-keygen -p -N '' -f ${file}, and keep the file mode 0600)`);
+    throw new KeyError(
+      `${file}: the private key is protected by a passphrase; the agent needs an unencrypted ssh-ed25519 key (remove it with ssh-keygen -p -N '' -f ${file}, and keep the file mode 0600)`,
+    );
   }
   const count = r.u32('key count');
   if (count !== 1) throw new KeyError(`${file}: holds ${count} keys; the agent reads files with exactly one`);

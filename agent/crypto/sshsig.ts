@@ -73,9 +73,7 @@ export type SshsigFailure =
   /** a valid signature, by a key allowed_signers does not allow here */
   | 'key_not_allowed';
 
-export type SshsigVerdict =
-  | { ok: true; principal: string; fingerprint: string; line: number }
-  | { ok: false; reason: SshsigFailure; detail: string };
+export type SshsigVerdict = { ok: true; principal: string; fingerprint: string; line: number } | { ok: false; reason: SshsigFailure; detail: string };
 
 interface ParsedSig {
   keyBlob: Buffer;
@@ -125,7 +123,13 @@ export interface SshsigVerifyOptions {
  * `ssh-keygen -Y verify -f allowed_signers -I principal -n namespace` does: the signature must be good and
  * its key listed (not as cert-authority) for the principal, with the namespace and time allowed.
  */
-export function sshsigVerify(armored: string, digest: Buffer, namespace: string, allowedSigners: readonly AllowedSigner[], opts: SshsigVerifyOptions = {}): SshsigVerdict {
+export function sshsigVerify(
+  armored: string,
+  digest: Buffer,
+  namespace: string,
+  allowedSigners: readonly AllowedSigner[],
+  opts: SshsigVerifyOptions = {},
+): SshsigVerdict {
   const hashAlg = opts.hashAlg ?? 'sha512';
   checkDigest(digest, hashAlg);
   const blob = dearmor(armored);
@@ -135,7 +139,8 @@ export function sshsigVerify(armored: string, digest: Buffer, namespace: string,
   if (sig.namespace !== namespace) {
     return { ok: false, reason: 'namespace', detail: `signed for namespace '${sig.namespace.slice(0, 64)}', expected '${namespace}'` };
   }
-  if (sig.hashAlg !== hashAlg) return { ok: false, reason: 'hash_alg', detail: `signed over a ${sig.hashAlg.slice(0, 32)} digest, a ${hashAlg} digest was given` };
+  if (sig.hashAlg !== hashAlg)
+    return { ok: false, reason: 'hash_alg', detail: `signed over a ${sig.hashAlg.slice(0, 32)} digest, a ${hashAlg} digest was given` };
   const pub = ed25519FromBlob(sig.keyBlob);
   if (typeof pub === 'string') return { ok: false, reason: 'unsupported_key', detail: `the signing key ${pub}` };
   const fingerprint = sshFingerprint(pub);

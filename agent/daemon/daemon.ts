@@ -35,7 +35,17 @@ export interface DaemonOptions {
 
 /** What the daemon's shipper knows of a file, as retention reads it. */
 export function asLocalFile(s: LocalSnapshot): LocalFileAt {
-  return { name: s.name, path: s.path, state: s.state, size: s.fp?.size ?? 0, mtimeMs: s.fp?.mtimeMs ?? 0, timeMs: s.snap.timestamp?.getTime(), ino: s.fp?.ino, sha256: s.sha256, detail: s.rejectReason };
+  return {
+    name: s.name,
+    path: s.path,
+    state: s.state,
+    size: s.fp?.size ?? 0,
+    mtimeMs: s.fp?.mtimeMs ?? 0,
+    timeMs: s.snap.timestamp?.getTime(),
+    ino: s.fp?.ino,
+    sha256: s.sha256,
+    detail: s.rejectReason,
+  };
 }
 
 export class Daemon {
@@ -162,7 +172,13 @@ export class Daemon {
       metrics: this.metrics,
       log,
       files: () => this.shipper.snapshots().map(asLocalFile),
-      inFlightKeys: () => new Set(this.shipper.snapshots().filter((s) => s.state === 'shipping' && s.key).map((s) => s.key!)),
+      inFlightKeys: () =>
+        new Set(
+          this.shipper
+            .snapshots()
+            .filter((s) => s.state === 'shipping' && s.key)
+            .map((s) => s.key!),
+        ),
     });
     this.retention.start();
     if (cfg.verify.enabled) {
@@ -180,14 +196,22 @@ export class Daemon {
       const opened = await Ledger.open(cfg.stateDir, location);
       this.ledger = opened.ledger;
       if (opened.status === 'corrupt') log.error('ledger was corrupt; rebuilding it from S3', { ledger: this.ledger.path, detail: opened.detail });
-      else if (opened.status === 'elsewhere') log.warn('ledger describes another bucket, endpoint or prefix; starting a new one from this location\'s listing', { ledger: this.ledger.path, detail: opened.detail });
+      else if (opened.status === 'elsewhere')
+        log.warn("ledger describes another bucket, endpoint or prefix; starting a new one from this location's listing", {
+          ledger: this.ledger.path,
+          detail: opened.detail,
+        });
       else if (opened.status === 'missing') log.info('no ledger yet; building it from S3', { ledger: this.ledger.path });
       return opened.status;
     } catch (e) {
       // Without a state directory the agent still ships (the ledger lives in memory; S3 is the truth).
       this.ledger = Ledger.inMemory(cfg.stateDir, location);
       this.metrics.ledgerWriteFailures.inc();
-      log.error('state directory unusable; keeping the ledger in memory only', { stateDir: cfg.stateDir, error: (e as NodeJS.ErrnoException).code ?? String(e), fix: 'make stateDir writable by the agent (systemd: StateDirectory=)' });
+      log.error('state directory unusable; keeping the ledger in memory only', {
+        stateDir: cfg.stateDir,
+        error: (e as NodeJS.ErrnoException).code ?? String(e),
+        fix: 'make stateDir writable by the agent (systemd: StateDirectory=)',
+      });
       return 'missing';
     }
   }
@@ -213,7 +237,10 @@ export class Daemon {
         for (const e of this.ledger.entries()) if (!entries.some((x) => x.key === e.key)) entries.push(e);
         await this.ledger.replaceAll(entries).catch((e) => {
           this.metrics.ledgerWriteFailures.inc();
-          log.error('could not write the rebuilt ledger; keeping it in memory', { ledger: this.ledger.path, error: (e as NodeJS.ErrnoException).code ?? String(e) });
+          log.error('could not write the rebuilt ledger; keeping it in memory', {
+            ledger: this.ledger.path,
+            error: (e as NodeJS.ErrnoException).code ?? String(e),
+          });
         });
         log.info('ledger rebuilt from S3', { objects: entries.length, prefix });
       }
@@ -224,7 +251,10 @@ export class Daemon {
       return true;
     } catch (err) {
       const delay = Math.min(cfg.upload.retryMaxMs, cfg.upload.retryInitialMs * 2 ** attempt);
-      log.error('S3 check at start failed; will retry', { error: describeError(err, { location: this.store.location }), retryInSeconds: Math.round(delay / 1000) });
+      log.error('S3 check at start failed; will retry', {
+        error: describeError(err, { location: this.store.location }),
+        retryInSeconds: Math.round(delay / 1000),
+      });
       this.syncTimer = setTimeout(() => void this.syncFromStore(status, attempt + 1), delay);
       this.syncTimer.unref();
       return false;
@@ -259,11 +289,20 @@ export class Daemon {
       present = keys;
     }
     // an upload in flight, or confirmed after the listing started, is not missing
-    const inFlight = new Set(this.shipper?.snapshots().filter((s) => s.state === 'shipping').map((s) => s.name));
+    const inFlight = new Set(
+      this.shipper
+        ?.snapshots()
+        .filter((s) => s.state === 'shipping')
+        .map((s) => s.name),
+    );
     const missing = (await this.ledger.reconcile(present, at)).filter((e) => !inFlight.has(e.name));
     for (const e of missing) {
       this.metrics.objectsMissing.inc();
-      log.warn('a confirmed backup is no longer in S3 (deleted or lost there); its local snapshot, if still present, is shipped again', { key: e.storedKey ?? e.key, file: e.name, confirmedAt: e.confirmedAt });
+      log.warn('a confirmed backup is no longer in S3 (deleted or lost there); its local snapshot, if still present, is shipped again', {
+        key: e.storedKey ?? e.key,
+        file: e.name,
+        confirmedAt: e.confirmedAt,
+      });
     }
     if (missing.length) this.shipper.forgotten(missing.map((e) => e.name));
     return missing;
@@ -280,8 +319,16 @@ export class Daemon {
     };
     const files = this.shipper.snapshots();
     const t = this.metrics.times();
-    const plan = planPrune({ files: files.map(asLocalFile), ledger: this.ledger.entries(), heads: new Map(), policy: { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: false }, now: Date.now() });
-    const newest = this.ledger.entries().reduce<LedgerEntry | undefined>((a, e) => (!a || (e.snapshotTime ?? e.confirmedAt) > (a.snapshotTime ?? a.confirmedAt) ? e : a), undefined);
+    const plan = planPrune({
+      files: files.map(asLocalFile),
+      ledger: this.ledger.entries(),
+      heads: new Map(),
+      policy: { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: false },
+      now: Date.now(),
+    });
+    const newest = this.ledger
+      .entries()
+      .reduce<LedgerEntry | undefined>((a, e) => (!a || (e.snapshotTime ?? e.confirmedAt) > (a.snapshotTime ?? a.confirmedAt) ? e : a), undefined);
     return {
       source: 'daemon',
       version: this.opts.version,
@@ -298,7 +345,15 @@ export class Daemon {
       ...(isoOrUndefined(t.lastVerifiedS) ? { lastVerified: isoOrUndefined(t.lastVerifiedS) } : {}),
       snapshots: files
         .filter((s) => s.state !== 'superseded' || s.fp)
-        .map((s) => ({ name: s.name, state: statusState(s.state), why: s.rejectReason ?? s.why, size: s.fp?.size ?? 0, time: new Date(s.snap.timestamp?.getTime() ?? s.fp?.mtimeMs ?? 0).toISOString(), ...keyOf(s), ...(s.state === 'shipping' && s.progress ? { progress: s.progress } : {}) })),
+        .map((s) => ({
+          name: s.name,
+          state: statusState(s.state),
+          why: s.rejectReason ?? s.why,
+          size: s.fp?.size ?? 0,
+          time: new Date(s.snap.timestamp?.getTime() ?? s.fp?.mtimeMs ?? 0).toISOString(),
+          ...keyOf(s),
+          ...(s.state === 'shipping' && s.progress ? { progress: s.progress } : {}),
+        })),
       nextPrune: plan.delete.map((d) => ({ name: d.name, reason: d.reason })),
       ...(newest ? { newestInS3: { key: newest.storedKey ?? newest.key, time: newest.snapshotTime ?? newest.confirmedAt } } : {}),
     };
@@ -330,7 +385,10 @@ export class Daemon {
       await this.retention?.stop();
       await this.drill?.stop();
       const { finished } = await this.shipper.stop(this.cfg.shutdownTimeoutMs);
-      if (!finished) this.log.warn('upload in flight did not finish in time; aborted (it will be shipped after restart)', { shutdownTimeoutSeconds: this.cfg.shutdownTimeoutMs / 1000 });
+      if (!finished)
+        this.log.warn('upload in flight did not finish in time; aborted (it will be shipped after restart)', {
+          shutdownTimeoutSeconds: this.cfg.shutdownTimeoutMs / 1000,
+        });
       if (this.ledger.unsaved) await this.ledger.save().catch(() => this.metrics.ledgerWriteFailures.inc());
       await this.server?.close();
       this.store.close();

@@ -9,7 +9,17 @@ import { fingerprint, NotRegularError, openRegular, readAt } from '../base/files
 import { isValidUtf8Name, shownBytes } from '../base/text.js';
 import type { Config } from '../config/keys.js';
 import { decide, type CheckResult, type Decision, type FileFacts, type LocalFileAt } from '../snapshot/lifecycle.js';
-import { classify, compileRules, snapshotTime, sniffName, SNIFF_BYTES, unnameable, type IgnoreReason, type NameRules, type SnapshotName } from '../snapshot/names.js';
+import {
+  classify,
+  compileRules,
+  snapshotTime,
+  sniffName,
+  SNIFF_BYTES,
+  unnameable,
+  type IgnoreReason,
+  type NameRules,
+  type SnapshotName,
+} from '../snapshot/names.js';
 import { quickCheck, verifyFile } from '../snapshot/verifier.js';
 import type { Ledger } from '../store/ledger.js';
 
@@ -52,7 +62,13 @@ export interface Examined {
 }
 
 /** Facts about one snapshot file now, and what decide() makes of them. */
-export async function examineFile(cfg: Config, ledger: Ledger, path: string, snap: SnapshotName, opts: { now: number; zip?: FileFacts['zip']; zipping: boolean; explicit?: boolean; full?: boolean }): Promise<Examined> {
+export async function examineFile(
+  cfg: Config,
+  ledger: Ledger,
+  path: string,
+  snap: SnapshotName,
+  opts: { now: number; zip?: FileFacts['zip']; zipping: boolean; explicit?: boolean; full?: boolean },
+): Promise<Examined> {
   const st = await lstat(path);
   const fp = fingerprint(st);
   const kind = st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'special';
@@ -137,11 +153,18 @@ export async function scanDirectory(cfg: Config, ledger: Ledger, now = Date.now(
   const raw = await readdir(cfg.snapshotDir, { encoding: 'buffer' });
   const out: LocalFileAt[] = [];
   const snapshots: { f: LocalFileAt; snap: SnapshotName }[] = [];
-  for (const bytes of raw.sort(Buffer.compare)) {
+  for (const bytes of raw.sort((a, b) => Buffer.compare(a, b))) {
     const name = bytes.toString('utf8');
     const path = join(cfg.snapshotDir, name);
     if (!isValidUtf8Name(bytes)) {
-      out.push({ name: shownBytes(bytes), path, state: 'unrecognised', size: 0, mtimeMs: 0, detail: 'its file name is not valid UTF-8; rename it to have it shipped' });
+      out.push({
+        name: shownBytes(bytes),
+        path,
+        state: 'unrecognised',
+        size: 0,
+        mtimeMs: 0,
+        detail: 'its file name is not valid UTF-8; rename it to have it shipped',
+      });
       continue;
     }
     let st;
@@ -183,7 +206,8 @@ export async function scanDirectory(cfg: Config, ledger: Ledger, now = Date.now(
       continue; // gone meanwhile
     }
     f.state = e.decision.state;
-    if (e.decision.state === 'rejected' || e.decision.state === 'settling' || e.decision.state === 'held') f.detail = e.decision.why.replace(/^failed verification \((.*)\)$/, '$1');
+    if (e.decision.state === 'rejected' || e.decision.state === 'settling' || e.decision.state === 'held')
+      f.detail = e.decision.why.replace(/^failed verification \((.*)\)$/, '$1');
     f.sha256 = e.facts.confirmed?.sha256 ?? e.sha256;
     if (snap.format === 'zip') {
       const s = e.decision.state;

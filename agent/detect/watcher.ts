@@ -100,8 +100,10 @@ export class Watcher {
       return undefined;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return `snapshot directory ${this.dir} does not exist; waiting for it to appear (check snapshotDir, or that etcd snapshots are enabled)`;
-      if (code === 'EACCES' || code === 'EPERM') return `snapshot directory ${this.dir} is not readable by this user; grant read access (see the systemd unit) or run as the owner`;
+      if (code === 'ENOENT')
+        return `snapshot directory ${this.dir} does not exist; waiting for it to appear (check snapshotDir, or that etcd snapshots are enabled)`;
+      if (code === 'EACCES' || code === 'EPERM')
+        return `snapshot directory ${this.dir} is not readable by this user; grant read access (see the systemd unit) or run as the owner`;
       return `snapshot directory ${this.dir} cannot be read (${code}); waiting`;
     }
   }

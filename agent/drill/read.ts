@@ -50,10 +50,17 @@ async function small(store: Store, key: string): Promise<string | undefined> {
 export async function readBack(store: Store, e: CatalogEntry, consume: (chunk: Buffer) => Promise<void> | void, opts: ReadOptions = {}): Promise<ReadResult> {
   if (!e.sha256 && !opts.allowUnverified) {
     const why = e.manifestProblem ? `its manifest cannot be used (${e.manifestProblem}) and it has no sha256 metadata` : 'no manifest, no sha256 metadata';
-    return fail('unverified', `${e.object.key} has no recorded sha256 (${why}): it is not a backup the agent confirmed; pass --allow-unverified to read it anyway`);
+    return fail(
+      'unverified',
+      `${e.object.key} has no recorded sha256 (${why}): it is not a backup the agent confirmed; pass --allow-unverified to read it anyway`,
+    );
   }
   const decrypt = e.encrypted && !opts.ciphertext;
-  if (decrypt && !opts.identities?.length) return fail('identity', `${e.object.key} is encrypted (age); pass --identity FILE (or set ETCD_BACKUP_AGENT_IDENTITY_FILE), or --encrypted to fetch the ciphertext`);
+  if (decrypt && !opts.identities?.length)
+    return fail(
+      'identity',
+      `${e.object.key} is encrypted (age); pass --identity FILE (or set ETCD_BACKUP_AGENT_IDENTITY_FILE), or --encrypted to fetch the ciphertext`,
+    );
   const got = await store.get(e.object.key, { signal: opts.signal });
   if (!got) return fail('missing', `${e.object.key} is gone from S3`);
   const hash = createHash('sha256');
@@ -96,7 +103,8 @@ export async function readBack(store: Store, e: CatalogEntry, consume: (chunk: B
     return { ok: true, sha256: hash.digest('hex'), size };
   }
   const sha256 = hash.digest('hex');
-  if (e.sha256 && size !== e.size) return fail('size', `${e.object.key} holds ${size} bytes of snapshot, ${e.manifest ? 'its manifest' : 'its metadata'} says ${e.size}`);
+  if (e.sha256 && size !== e.size)
+    return fail('size', `${e.object.key} holds ${size} bytes of snapshot, ${e.manifest ? 'its manifest' : 'its metadata'} says ${e.size}`);
   if (e.sha256 && sha256 !== e.sha256) return fail('hash', `${e.object.key}: the bytes read do not match the recorded sha256 (${sha256} != ${e.sha256})`);
   if (opts.signers) {
     const who = await checkSignatures(store, e, Buffer.from(sha256, 'hex'), opts.signers);
@@ -135,7 +143,8 @@ async function checkSignatures(store: Store, e: CatalogEntry, digest: Buffer, si
   const v = sshsigVerify(armored, digest, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha256', now: at });
   if (!v.ok) return fail('signature', `${e.object.key}: snapshot signature refused (${v.reason}: ${v.detail})`);
   const m = e.manifest;
-  if (!m?.signature?.manifestSignature) return fail('signature', `${e.object.key}: its manifest is not signed, so its node, name and time are not bound to the snapshot`);
+  if (!m?.signature?.manifestSignature)
+    return fail('signature', `${e.object.key}: its manifest is not signed, so its node, name and time are not bound to the snapshot`);
   const md = createHash('sha512').update(canonicalManifest(m)).digest();
   const mv = sshsigVerify(m.signature.manifestSignature, md, SNAPSHOT_NAMESPACE, signers, { principal: node, hashAlg: 'sha512', now: at });
   if (!mv.ok) return fail('signature', `${e.object.key}: manifest signature refused (${mv.reason}: ${mv.detail})`);
@@ -152,7 +161,11 @@ export class ObjectGone extends Error {
 }
 
 /** Plaintext bytes at any offset of the entry's object (ranged GETs; decrypted chunk by chunk for age). */
-export async function plainReader(store: Store, e: CatalogEntry, identities?: readonly AgeIdentity[]): Promise<{ read: (pos: number, len: number) => Promise<Buffer>; size: number }> {
+export async function plainReader(
+  store: Store,
+  e: CatalogEntry,
+  identities?: readonly AgeIdentity[],
+): Promise<{ read: (pos: number, len: number) => Promise<Buffer>; size: number }> {
   const ranged = async (pos: number, len: number): Promise<Buffer> => {
     if (len <= 0 || pos >= e.object.size) return Buffer.alloc(0);
     const got = await store.get(e.object.key, { range: { start: pos, end: Math.min(e.object.size, pos + len) - 1 } });

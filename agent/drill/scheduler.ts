@@ -58,7 +58,13 @@ export class DrillScheduler {
       if (prev.lastVerifiedMs) metrics.verified(new Date(prev.lastVerifiedMs));
       metrics.verifyRan(prev.lastRunMs, prev.failed.length);
     }
-    this.task = createTask(cfg.verify.schedule, () => void this.runNow('schedule'), { name: 'drill', timezone: 'UTC', noOverlap: true, logger: cronLogger(log, 'drill'), unref: true });
+    this.task = createTask(cfg.verify.schedule, () => void this.runNow('schedule'), {
+      name: 'drill',
+      timezone: 'UTC',
+      noOverlap: true,
+      logger: cronLogger(log, 'drill'),
+      unref: true,
+    });
     void this.task.start();
     log.info('restore drill scheduled', {
       schedule: cfg.verify.schedule,
@@ -114,17 +120,39 @@ export class DrillScheduler {
         // S3 out of reach: no verdict on this backup or the others. Anything else (access refused to this
         // object, say) means this backup cannot be read back, which is what a restore would meet too.
         if (UNREACHABLE.has(classifyError(err))) throw err;
-        r = { key: e.object.key, ok: false, depth: 'deep', reason: 'unreadable', detail: describeError(err, { location: store.location, key: e.object.key }), size: e.size, time: e.time };
+        r = {
+          key: e.object.key,
+          ok: false,
+          depth: 'deep',
+          reason: 'unreadable',
+          detail: describeError(err, { location: store.location, key: e.object.key }),
+          size: e.size,
+          time: e.time,
+        };
       }
       reports.push(r);
       const seconds = Number(((Date.now() - t0) / 1000).toFixed(3));
       if (r.ok) {
         metrics.verified(r.time);
         if (r.time.getTime() > this.lastVerifiedMs) this.lastVerifiedMs = r.time.getTime();
-        log.info('restore drill: backup verified', { key: r.key, depth: r.depth, revision: r.db?.revision, keys: r.db?.keys, snapshotTime: r.time.toISOString(), seconds, detail: r.detail });
+        log.info('restore drill: backup verified', {
+          key: r.key,
+          depth: r.depth,
+          revision: r.db?.revision,
+          keys: r.db?.keys,
+          snapshotTime: r.time.toISOString(),
+          seconds,
+          detail: r.detail,
+        });
       } else {
         metrics.verifyFailures.inc({ reason: r.reason ?? 'corrupt' });
-        log.error('restore drill: backup FAILED verification; it would not restore', { key: r.key, reason: r.reason, detail: r.detail, snapshotTime: r.time.toISOString(), seconds });
+        log.error('restore drill: backup FAILED verification; it would not restore', {
+          key: r.key,
+          reason: r.reason,
+          detail: r.detail,
+          snapshotTime: r.time.toISOString(),
+          seconds,
+        });
       }
     }
     await this.finished(started, reports);
@@ -137,11 +165,19 @@ export class DrillScheduler {
     const failed = reports.filter((r) => !r.ok).map((r) => ({ key: r.key, reason: r.reason ?? ('corrupt' as const) }));
     const at = Date.now();
     metrics.verifyRan(at, failed.length);
-    if (reports.length) log.info('restore drill finished', { verified: reports.length - failed.length, failed: failed.length, seconds: Number(((at - started) / 1000).toFixed(3)) });
+    if (reports.length)
+      log.info('restore drill finished', {
+        verified: reports.length - failed.length,
+        failed: failed.length,
+        seconds: Number(((at - started) / 1000).toFixed(3)),
+      });
     try {
       await saveDrillState(cfg.stateDir, { location: ledgerLocation(cfg), lastRunMs: at, lastVerifiedMs: this.lastVerifiedMs, failed });
     } catch (e) {
-      log.warn('could not record the drill\'s result in the state directory; a restart shows no verified backup until the next drill', { stateDir: cfg.stateDir, error: (e as NodeJS.ErrnoException).code ?? String(e) });
+      log.warn("could not record the drill's result in the state directory; a restart shows no verified backup until the next drill", {
+        stateDir: cfg.stateDir,
+        error: (e as NodeJS.ErrnoException).code ?? String(e),
+      });
     }
   }
 

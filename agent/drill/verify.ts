@@ -52,7 +52,16 @@ export interface VerifyReport {
   restore?: { tool: string; ok: boolean; detail: string };
 }
 
-const PROBLEM: Record<ReadProblem, VerifyFailure> = { missing: 'missing', unverified: 'hash', identity: 'decrypt', decrypt: 'decrypt', size: 'size', hash: 'hash', signature: 'signature', structure: 'format' };
+const PROBLEM: Record<ReadProblem, VerifyFailure> = {
+  missing: 'missing',
+  unverified: 'hash',
+  identity: 'decrypt',
+  decrypt: 'decrypt',
+  size: 'size',
+  hash: 'hash',
+  signature: 'signature',
+  structure: 'format',
+};
 const REJECT: Record<Rejected['reason'], VerifyFailure> = { truncated: 'truncated', corrupt: 'corrupt', format: 'format' };
 
 export async function verifyEntry(store: Store, e: CatalogEntry, opts: VerifyOptions = {}): Promise<VerifyReport> {
@@ -61,7 +70,14 @@ export async function verifyEntry(store: Store, e: CatalogEntry, opts: VerifyOpt
   const depth = e.encrypted && !opts.identities?.length ? 'stored' : 'deep';
   // the listing already tells an object cut short or replaced by one of another size: no need to read it
   const recorded = e.manifest?.object.size;
-  if (recorded !== undefined && e.object.size !== recorded) return { ...base, ok: false, depth, reason: 'size', detail: `${e.object.key} holds ${e.object.size} bytes, its manifest says ${recorded}: cut short or replaced in S3` };
+  if (recorded !== undefined && e.object.size !== recorded)
+    return {
+      ...base,
+      ok: false,
+      depth,
+      reason: 'size',
+      detail: `${e.object.key} holds ${e.object.size} bytes, its manifest says ${recorded}: cut short or replaced in S3`,
+    };
   if (depth === 'stored') return verifyStored(store, e, opts, base);
 
   // the few bytes the verifier reads before the stream (a zip's directory sits at the end)
@@ -88,13 +104,24 @@ export async function verifyEntry(store: Store, e: CatalogEntry, opts: VerifyOpt
         if (!early) early = await v.update(chunk);
         await restoreFile?.write(chunk);
       },
-      { ...(opts.identities ? { identities: opts.identities } : {}), ...(opts.signers ? { signers: opts.signers } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) },
+      {
+        ...(opts.identities ? { identities: opts.identities } : {}),
+        ...(opts.signers ? { signers: opts.signers } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      },
     );
     await restoreFile?.close();
     if (!read.ok) return { ...base, ok: false, depth: 'deep', reason: PROBLEM[read.problem], detail: read.detail };
     const verdict = early ?? (await v.finish());
     if (!verdict.ok) return { ...base, ok: false, depth: 'deep', reason: REJECT[verdict.reason], detail: `${verdict.reason}: ${verdict.detail}` };
-    const report: VerifyReport = { ...base, ok: true, depth: 'deep', detail: `sound: sha256 and size as shipped, ${verdict.format}${verdict.entry ? ` (entry ${verdict.entry})` : ''}, every bbolt page checked${read.signedBy ? `, signed by ${read.signedBy}` : ''}`, ...(verdict.db ? { db: verdict.db } : {}) };
+    const report: VerifyReport = {
+      ...base,
+      ok: true,
+      depth: 'deep',
+      detail: `sound: sha256 and size as shipped, ${verdict.format}${verdict.entry ? ` (entry ${verdict.entry})` : ''}, every bbolt page checked${read.signedBy ? `, signed by ${read.signedBy}` : ''}`,
+      ...(verdict.db ? { db: verdict.db } : {}),
+    };
     if (restoreFile) {
       const r = await restoreWith(restoreFile.path, restoreFile.dir, verdict.format === 'zip' ? verdict.entry : undefined);
       report.restore = r;
@@ -110,7 +137,14 @@ export async function verifyEntry(store: Store, e: CatalogEntry, opts: VerifyOpt
 /** An encrypted object checked without its key: the stored bytes against what the server verified at upload. */
 async function verifyStored(store: Store, e: CatalogEntry, opts: VerifyOptions, base: { key: string; size: number; time: Date }): Promise<VerifyReport> {
   const parts = partCheck(e.manifest?.object);
-  if (!parts) return { ...base, ok: false, depth: 'stored', reason: 'decrypt', detail: 'encrypted, and its manifest records no part checksums: only --identity can verify it' };
+  if (!parts)
+    return {
+      ...base,
+      ok: false,
+      depth: 'stored',
+      reason: 'decrypt',
+      detail: 'encrypted, and its manifest records no part checksums: only --identity can verify it',
+    };
   const got = await store.get(e.object.key, opts.signal ? { signal: opts.signal } : {});
   if (!got) return { ...base, ok: false, depth: 'stored', reason: 'missing', detail: `${e.object.key} is gone from S3` };
   const structure = checkAgeStructure();
@@ -128,7 +162,12 @@ async function verifyStored(store: Store, e: CatalogEntry, opts: VerifyOptions, 
   if (bad) return { ...base, ok: false, depth: 'stored', reason: total === e.manifest!.object.size ? 'hash' : 'size', detail: bad };
   const s = structure.finish();
   if (!s.ok) return { ...base, ok: false, depth: 'stored', reason: 'format', detail: s.detail };
-  return { ...base, ok: true, depth: 'stored', detail: `stored bytes intact: all ${parts.parts} part checksums match what the server verified at upload, age structure sound (decrypting needs --identity)` };
+  return {
+    ...base,
+    ok: true,
+    depth: 'stored',
+    detail: `stored bytes intact: all ${parts.parts} part checksums match what the server verified at upload, age structure sound (decrypting needs --identity)`,
+  };
 }
 
 async function tempSnapshot(): Promise<{ path: string; dir: string; write: (b: Buffer) => Promise<void>; close: () => Promise<void> }> {
@@ -161,7 +200,11 @@ async function restoreWith(path: string, dir: string, zipEntry: string | undefin
     const r = await run(tool, ['snapshot', 'restore', db, '--data-dir', dataDir]);
     if (r.code === null && r.out === 'ENOENT') continue;
     const last = r.out.trim().split('\n').filter(Boolean).pop() ?? '';
-    return { tool: `${tool} snapshot restore`, ok: r.code === 0, detail: r.code === 0 ? 'restored into a temporary data directory (removed again)' : last.slice(0, 300) };
+    return {
+      tool: `${tool} snapshot restore`,
+      ok: r.code === 0,
+      detail: r.code === 0 ? 'restored into a temporary data directory (removed again)' : last.slice(0, 300),
+    };
   }
   return { tool: 'etcdutl/etcdctl', ok: false, detail: 'neither etcdutl nor etcdctl is on PATH' };
 }

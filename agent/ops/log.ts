@@ -38,7 +38,14 @@ export function createLogger(level: LogLevel = 'info', stream: NodeJS.WritableSt
   return winston.createLogger({
     level,
     levels: { error: 0, warn: 1, info: 2, debug: 3 },
-    format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: false }), redact(), shape(), winston.format.json(), terminalSafe()),
+    format: winston.format.combine(
+      winston.format.timestamp(),
+      winston.format.errors({ stack: false }),
+      redact(),
+      shape(),
+      winston.format.json(),
+      terminalSafe(),
+    ),
     transports: [new winston.transports.Stream({ stream })],
   });
 }
@@ -62,4 +69,3 @@ export function cronLogger(log: Logger, task: string): CronLogger {
     error: (m, err) => log.error(`node-cron: ${text(m)}`, { task, ...(err ? { error: err.message } : {}) }),
   };
 }
-

@@ -8,7 +8,18 @@ export type UploadResult = 'success' | 'failure' | 'already_present';
 export type PruneLocation = 'local' | 'remote';
 /** Why a drill failed: a fixed set, safe as a label (the log line has the detail). */
 export type VerifyFailure = 'missing' | 'unreadable' | 'hash' | 'size' | 'corrupt' | 'truncated' | 'format' | 'decrypt' | 'signature' | 'restore';
-export const VERIFY_FAILURES: readonly VerifyFailure[] = ['missing', 'unreadable', 'hash', 'size', 'corrupt', 'truncated', 'format', 'decrypt', 'signature', 'restore'];
+export const VERIFY_FAILURES: readonly VerifyFailure[] = [
+  'missing',
+  'unreadable',
+  'hash',
+  'size',
+  'corrupt',
+  'truncated',
+  'format',
+  'decrypt',
+  'signature',
+  'restore',
+];
 
 export interface BuildFeatures {
   encryption: boolean;
@@ -53,7 +64,11 @@ export class Metrics {
 
   constructor(version: string, opts: { defaultMetrics?: boolean; features?: BuildFeatures } = {}) {
     const registers = [this.registry];
-    this.lastUploadSuccess = new Gauge({ name: 'etcdbackup_last_upload_success_timestamp_seconds', help: 'When the newest snapshot of this node was confirmed in S3; seeded at start from the ledger and S3, so a restart does not reset it.', registers });
+    this.lastUploadSuccess = new Gauge({
+      name: 'etcdbackup_last_upload_success_timestamp_seconds',
+      help: 'When the newest snapshot of this node was confirmed in S3; seeded at start from the ledger and S3, so a restart does not reset it.',
+      registers,
+    });
     this.lastSnapshot = new Gauge({
       name: 'etcdbackup_last_snapshot_timestamp_seconds',
       help: 'Modification time of the newest complete local snapshot (confirmed, or complete and waiting for its upload; one the upload pass then finds corrupt no longer counts).',
@@ -64,8 +79,18 @@ export class Metrics {
       },
     });
     this.pending = new Gauge({ name: 'etcdbackup_snapshots_pending', help: 'Verified local snapshots not yet confirmed in S3.', registers });
-    this.uploads = new Counter({ name: 'etcdbackup_uploads_total', help: 'Snapshot uploads by result (already_present: the same content was in S3, nothing sent).', labelNames: ['result'], registers });
-    this.uploadFailures = new Counter({ name: 'etcdbackup_upload_failures_total', help: 'Failed upload attempts by reason.', labelNames: ['reason'], registers });
+    this.uploads = new Counter({
+      name: 'etcdbackup_uploads_total',
+      help: 'Snapshot uploads by result (already_present: the same content was in S3, nothing sent).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.uploadFailures = new Counter({
+      name: 'etcdbackup_upload_failures_total',
+      help: 'Failed upload attempts by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
     this.uploadBytes = new Counter({ name: 'etcdbackup_upload_bytes_total', help: 'Bytes of snapshots confirmed in S3.', registers });
     this.uploadDuration = new Histogram({
       name: 'etcdbackup_upload_duration_seconds',
@@ -73,7 +98,12 @@ export class Metrics {
       buckets: [1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600],
       registers,
     });
-    this.rejected = new Counter({ name: 'etcdbackup_snapshots_rejected_total', help: 'Snapshots that failed verification and were not shipped (and will not be deleted).', labelNames: ['reason'], registers });
+    this.rejected = new Counter({
+      name: 'etcdbackup_snapshots_rejected_total',
+      help: 'Snapshots that failed verification and were not shipped (and will not be deleted).',
+      labelNames: ['reason'],
+      registers,
+    });
     this.localSnapshots = new Gauge({
       name: 'etcdbackup_local_snapshots',
       help: 'Snapshot files in the snapshot directory (computed at scrape time).',
@@ -93,20 +123,71 @@ export class Metrics {
       },
     });
     this.pruned = new Counter({ name: 'etcdbackup_pruned_files_total', help: 'Snapshots deleted by retention.', labelNames: ['location'], registers });
-    this.prunedBytes = new Counter({ name: 'etcdbackup_pruned_bytes_total', help: 'Bytes of snapshots deleted by retention.', labelNames: ['location'], registers });
-    this.lastPruneSuccess = new Gauge({ name: 'etcdbackup_last_prune_success_timestamp_seconds', help: 'Time of the last retention pass that completed without error.', registers });
-    this.pruneFailures = new Counter({ name: 'etcdbackup_prune_failures_total', help: 'Retention passes that failed or were skipped because S3 was unreachable.', registers });
+    this.prunedBytes = new Counter({
+      name: 'etcdbackup_pruned_bytes_total',
+      help: 'Bytes of snapshots deleted by retention.',
+      labelNames: ['location'],
+      registers,
+    });
+    this.lastPruneSuccess = new Gauge({
+      name: 'etcdbackup_last_prune_success_timestamp_seconds',
+      help: 'Time of the last retention pass that completed without error.',
+      registers,
+    });
+    this.pruneFailures = new Counter({
+      name: 'etcdbackup_prune_failures_total',
+      help: 'Retention passes that failed or were skipped because S3 was unreachable.',
+      registers,
+    });
     this.s3Up = new Gauge({ name: 'etcdbackup_s3_up', help: '1 if the last S3 call succeeded, else 0.', registers });
     this.dirUp = new Gauge({ name: 'etcdbackup_snapshot_directory_up', help: '1 if the snapshot directory exists and is readable, else 0.', registers });
-    this.ledgerWriteFailures = new Counter({ name: 'etcdbackup_ledger_write_failures_total', help: 'Failed writes of the local ledger (state directory full or read-only).', registers });
-    this.buildInfo = new Gauge({ name: 'etcdbackup_build_info', help: 'Agent version, runtime, and whether snapshots are encrypted and signed; the value is always 1.', labelNames: ['version', 'nodejs', 'encryption', 'signing'], registers });
-    this.objectsMissing = new Counter({ name: 'etcdbackup_objects_missing_total', help: 'Confirmed objects the ledger knew that a listing of S3 no longer shows (deleted or lost there); their local files are shipped again.', registers });
-    this.lastVerified = new Gauge({ name: 'etcdbackup_last_verified_timestamp_seconds', help: 'Snapshot time of the newest object of this node that the restore drill streamed back from S3 and found sound; kept across restarts in the state directory.', registers });
-    this.lastVerifyRun = new Gauge({ name: 'etcdbackup_last_verify_run_timestamp_seconds', help: 'When the restore drill last ran to the end, whatever it found.', registers });
-    this.verifyFailures = new Counter({ name: 'etcdbackup_verify_failures_total', help: 'Objects the restore drill found unsound, by reason.', labelNames: ['reason'], registers });
-    this.lastVerifyFailed = new Gauge({ name: 'etcdbackup_last_verify_failed_objects', help: 'Objects the last restore drill found unsound (0: all it checked passed); kept across restarts in the state directory.', registers });
-    this.lastRevision = new Gauge({ name: 'etcdbackup_last_snapshot_revision', help: "etcd revision in the newest shipped snapshot, from the upload's deep check (0 while unknown, e.g. with verify.beforeUpload off); a revision that stops moving while uploads continue means a stale member's snapshots.", registers });
-    this.lastKeys = new Gauge({ name: 'etcdbackup_last_snapshot_keys', help: 'Keys in the newest shipped snapshot, from the upload\'s deep check, as etcdctl snapshot status counts them.', registers });
+    this.ledgerWriteFailures = new Counter({
+      name: 'etcdbackup_ledger_write_failures_total',
+      help: 'Failed writes of the local ledger (state directory full or read-only).',
+      registers,
+    });
+    this.buildInfo = new Gauge({
+      name: 'etcdbackup_build_info',
+      help: 'Agent version, runtime, and whether snapshots are encrypted and signed; the value is always 1.',
+      labelNames: ['version', 'nodejs', 'encryption', 'signing'],
+      registers,
+    });
+    this.objectsMissing = new Counter({
+      name: 'etcdbackup_objects_missing_total',
+      help: 'Confirmed objects the ledger knew that a listing of S3 no longer shows (deleted or lost there); their local files are shipped again.',
+      registers,
+    });
+    this.lastVerified = new Gauge({
+      name: 'etcdbackup_last_verified_timestamp_seconds',
+      help: 'Snapshot time of the newest object of this node that the restore drill streamed back from S3 and found sound; kept across restarts in the state directory.',
+      registers,
+    });
+    this.lastVerifyRun = new Gauge({
+      name: 'etcdbackup_last_verify_run_timestamp_seconds',
+      help: 'When the restore drill last ran to the end, whatever it found.',
+      registers,
+    });
+    this.verifyFailures = new Counter({
+      name: 'etcdbackup_verify_failures_total',
+      help: 'Objects the restore drill found unsound, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.lastVerifyFailed = new Gauge({
+      name: 'etcdbackup_last_verify_failed_objects',
+      help: 'Objects the last restore drill found unsound (0: all it checked passed); kept across restarts in the state directory.',
+      registers,
+    });
+    this.lastRevision = new Gauge({
+      name: 'etcdbackup_last_snapshot_revision',
+      help: "etcd revision in the newest shipped snapshot, from the upload's deep check (0 while unknown, e.g. with verify.beforeUpload off); a revision that stops moving while uploads continue means a stale member's snapshots.",
+      registers,
+    });
+    this.lastKeys = new Gauge({
+      name: 'etcdbackup_last_snapshot_keys',
+      help: "Keys in the newest shipped snapshot, from the upload's deep check, as etcdctl snapshot status counts them.",
+      registers,
+    });
 
     const f = opts.features ?? { encryption: false, signing: false };
     this.buildInfo.set({ version, nodejs: process.version, encryption: String(f.encryption), signing: String(f.signing) }, 1);

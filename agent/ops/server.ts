@@ -99,13 +99,22 @@ async function readTls(tls: { certFile: string; keyFile: string }): Promise<{ ce
   try {
     createSecureContext({ cert, key });
   } catch (e) {
-    throw new ServerSetupError(`metrics.tlsCertFile/metrics.tlsKeyFile: ${tls.certFile} and ${tls.keyFile} are not a usable PEM certificate and matching key (${(e as Error).message})`);
+    throw new ServerSetupError(
+      `metrics.tlsCertFile/metrics.tlsKeyFile: ${tls.certFile} and ${tls.keyFile} are not a usable PEM certificate and matching key (${(e as Error).message})`,
+    );
   }
   return { cert, key };
 }
 
 async function fileStamp(paths: string[]): Promise<string> {
-  const parts = await Promise.all(paths.map((p) => stat(p).then((s) => `${s.ino}:${s.size}:${s.mtimeMs}`, () => 'missing')));
+  const parts = await Promise.all(
+    paths.map((p) =>
+      stat(p).then(
+        (s) => `${s.ino}:${s.size}:${s.mtimeMs}`,
+        () => 'missing',
+      ),
+    ),
+  );
   return parts.join('|');
 }
 
@@ -216,7 +225,11 @@ export class MetricsServer {
       } else if (path === '/status' && this.health.status) {
         res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' }).end(`${jsonSafe(JSON.stringify(await this.health.status()))}\n`);
       } else if (path === '/') {
-        res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end('<html><body><h1>etcd-backup-agent</h1><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></body></html>\n');
+        res
+          .writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' })
+          .end(
+            '<html><body><h1>etcd-backup-agent</h1><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></body></html>\n',
+          );
       } else {
         res.writeHead(404).end();
       }

@@ -6,7 +6,15 @@
  */
 export type StatusState = 'pending' | 'uploading' | 'shipped' | 'held' | 'rejected' | 'checking' | 'replaced';
 
-const WORDS: Record<string, StatusState> = { queued: 'pending', shipping: 'uploading', confirmed: 'shipped', held: 'held', rejected: 'rejected', settling: 'checking', superseded: 'replaced' };
+const WORDS: Record<string, StatusState> = {
+  queued: 'pending',
+  shipping: 'uploading',
+  confirmed: 'shipped',
+  held: 'held',
+  rejected: 'rejected',
+  settling: 'checking',
+  superseded: 'replaced',
+};
 
 /** The lifecycle's state of a file (snapshot/lifecycle.ts) in the words `status` uses. */
 export function statusState(lifecycleState: string): StatusState {

@@ -115,7 +115,10 @@ export async function prunePass(deps: RetentionDeps, files: readonly LocalFileAt
       const detail = describeError(err, { location: store.location });
       unreachable = { phase, s3: true, detail };
       problems.push(unreachable);
-      log.warn(`retention: ${s3Trouble(err)}; ${phase === 'remote' ? 'remote retention stopped' : 'no stale upload aborted'} this pass`, { error: detail, prefix: nodePrefix(cfg) });
+      log.warn(`retention: ${s3Trouble(err)}; ${phase === 'remote' ? 'remote retention stopped' : 'no stale upload aborted'} this pass`, {
+        error: detail,
+        prefix: nodePrefix(cfg),
+      });
       return undefined;
     }
   };
@@ -146,7 +149,13 @@ export async function prunePass(deps: RetentionDeps, files: readonly LocalFileAt
   return { dryRun, local, remote, uploads, problems, ok };
 }
 
-async function pruneLocal(deps: RetentionDeps, files: readonly LocalFileAt[], dryRun: boolean, problems: Problem[], stopped: () => boolean): Promise<PassReport['local']> {
+async function pruneLocal(
+  deps: RetentionDeps,
+  files: readonly LocalFileAt[],
+  dryRun: boolean,
+  problems: Problem[],
+  stopped: () => boolean,
+): Promise<PassReport['local']> {
   const { cfg, store, ledger, log, metrics } = deps;
   const now = (deps.now ?? Date.now)();
   const policy: LocalPolicy = { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: cfg.retention.confirmRemote };
@@ -163,7 +172,10 @@ async function pruneLocal(deps: RetentionDeps, files: readonly LocalFileAt[], dr
     } catch (err) {
       s3Unavailable = describeError(err, { location: store.location, key: asking });
       problems.push({ phase: 'local', s3: true, detail: s3Unavailable });
-      log.warn(`retention: ${s3Trouble(err)}; no local snapshot pruned this pass (copies cannot be confirmed)`, { error: s3Unavailable, candidates: keysToConfirm(base).length });
+      log.warn(`retention: ${s3Trouble(err)}; no local snapshot pruned this pass (copies cannot be confirmed)`, {
+        error: s3Unavailable,
+        candidates: keysToConfirm(base).length,
+      });
     }
   }
   const plan = planPrune({ ...base, heads, s3Unavailable });
@@ -189,7 +201,12 @@ async function pruneLocal(deps: RetentionDeps, files: readonly LocalFileAt[], dr
           return 'gone';
         }
         problems.push({ phase: 'local', s3: false, detail: `cannot delete ${f.path} (${ioCode(e)})` });
-        log.error('retention: cannot delete local snapshot', { file: f.path, key: d.key, error: ioCode(e), fix: 'the agent needs write access to the snapshot directory (systemd: ReadWritePaths=)' });
+        log.error('retention: cannot delete local snapshot', {
+          file: f.path,
+          key: d.key,
+          error: ioCode(e),
+          fix: 'the agent needs write access to the snapshot directory (systemd: ReadWritePaths=)',
+        });
         return { kept: `could not be deleted (${ioCode(e)})` };
       }
       metrics?.pruned.inc({ location: 'local' });
@@ -202,7 +219,12 @@ async function pruneLocal(deps: RetentionDeps, files: readonly LocalFileAt[], dr
   return { deleted, kept };
 }
 
-async function pruneRemote(deps: RetentionDeps, localNames: ReadonlySet<string>, dryRun: boolean, stopped: () => boolean): Promise<NonNullable<PassReport['remote']>> {
+async function pruneRemote(
+  deps: RetentionDeps,
+  localNames: ReadonlySet<string>,
+  dryRun: boolean,
+  stopped: () => boolean,
+): Promise<NonNullable<PassReport['remote']>> {
   const { cfg, store, ledger, log, metrics } = deps;
   const prefix = nodePrefix(cfg);
   const now = (deps.now ?? Date.now)();
@@ -210,7 +232,15 @@ async function pruneRemote(deps: RetentionDeps, localNames: ReadonlySet<string>,
   const catalog = await readCatalog(store, prefix, { head: true });
   const byKey = new Map<string, CatalogEntry>(catalog.entries.map((e) => [e.object.key, e]));
   const { keep, maxAgeMs } = cfg.retention.remote;
-  const plan = planRemote({ objects: catalog.entries.map(asRemoteFacts), prefix, node: cfg.node, cluster: cfg.cluster, policy: { keep, maxAgeMs }, now, localNames });
+  const plan = planRemote({
+    objects: catalog.entries.map(asRemoteFacts),
+    prefix,
+    node: cfg.node,
+    cluster: cfg.cluster,
+    policy: { keep, maxAgeMs },
+    now,
+    localNames,
+  });
   const kept = [...plan.keep];
   const deleted = await carryOut(plan.delete, kept, {
     dryRun,
@@ -271,7 +301,12 @@ async function abortStaleUploads(deps: RetentionDeps, opts: PassOptions, dryRun:
   const maxAgeMs = opts.staleUploadAgeMs ?? cfg.retention.staleUploadAgeMs;
   const plan = planStaleUploads({ uploads, prefix, now: (deps.now ?? Date.now)(), maxAgeMs, inFlightKeys: opts.inFlightKeys ?? new Set() });
   const kept = [...plan.keep];
-  const fields = (u: UploadDecision): Record<string, unknown> => ({ key: u.key, uploadId: u.uploadId, initiated: u.initiatedMs === undefined ? undefined : iso(u.initiatedMs), reason: u.reason });
+  const fields = (u: UploadDecision): Record<string, unknown> => ({
+    key: u.key,
+    uploadId: u.uploadId,
+    initiated: u.initiatedMs === undefined ? undefined : iso(u.initiatedMs),
+    reason: u.reason,
+  });
   const aborted = await carryOut(plan.abort, kept, {
     dryRun,
     stopped,

@@ -65,7 +65,6 @@ interface LocalRule {
   keep(f: LocalFile, c: LocalContext): string | undefined;
 }
 
-
 function policyVerdict(f: LocalFile, c: LocalContext): { delete: boolean; why: string } {
   const { keep, maxAgeMs } = c.input.policy;
   const rank = c.rank.get(f) ?? 0;
@@ -73,11 +72,17 @@ function policyVerdict(f: LocalFile, c: LocalContext): { delete: boolean; why: s
   const overCount = keep !== undefined && rank >= keep;
   const overAge = maxAgeMs !== undefined && age > maxAgeMs;
   if (overCount || overAge) {
-    const why = [overCount && `beyond the newest ${keep} (it is number ${rank + 1})`, overAge && `older than maxAge ${formatDuration(maxAgeMs)} (age ${formatDuration(age)})`];
+    const why = [
+      overCount && `beyond the newest ${keep} (it is number ${rank + 1})`,
+      overAge && `older than maxAge ${formatDuration(maxAgeMs)} (age ${formatDuration(age)})`,
+    ];
     return { delete: true, why: why.filter(Boolean).join(' and ') };
   }
   if (keep === undefined && maxAgeMs === undefined) return { delete: false, why: 'no local retention policy (retention.keep and retention.maxAge are unset)' };
-  const why = [keep !== undefined && `one of the newest ${keep} (number ${rank + 1})`, maxAgeMs !== undefined && `younger than maxAge ${formatDuration(maxAgeMs)} (age ${formatDuration(age)})`];
+  const why = [
+    keep !== undefined && `one of the newest ${keep} (number ${rank + 1})`,
+    maxAgeMs !== undefined && `younger than maxAge ${formatDuration(maxAgeMs)} (age ${formatDuration(age)})`,
+  ];
   return { delete: false, why: `within policy: ${why.filter(Boolean).join(' and ')}` };
 }
 
@@ -91,12 +96,30 @@ const timeOf = (f: LocalFile): number => f.timeMs ?? f.mtimeMs;
  * deleted. Every safety promise is exactly one entry here.
  */
 export const LOCAL_RULES: readonly LocalRule[] = [
-  { rule: 'only files recognised as snapshots', keep: (f) => (f.state === 'unrecognised' ? `not an etcd snapshot${f.detail ? ` (${f.detail})` : ''}; the agent never deletes it` : undefined) },
-  { rule: 'never a file that failed verification', keep: (f) => (f.state === 'rejected' ? `failed verification${f.detail ? ` (${f.detail})` : ''}; kept for inspection, never deleted` : undefined) },
-  { rule: 'only verified files', keep: (f) => (f.state === 'held' || f.state === 'settling' ? 'not verified yet (still being written, or waiting for its .zip)' : undefined) },
-  { rule: 'raw files replaced by a zip belong to their producer', keep: (f) => (f.state === 'superseded' ? 'raw snapshot already replaced by its .zip; its producer deletes it' : undefined) },
+  {
+    rule: 'only files recognised as snapshots',
+    keep: (f) => (f.state === 'unrecognised' ? `not an etcd snapshot${f.detail ? ` (${f.detail})` : ''}; the agent never deletes it` : undefined),
+  },
+  {
+    rule: 'never a file that failed verification',
+    keep: (f) => (f.state === 'rejected' ? `failed verification${f.detail ? ` (${f.detail})` : ''}; kept for inspection, never deleted` : undefined),
+  },
+  {
+    rule: 'only verified files',
+    keep: (f) => (f.state === 'held' || f.state === 'settling' ? 'not verified yet (still being written, or waiting for its .zip)' : undefined),
+  },
+  {
+    rule: 'raw files replaced by a zip belong to their producer',
+    keep: (f) => (f.state === 'superseded' ? 'raw snapshot already replaced by its .zip; its producer deletes it' : undefined),
+  },
   { rule: 'the newest verified snapshot always stays', keep: (f, c) => (f === c.newest ? 'newest verified snapshot; always kept' : undefined) },
-  { rule: 'a future time is age 0', keep: (f, c) => (timeOf(f) > c.input.now ? `taken in the future (${iso(timeOf(f))}): the clock may have jumped, so it counts as new and is never deleted for its age` : undefined) },
+  {
+    rule: 'a future time is age 0',
+    keep: (f, c) =>
+      timeOf(f) > c.input.now
+        ? `taken in the future (${iso(timeOf(f))}): the clock may have jumped, so it counts as new and is never deleted for its age`
+        : undefined,
+  },
   {
     rule: 'the policy (keep, maxAge)',
     keep: (f, c) => {
@@ -104,9 +127,21 @@ export const LOCAL_RULES: readonly LocalRule[] = [
       return v.delete ? undefined : v.why;
     },
   },
-  { rule: 'never before it is in S3', keep: (f) => (f.state === 'confirmed' ? undefined : `${WOULD} it is not in S3 yet (${f.state === 'shipping' ? 'uploading now' : 'unshipped: no confirmed upload in the ledger'})`) },
-  { rule: 'the ledger confirms this content', keep: (f, c) => (c.copy(f) ? undefined : `${WOULD} the ledger has no confirmed upload with this sha256 and size`) },
-  { rule: 'S3 answers', keep: (f, c) => (c.input.policy.confirmRemote && c.input.s3Unavailable ? `${WOULD} S3 could not confirm its copy: ${c.input.s3Unavailable}` : undefined) },
+  {
+    rule: 'never before it is in S3',
+    keep: (f) =>
+      f.state === 'confirmed'
+        ? undefined
+        : `${WOULD} it is not in S3 yet (${f.state === 'shipping' ? 'uploading now' : 'unshipped: no confirmed upload in the ledger'})`,
+  },
+  {
+    rule: 'the ledger confirms this content',
+    keep: (f, c) => (c.copy(f) ? undefined : `${WOULD} the ledger has no confirmed upload with this sha256 and size`),
+  },
+  {
+    rule: 'S3 answers',
+    keep: (f, c) => (c.input.policy.confirmRemote && c.input.s3Unavailable ? `${WOULD} S3 could not confirm its copy: ${c.input.s3Unavailable}` : undefined),
+  },
   { rule: 'HeadObject confirms the copy', keep: (f, c) => (c.input.policy.confirmRemote ? headProblem(f, c.copy(f)!.key, c.input.heads) : undefined) },
 ];
 
@@ -126,7 +161,8 @@ function localContext(input: LocalPlanInput): LocalContext {
   const rank = new Map(ranked.map((f, i) => [f, i]));
   const byName = new Map<string, LedgerFact[]>();
   for (const e of input.ledger) byName.set(e.name, [...(byName.get(e.name) ?? []), e]);
-  const copy = (f: LocalFile): LedgerFact | undefined => (f.sha256 === undefined ? undefined : byName.get(f.name)?.find((e) => e.sha256 === f.sha256 && e.size === f.size));
+  const copy = (f: LocalFile): LedgerFact | undefined =>
+    f.sha256 === undefined ? undefined : byName.get(f.name)?.find((e) => e.sha256 === f.sha256 && e.size === f.size);
   return { input, newest, rank, copy };
 }
 

@@ -58,7 +58,6 @@ interface RemoteRule {
   keep(o: RemoteObject, c: RemoteContext): string | undefined;
 }
 
-
 /** The file name after this node's prefix, if the key sits directly under it (our keys never nest). */
 export function ownName(key: string, prefix: string): string | undefined {
   if (!key.startsWith(prefix)) return undefined;
@@ -79,13 +78,21 @@ function remoteAge(o: RemoteObject, c: RemoteContext): number {
 
 // Whose object is it? Only this node's own snapshots are ranked and can ever be deleted.
 const OWNERSHIP_RULES: readonly RemoteRule[] = [
-  { rule: "only this node's prefix", keep: (o, c) => (ownName(o.key, c.input.prefix) === undefined ? `not directly under this node's prefix ${c.input.prefix}; never touched` : undefined) },
-  { rule: 'only objects the agent wrote', keep: (o) => (isSha256(o.metadata?.[META.sha256]) ? undefined : 'no sha256 metadata or manifest: not a complete backup by the agent; never touched') },
+  {
+    rule: "only this node's prefix",
+    keep: (o, c) => (ownName(o.key, c.input.prefix) === undefined ? `not directly under this node's prefix ${c.input.prefix}; never touched` : undefined),
+  },
+  {
+    rule: 'only objects the agent wrote',
+    keep: (o) => (isSha256(o.metadata?.[META.sha256]) ? undefined : 'no sha256 metadata or manifest: not a complete backup by the agent; never touched'),
+  },
   {
     rule: "only this node's and cluster's objects",
     keep: (o, c) => {
       const md = o.metadata ?? {};
-      return md[META.node] === c.input.node && md[META.cluster] === c.input.cluster ? undefined : `written for node ${md[META.node] ?? '(none)'} of cluster ${md[META.cluster] ?? '(none)'}; never touched`;
+      return md[META.node] === c.input.node && md[META.cluster] === c.input.cluster
+        ? undefined
+        : `written for node ${md[META.node] ?? '(none)'} of cluster ${md[META.cluster] ?? '(none)'}; never touched`;
     },
   },
 ];
@@ -93,17 +100,37 @@ const OWNERSHIP_RULES: readonly RemoteRule[] = [
 /** The remote rules, in order; the first reason keeps the object. */
 export const REMOTE_RULES: readonly RemoteRule[] = [
   ...OWNERSHIP_RULES,
-  { rule: 'a policy is set', keep: (o, c) => (c.input.policy.keep === undefined && c.input.policy.maxAgeMs === undefined ? 'no remote retention policy (retention.remote.keep and maxAge are unset)' : undefined) },
-  { rule: 'the newest N always stay', keep: (o, c) => (c.rank.get(o)! < c.keepN ? `one of the newest ${c.keepN} of this node (number ${c.rank.get(o)! + 1})` : undefined) },
-  { rule: 'age must be known', keep: (o) => (timeOf(o) === undefined ? 'neither its snapshot time nor a modification time is known; its age is unknown' : undefined) },
+  {
+    rule: 'a policy is set',
+    keep: (o, c) =>
+      c.input.policy.keep === undefined && c.input.policy.maxAgeMs === undefined
+        ? 'no remote retention policy (retention.remote.keep and maxAge are unset)'
+        : undefined,
+  },
+  {
+    rule: 'the newest N always stay',
+    keep: (o, c) => (c.rank.get(o)! < c.keepN ? `one of the newest ${c.keepN} of this node (number ${c.rank.get(o)! + 1})` : undefined),
+  },
+  {
+    rule: 'age must be known',
+    keep: (o) => (timeOf(o) === undefined ? 'neither its snapshot time nor a modification time is known; its age is unknown' : undefined),
+  },
   {
     rule: 'maxAge',
     keep: (o, c) => {
       const max = c.input.policy.maxAgeMs;
-      return max !== undefined && remoteAge(o, c) <= max ? `younger than maxAge ${formatDuration(max)} (age ${formatDuration(Math.max(0, remoteAge(o, c)))})` : undefined;
+      return max !== undefined && remoteAge(o, c) <= max
+        ? `younger than maxAge ${formatDuration(max)} (age ${formatDuration(Math.max(0, remoteAge(o, c)))})`
+        : undefined;
     },
   },
-  { rule: 'never a locked object', keep: (o, c) => (o.retainUntilMs !== undefined && o.retainUntilMs > c.input.now ? `locked until ${iso(o.retainUntilMs)} (S3 Object Lock); kept, and deleted by a later pass once the lock ends` : undefined) },
+  {
+    rule: 'never a locked object',
+    keep: (o, c) =>
+      o.retainUntilMs !== undefined && o.retainUntilMs > c.input.now
+        ? `locked until ${iso(o.retainUntilMs)} (S3 Object Lock); kept, and deleted by a later pass once the lock ends`
+        : undefined,
+  },
   {
     rule: 'never while the local file exists',
     keep: (o, c) => {

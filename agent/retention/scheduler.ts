@@ -28,7 +28,13 @@ export class RetentionScheduler {
   start(): void {
     const { cfg, log } = this.d;
     const r = cfg.retention;
-    this.task = createTask(r.schedule, () => this.runNow('schedule'), { name: 'retention', timezone: r.timezone, noOverlap: true, logger: cronLogger(log, 'retention'), unref: true });
+    this.task = createTask(r.schedule, () => this.runNow('schedule'), {
+      name: 'retention',
+      timezone: r.timezone,
+      noOverlap: true,
+      logger: cronLogger(log, 'retention'),
+      unref: true,
+    });
     void this.task.start();
     this.startTimer = setTimeout(() => void this.runNow('start'), this.startDelayMs);
     this.startTimer.unref();

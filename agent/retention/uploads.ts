@@ -18,7 +18,13 @@ export interface UploadPlan {
 }
 
 /** Multipart uploads of this node that a crash left behind: older than maxAgeMs and not in flight here. */
-export function planStaleUploads(input: { uploads: readonly OpenUpload[]; prefix: string; now: number; maxAgeMs: number; inFlightKeys: ReadonlySet<string> }): UploadPlan {
+export function planStaleUploads(input: {
+  uploads: readonly OpenUpload[];
+  prefix: string;
+  now: number;
+  maxAgeMs: number;
+  inFlightKeys: ReadonlySet<string>;
+}): UploadPlan {
   const plan: UploadPlan = { abort: [], keep: [] };
   for (const u of input.uploads) {
     const age = u.initiatedMs === undefined ? undefined : input.now - u.initiatedMs;
@@ -28,7 +34,11 @@ export function planStaleUploads(input: { uploads: readonly OpenUpload[]; prefix
     else if (age === undefined) reason = 'S3 gave no start time; its age is unknown';
     else if (age < input.maxAgeMs) reason = `younger than ${formatDuration(input.maxAgeMs)} (started ${formatDuration(Math.max(0, age))} ago)`;
     if (reason !== undefined) plan.keep.push({ ...u, reason });
-    else plan.abort.push({ ...u, reason: `incomplete for ${formatDuration(age!)} (threshold ${formatDuration(input.maxAgeMs)}): left by a crashed or killed upload` });
+    else
+      plan.abort.push({
+        ...u,
+        reason: `incomplete for ${formatDuration(age!)} (threshold ${formatDuration(input.maxAgeMs)}): left by a crashed or killed upload`,
+      });
   }
   return plan;
 }

@@ -16,18 +16,35 @@ export async function confirmObject(store: Store, stored: string, size: number, 
   if (info && lock && !lockedUntil(info, lock)) {
     await store.setRetention(stored, lock);
     info = await store.head(stored);
-    if (info && !lockedUntil(info, lock)) throw new AgentError('refused', `S3 did not keep the Object Lock retention (${lock.mode} until ${lock.until.toISOString()}) on ${stored}: it shows ${info.retainUntil ? `${info.lockMode ?? '?'} until ${info.retainUntil.toISOString()}` : 'none'}; check that the bucket has Object Lock (check-config)`);
+    if (info && !lockedUntil(info, lock))
+      throw new AgentError(
+        'refused',
+        `S3 did not keep the Object Lock retention (${lock.mode} until ${lock.until.toISOString()}) on ${stored}: it shows ${info.retainUntil ? `${info.lockMode ?? '?'} until ${info.retainUntil.toISOString()}` : 'none'}; check that the bucket has Object Lock (check-config)`,
+      );
   }
   if (!info) throw new AgentError('verify', `${stored} is missing right after its upload completed`);
   const md = info.metadata ?? {};
   const differs = [META.name, META.node, META.cluster, META.mtime].filter((k) => md[k] !== metadata[k]);
   if (info.size !== size || differs.length) {
-    throw new AgentError('verify', `${stored} in S3 is not what was uploaded (size ${info.size} of ${size}${differs.length ? `, metadata ${differs.join(', ')} differ` : ''})`);
+    throw new AgentError(
+      'verify',
+      `${stored} in S3 is not what was uploaded (size ${info.size} of ${size}${differs.length ? `, metadata ${differs.join(', ')} differ` : ''})`,
+    );
   }
 }
 
 /** The signature and the manifest, each a small PUT whose Content-MD5 the server checks. */
-export async function writeManifest(store: Store, req: ShipRequest, opts: ShipOptions, key: string, stored: string, storedSize: number, v: Verified, partSize: number, parts: { sums: string[]; first: number; each: number }): Promise<Manifest> {
+export async function writeManifest(
+  store: Store,
+  req: ShipRequest,
+  opts: ShipOptions,
+  key: string,
+  stored: string,
+  storedSize: number,
+  v: Verified,
+  partSize: number,
+  parts: { sums: string[]; first: number; each: number },
+): Promise<Manifest> {
   const sealing = opts.sealing;
   const manifest: Manifest = {
     manifest: 1,
@@ -58,11 +75,21 @@ export async function writeManifest(store: Store, req: ShipRequest, opts: ShipOp
       ...(sealing?.encrypt ? { encryption: { scheme: 'age' as const, recipients: sealing.encrypt.recipients } } : {}),
     },
   };
-  const small = { metadata: { [META.node]: req.node, [META.cluster]: req.cluster, [META.agent]: req.agent, [META.name]: encodeURIComponent(req.name) }, lock: opts.lock, signal: opts.signal };
+  const small = {
+    metadata: { [META.node]: req.node, [META.cluster]: req.cluster, [META.agent]: req.agent, [META.name]: encodeURIComponent(req.name) },
+    lock: opts.lock,
+    signal: opts.signal,
+  };
   if (sealing?.sign) {
     const sig = sealing.sign.signDigest(Buffer.from(v.sha256, 'hex'));
     await store.putObject(signatureKey(key), Buffer.from(sig), { ...small, contentType: 'text/plain' });
-    manifest.signature = { scheme: 'sshsig', namespace: sealing.sign.namespace, publicKey: sealing.sign.publicKey, snapshotSignature: signatureKey(key), manifestSignature: '' };
+    manifest.signature = {
+      scheme: 'sshsig',
+      namespace: sealing.sign.namespace,
+      publicKey: sealing.sign.publicKey,
+      snapshotSignature: signatureKey(key),
+      manifestSignature: '',
+    };
     manifest.signature.manifestSignature = sealing.sign.signData(canonicalManifest(manifest));
   }
   await store.putObject(manifestKey(key), encodeManifest(manifest), { ...small, contentType: 'application/json' });
@@ -73,4 +100,3 @@ export async function writeManifest(store: Store, req: ShipRequest, opts: ShipOp
 function lockedUntil(info: ObjectInfo, lock: ObjectLock): boolean {
   return info.retainUntil !== undefined && info.retainUntil.getTime() >= lock.until.getTime() - 1000;
 }
-

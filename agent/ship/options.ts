@@ -39,7 +39,9 @@ export async function resolveIntegrity(store: Store, cfg: Config, log: Logger): 
     try {
       probe = await probePartChecksum(store, nodePrefix(cfg));
     } catch (err) {
-      log.warn('could not probe whether S3 checks part checksums; proving parts by their signed payload SHA-256', { error: describeError(err, { location: store.location }) });
+      log.warn('could not probe whether S3 checks part checksums; proving parts by their signed payload SHA-256', {
+        error: describeError(err, { location: store.location }),
+      });
     }
     choice = chooseIntegrity(cfg.s3.checksum, probe);
     if (choice.note) log.warn(choice.note);
@@ -47,12 +49,20 @@ export async function resolveIntegrity(store: Store, cfg: Config, log: Logger): 
   const bucketLock = cfg.s3.objectLock ? undefined : await store.objectLockEnabled().catch(() => undefined);
   const locked = cfg.s3.objectLock !== undefined || bucketLock === true;
   const integrity = integrityUnderLock(choice.integrity, locked);
-  const proof = integrity === 'crc32' ? 'CRC32 header, checked by the server (probed)' : integrity === 'md5' ? 'Content-MD5 (objects are written under Object Lock, where S3 wants it on every part)' : 'signed payload SHA-256';
+  const proof =
+    integrity === 'crc32'
+      ? 'CRC32 header, checked by the server (probed)'
+      : integrity === 'md5'
+        ? 'Content-MD5 (objects are written under Object Lock, where S3 wants it on every part)'
+        : 'signed payload SHA-256';
   log.info('part integrity', { proof, probe: probe?.detail ?? (cfg.s3.checksum === 'when_required' ? 'not run (s3.checksum: when_required)' : undefined) });
   return integrity;
 }
 
-export function shipOptions(cfg: Config, extra: { integrity: PartIntegrity; sealing?: Sealing; deep?: DeepCheck; signal?: AbortSignal; onProgress?: (done: number, total: number) => void }): ShipOptions {
+export function shipOptions(
+  cfg: Config,
+  extra: { integrity: PartIntegrity; sealing?: Sealing; deep?: DeepCheck; signal?: AbortSignal; onProgress?: (done: number, total: number) => void },
+): ShipOptions {
   return {
     timeoutMs: cfg.upload.timeoutMs,
     partSize: cfg.s3.partSize,

@@ -19,8 +19,7 @@ interface Existing {
 }
 
 export type Placement =
-  | { kind: 'present'; key: string; storedKey: string; sha256: string; lastModified?: Date; why: string }
-  | { kind: 'upload'; key: string; stored: string };
+  { kind: 'present'; key: string; storedKey: string; sha256: string; lastModified?: Date; why: string } | { kind: 'upload'; key: string; stored: string };
 
 export async function place(store: Store, req: ShipRequest, encrypted: boolean, signal: AbortSignal): Promise<Placement> {
   let key = req.key;
@@ -37,16 +36,31 @@ export async function place(store: Store, req: ShipRequest, encrypted: boolean, 
   }
   if (existing) {
     const form = at === stored ? '' : encrypted ? ', unencrypted (uploaded before encryption was turned on)' : ', encrypted (uploaded while encryption was on)';
-    const same = existing.sha256 !== undefined && existing.size === req.fp.size && existing.mtimeMs !== undefined && Math.abs(existing.mtimeMs - req.fp.mtimeMs) < 0.001;
+    const same =
+      existing.sha256 !== undefined && existing.size === req.fp.size && existing.mtimeMs !== undefined && Math.abs(existing.mtimeMs - req.fp.mtimeMs) < 0.001;
     if (same) {
-      return { kind: 'present', key, storedKey: at, sha256: existing.sha256!, lastModified: existing.info.lastModified, why: `S3 holds this file (same name, size and mtime in its manifest${form})` };
+      return {
+        kind: 'present',
+        key,
+        storedKey: at,
+        sha256: existing.sha256!,
+        lastModified: existing.info.lastModified,
+        why: `S3 holds this file (same name, size and mtime in its manifest${form})`,
+      };
     }
     if (existing.sha256 !== undefined || !existing.ours) {
       // Another version sits at the key. Telling whether it is this content needs this file's hash first:
       // a second read, only in this rare case (a snapshot rewritten, or a name reused).
       const sha256 = await hashFile(req.fh, req.fp.size, signal);
       if (existing.sha256 === sha256) {
-        return { kind: 'present', key, storedKey: at, sha256, lastModified: existing.info.lastModified, why: `S3 holds the same content under this key${form}` };
+        return {
+          kind: 'present',
+          key,
+          storedKey: at,
+          sha256,
+          lastModified: existing.info.lastModified,
+          why: `S3 holds the same content under this key${form}`,
+        };
       }
       key = conflictKey(req.key, sha256);
       stored = storedKeyOf(key, encrypted);
@@ -55,7 +69,10 @@ export async function place(store: Store, req: ShipRequest, encrypted: boolean, 
         return { kind: 'present', key, storedKey: stored, sha256, lastModified: existing.info.lastModified, why: 'S3 holds the same content beside the key' };
       }
       if (existing && (existing.sha256 !== undefined || !existing.ours)) {
-        throw new AgentError('verify', `both ${storedKeyOf(req.key, encrypted)} and ${stored} hold other content than ${req.name}; not overwriting a backup — move one of them away`);
+        throw new AgentError(
+          'verify',
+          `both ${storedKeyOf(req.key, encrypted)} and ${stored} hold other content than ${req.name}; not overwriting a backup — move one of them away`,
+        );
       }
     }
     // else: this agent's own upload that never got its manifest; it was never counted as shipped

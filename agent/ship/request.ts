@@ -53,4 +53,3 @@ export function partSizeFor(size: number, partSize: number, maxParts: number): n
   const need = Math.max(partSize, Math.ceil(size / maxParts));
   return Math.ceil(need / CHUNK) * CHUNK;
 }
-

@@ -100,7 +100,18 @@ export class Shipper {
 
   /** Local snapshot files the agent tracks (for retention, metrics, `status`). */
   snapshots(): LocalSnapshot[] {
-    return [...this.tracks.values()].map(({ name, path, snap, state, fp, sha256, key, rejectReason, why, progress }) => ({ name, path, snap, state, fp, sha256, key, rejectReason, why, progress }));
+    return [...this.tracks.values()].map(({ name, path, snap, state, fp, sha256, key, rejectReason, why, progress }) => ({
+      name,
+      path,
+      snap,
+      state,
+      fp,
+      sha256,
+      key,
+      rejectReason,
+      why,
+      progress,
+    }));
   }
 
   /** mtime of the newest snapshot that is complete and waiting for its upload (0: none) */
@@ -193,7 +204,19 @@ export class Shipper {
 
   private track(path: string, snap: SnapshotName): Track {
     const now = Date.now();
-    const t: Track = { name: snap.name, path, snap, state: 'settling', why: 'just seen', firstSeen: now, changedAt: now, attempts: 0, notBefore: 0, busy: false, again: false };
+    const t: Track = {
+      name: snap.name,
+      path,
+      snap,
+      state: 'settling',
+      why: 'just seen',
+      firstSeen: now,
+      changedAt: now,
+      attempts: 0,
+      notBefore: 0,
+      busy: false,
+      again: false,
+    };
     this.tracks.set(t.name, t);
     if (snap.format === 'zip') this.dirHasZips = true;
     return t;
@@ -266,7 +289,11 @@ export class Shipper {
     if (!this.badNames.has(name)) {
       this.badNames.add(name);
       this.d.metrics.rejected.inc({ reason: 'name' });
-      this.d.log.error('snapshot rejected: not shipped and never deleted by the agent', { file: join(dirname(path), shownBytes(raw)), reason: 'name', detail: 'its file name is not valid UTF-8, so it can be neither opened by name nor named in S3; rename it' });
+      this.d.log.error('snapshot rejected: not shipped and never deleted by the agent', {
+        file: join(dirname(path), shownBytes(raw)),
+        reason: 'name',
+        detail: 'its file name is not valid UTF-8, so it can be neither opened by name nor named in S3; rename it',
+      });
     }
     return true;
   }
@@ -342,7 +369,12 @@ export class Shipper {
       if (z.state === 'rejected') return 'rejected';
       return z.state === 'queued' || z.state === 'shipping' || z.state === 'confirmed' ? 'good' : 'pending';
     }
-    return (await lstat(join(dirname(t.path), `${t.name}.zip`)).then(() => true, () => false)) ? 'pending' : 'absent';
+    return (await lstat(join(dirname(t.path), `${t.name}.zip`)).then(
+      () => true,
+      () => false,
+    ))
+      ? 'pending'
+      : 'absent';
   }
 
   /** What is known about the file now: the facts decide() needs. */
@@ -493,10 +525,13 @@ export class Shipper {
 
   private wakeAt(at: number): void {
     if (this.backoffTimer) return;
-    this.backoffTimer = setTimeout(() => {
-      this.backoffTimer = undefined;
-      this.pump();
-    }, Math.max(0, at - Date.now()));
+    this.backoffTimer = setTimeout(
+      () => {
+        this.backoffTimer = undefined;
+        this.pump();
+      },
+      Math.max(0, at - Date.now()),
+    );
   }
 
   /**
@@ -536,7 +571,18 @@ export class Shipper {
     let outcome: ShipOutcome;
     try {
       outcome = await this.uploader.ship(
-        { fh, fp, name: t.name, producer: t.snap.producer, snapshotTime: snapshotTime(t.snap, fp.mtimeMs), key, node: cfg.node, cluster: cfg.cluster, agent: this.d.version, format: t.snap.format },
+        {
+          fh,
+          fp,
+          name: t.name,
+          producer: t.snap.producer,
+          snapshotTime: snapshotTime(t.snap, fp.mtimeMs),
+          key,
+          node: cfg.node,
+          cluster: cfg.cluster,
+          agent: this.d.version,
+          format: t.snap.format,
+        },
         shipOptions(cfg, {
           signal: this.abort.signal,
           integrity: this.d.integrity(),
@@ -574,7 +620,16 @@ export class Shipper {
     if (outcome.kind === 'shipped') {
       metrics.uploadSucceeded(fp.size, seconds, confirmedAt);
       if (outcome.verified.db) metrics.dbFacts(outcome.verified.db.revision, outcome.verified.db.keys, snapshotTime(t.snap, fp.mtimeMs).getTime());
-      log.info('snapshot shipped and confirmed', { file: t.path, key: outcome.storedKey, size: fp.size, sha256, parts: outcome.parts, integrity: outcome.manifest.object.integrity, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((fp.size / 1048576 / Math.max(seconds, 0.001)).toFixed(1)) });
+      log.info('snapshot shipped and confirmed', {
+        file: t.path,
+        key: outcome.storedKey,
+        size: fp.size,
+        sha256,
+        parts: outcome.parts,
+        integrity: outcome.manifest.object.integrity,
+        seconds: Number(seconds.toFixed(3)),
+        mibPerSecond: Number((fp.size / 1048576 / Math.max(seconds, 0.001)).toFixed(1)),
+      });
     } else {
       metrics.uploads.inc({ result: 'already_present' });
       // S3 already holds these bytes: the backup is as fresh as the newer of the object and this file
@@ -582,11 +637,26 @@ export class Shipper {
       log.info('snapshot already in S3; not sent again', { file: t.path, key: outcome.storedKey, sha256, why: outcome.why });
     }
     try {
-      await ledger.record({ name: t.name, key: outcome.key, ...(outcome.storedKey !== outcome.key ? { storedKey: outcome.storedKey } : {}), size: fp.size, sha256, mtimeMs: fp.mtimeMs, producer: t.snap.producer, confirmedAt: confirmedAt.toISOString(), snapshotTime: snapshotTime(t.snap, fp.mtimeMs).toISOString() });
+      await ledger.record({
+        name: t.name,
+        key: outcome.key,
+        ...(outcome.storedKey !== outcome.key ? { storedKey: outcome.storedKey } : {}),
+        size: fp.size,
+        sha256,
+        mtimeMs: fp.mtimeMs,
+        producer: t.snap.producer,
+        confirmedAt: confirmedAt.toISOString(),
+        snapshotTime: snapshotTime(t.snap, fp.mtimeMs).toISOString(),
+      });
     } catch (e) {
       // S3 has it; the ledger is a cache that the next write (or a rebuild) repairs.
       metrics.ledgerWriteFailures.inc();
-      log.error('could not write the ledger; the upload is confirmed in S3 and kept in memory', { file: t.path, key: outcome.key, ledger: ledger.path, error: (e as NodeJS.ErrnoException).code ?? String(e) });
+      log.error('could not write the ledger; the upload is confirmed in S3 and kept in memory', {
+        file: t.path,
+        key: outcome.key,
+        ledger: ledger.path,
+        error: (e as NodeJS.ErrnoException).code ?? String(e),
+      });
     }
   }
 
@@ -602,7 +672,12 @@ export class Shipper {
     metrics.uploadFailed(reason);
     t.attempts++;
     if (reason === 'changed' || reason === 'local_io') {
-      log.warn('upload stopped: the file changed or could not be read; checking it again', { file: t.path, key, reason, detail: describeError(err, { location: store.location, key }) });
+      log.warn('upload stopped: the file changed or could not be read; checking it again', {
+        file: t.path,
+        key,
+        reason,
+        detail: describeError(err, { location: store.location, key }),
+      });
       t.state = 'settling';
       t.changedAt = Date.now();
       this.updatePending();

@@ -14,7 +14,11 @@ export async function readExactly(req: ShipRequest, into: Buffer, position: numb
     } catch (e) {
       throw new AgentError('local_io', `reading ${req.name} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-    if (n === 0) throw new AgentError('changed', `${req.name} shrank while it was being uploaded (ended at byte ${position + got} of ${req.fp.size}); upload aborted, it will be verified again`);
+    if (n === 0)
+      throw new AgentError(
+        'changed',
+        `${req.name} shrank while it was being uploaded (ended at byte ${position + got} of ${req.fp.size}); upload aborted, it will be verified again`,
+      );
     got += n;
   }
 }
@@ -27,14 +31,17 @@ export async function unchanged(req: ShipRequest): Promise<void> {
     throw new AgentError('local_io', `cannot stat ${req.name} after reading it (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
   if (st.size !== req.fp.size || st.mtimeMs !== req.fp.mtimeMs) {
-    throw new AgentError('changed', `${req.name} changed while it was being uploaded (now ${st.size} of ${req.fp.size} bytes, mtime ${st.mtimeMs === req.fp.mtimeMs ? 'unchanged' : 'changed'}); upload aborted, it will be verified again`);
+    throw new AgentError(
+      'changed',
+      `${req.name} changed while it was being uploaded (now ${st.size} of ${req.fp.size} bytes, mtime ${st.mtimeMs === req.fp.mtimeMs ? 'unchanged' : 'changed'}); upload aborted, it will be verified again`,
+    );
   }
 }
 
 export async function hashFile(fh: FileHandle, size: number, signal: AbortSignal): Promise<string> {
   const h = createHash('sha256');
   const buf = Buffer.allocUnsafe(Math.min(size, 4 << 20) || 1);
-  for (let pos = 0; pos < size; ) {
+  for (let pos = 0; pos < size;) {
     signal.throwIfAborted();
     const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
     if (bytesRead === 0) throw new AgentError('changed', 'the file shrank while it was being hashed');

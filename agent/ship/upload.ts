@@ -31,7 +31,8 @@ export class Uploader {
     try {
       return await this.shipWithin(req, opts, signal);
     } catch (err) {
-      if (timeout.aborted && !opts.signal?.aborted) throw new AgentError('timeout', `upload of ${req.name} to ${req.key} exceeded upload.timeout; it was aborted and will be retried`);
+      if (timeout.aborted && !opts.signal?.aborted)
+        throw new AgentError('timeout', `upload of ${req.name} to ${req.key} exceeded upload.timeout; it was aborted and will be retried`);
       throw err;
     }
   }
@@ -60,12 +61,27 @@ export class Uploader {
     const partSize = partSizeFor(size, opts.partSize, opts.maxParts);
     const parts = Math.max(1, Math.ceil(size / partSize));
     const storedSize = enc ? enc.ciphertextSize : size;
-    const metadata = objectMetadata({ name: req.name, producer: req.producer, mtimeMs: req.fp.mtimeMs, snapshotTime: req.snapshotTime, format: verifier.format, node: req.node, cluster: req.cluster, agent: req.agent, encrypted: Boolean(enc) });
+    const metadata = objectMetadata({
+      name: req.name,
+      producer: req.producer,
+      mtimeMs: req.fp.mtimeMs,
+      snapshotTime: req.snapshotTime,
+      format: verifier.format,
+      node: req.node,
+      cluster: req.cluster,
+      agent: req.agent,
+      encrypted: Boolean(enc),
+    });
 
     await this.abortLeftovers(stored);
     const ctl = new AbortController();
     const signal = AbortSignal.any([outer, ctl.signal]);
-    const uploadId = await store.createUpload(stored, { metadata, lock: opts.lock, signal, ...(opts.integrity === 'crc32' ? { checksumAlgorithm: 'CRC32' } : {}) });
+    const uploadId = await store.createUpload(stored, {
+      metadata,
+      lock: opts.lock,
+      signal,
+      ...(opts.integrity === 'crc32' ? { checksumAlgorithm: 'CRC32' } : {}),
+    });
 
     const done = new Array<CompletedPart>(parts);
     const sums = new Array<string>(parts);
@@ -146,7 +162,11 @@ export class Uploader {
       const verified = verdict as Verified;
       // The manifest goes first: the object then never exists without it. A Complete that fails leaves a
       // manifest whose object is missing, which no reader counts and retention removes.
-      const layout = { sums, first: enc ? enc.header.length + enc.cipherLength(Math.min(partSize, size)) : Math.min(partSize, size), each: enc ? enc.cipherLength(partSize) : partSize };
+      const layout = {
+        sums,
+        first: enc ? enc.header.length + enc.cipherLength(Math.min(partSize, size)) : Math.min(partSize, size),
+        each: enc ? enc.cipherLength(partSize) : partSize,
+      };
       const manifest = await writeManifest(store, req, opts, key, stored, storedSize, verified, partSize, layout);
       await store.completeUpload(stored, uploadId, done, signal);
       await confirmObject(store, stored, storedSize, metadata, opts.lock);
@@ -190,4 +210,3 @@ export class Uploader {
     if (ids.size === 0) this.unaborted.delete(stored);
   }
 }
-

@@ -144,7 +144,8 @@ export class NodeParser extends NodeCursor {
     let ref: BucketRef;
     if (lo !== 0 || hi !== 0) {
       if (len !== BUCKET_HEADER) return void (this.error = `bucket "${name}" has root page ${fmtPgid(lo, hi)} and a ${len}-byte value; bbolt writes 16`);
-      if (hi !== 0 || lo >= this.env.pages) return void (this.error = `bucket "${name}" has root page ${fmtPgid(lo, hi)}, past the end (${this.env.pages} pages)`);
+      if (hi !== 0 || lo >= this.env.pages)
+        return void (this.error = `bucket "${name}" has root page ${fmtPgid(lo, hi)}, past the end (${this.env.pages} pages)`);
       if (lo < 2) return void (this.error = `bucket "${name}" has meta page ${lo} as its root`);
       ref = { name, nameCrc: this.capNameCrc, nameLen: this.ks, root: lo, inline: undefined };
     } else {

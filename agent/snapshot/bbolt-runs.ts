@@ -119,7 +119,7 @@ export class PageRuns {
     const first = this.nextPage;
     const abs = first * ps;
     const absEnd = abs + (e - s);
-    for (let k = 0; k < this.active.length; ) {
+    for (let k = 0; k < this.active.length;) {
       const a = this.active[k]!;
       const to = Math.min(a.end, absEnd);
       const done = a.parser.feed(buf, s + (a.next - abs), s + (to - abs));
@@ -164,8 +164,7 @@ export class PageRuns {
       const np = this.spare ?? new NodeParser(this.env);
       this.spare = undefined;
       parser = np.reset(flags === FLAG_BRANCH, count, runLen, false).target(t.firstPre, t.lastPre, p * PREFIX);
-    }
-    else if (flags === FLAG_FREELIST) {
+    } else if (flags === FLAG_FREELIST) {
       t.kind[p] = K_FREELIST;
       if (p !== this.meta.freelist) return;
       const free = this.free;

@@ -145,7 +145,8 @@ export function walk(inp: WalkInput): DeepFacts {
     }
     if (parent >= 0) {
       if (t.count[p] === 0) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): empty page below a branch`);
-      if (t.firstHash[p] !== el.keyHash[t.aux[parent]! + idx]) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): first key differs from the key the branch holds for it`);
+      if (t.firstHash[p] !== el.keyHash[t.aux[parent]! + idx])
+        throw new Corrupt(`page ${p} (${ctx(parent, idx)}): first key differs from the key the branch holds for it`);
     }
     if (k === K_BRANCH) {
       bitSet(onPath, p);

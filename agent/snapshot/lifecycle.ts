@@ -98,7 +98,11 @@ const none = { kind: 'none' } as const;
 function waitOrReject(f: FileFacts, r: CheckResult, what: string): Decision {
   const quiet = f.now - f.changedAtMs;
   if (!f.explicit && quiet < f.settleTimeoutMs) {
-    return { state: 'settling', action: { kind: 'wait', ms: Math.max(10, Math.min(f.pollIntervalMs, f.settleTimeoutMs - quiet + 10)) }, why: `not complete yet (${r.detail ?? what}); waiting for the writer` };
+    return {
+      state: 'settling',
+      action: { kind: 'wait', ms: Math.max(10, Math.min(f.pollIntervalMs, f.settleTimeoutMs - quiet + 10)) },
+      why: `not complete yet (${r.detail ?? what}); waiting for the writer`,
+    };
   }
   const reason = r.reason ?? 'corrupt';
   return { state: 'rejected', action: { kind: 'reject', reason, detail: r.detail ?? what }, why: `failed verification (${reason}: ${r.detail ?? what})` };
@@ -114,11 +118,20 @@ export function decide(f: FileFacts): Decision {
   if (f.unreadable) {
     // a chmod or ACL change (same content, new ctime) is worth a new look
     if (f.unreadable.ctimeMs === f.unreadable.nowCtimeMs) {
-      return { state: 'rejected', action: { kind: 'reject', reason: 'unreadable', detail: `cannot read it (${f.unreadable.code}); check the agent's read access to the snapshot directory` }, why: `unreadable (${f.unreadable.code})` };
+      return {
+        state: 'rejected',
+        action: {
+          kind: 'reject',
+          reason: 'unreadable',
+          detail: `cannot read it (${f.unreadable.code}); check the agent's read access to the snapshot directory`,
+        },
+        why: `unreadable (${f.unreadable.code})`,
+      };
     }
   }
   if (f.zipping && !f.explicit) {
-    if (f.zip === 'good' || f.zip === 'pending') return { state: 'superseded', action: none, why: `its .zip ${f.zip === 'good' ? 'replaces it' : 'is being written'}; the producer deletes the raw file` };
+    if (f.zip === 'good' || f.zip === 'pending')
+      return { state: 'superseded', action: none, why: `its .zip ${f.zip === 'good' ? 'replaces it' : 'is being written'}; the producer deletes the raw file` };
     if (f.zip !== 'rejected') {
       const wait = f.firstSeenMs + f.zipWaitMs - f.now;
       if (wait > 0) return { state: 'held', action: { kind: 'wait', ms: wait }, why: 'waiting for the .zip its producer makes of it' };
@@ -128,5 +141,9 @@ export function decide(f: FileFacts): Decision {
   if (!f.quick) return { state: 'settling', action: { kind: 'check' }, why: 'not checked yet' };
   if (!f.quick.ok) return waitOrReject(f, f.quick, 'incomplete');
   if (f.failed) return waitOrReject(f, f.failed, 'verification failed');
-  return { state: 'queued', action: { kind: 'ship' }, why: f.zip === 'rejected' ? 'its .zip failed verification, so this raw snapshot is shipped instead' : 'complete; to be shipped' };
+  return {
+    state: 'queued',
+    action: { kind: 'ship' },
+    why: f.zip === 'rejected' ? 'its .zip failed verification, so this raw snapshot is shipped instead' : 'complete; to be shipped',
+  };
 }

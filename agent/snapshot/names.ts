@@ -19,7 +19,8 @@ const CONTROL_CHARS = /[\x00-\x1f\x7f-\x9f]/;
 
 /** Why a snapshot's file name cannot become an S3 key, or undefined when it can. */
 export function unnameable(name: string): string | undefined {
-  if (CONTROL_CHARS.test(name)) return 'its file name holds control characters, which S3 servers cannot list or name reliably (Swift refuses them); rename it to have it shipped';
+  if (CONTROL_CHARS.test(name))
+    return 'its file name holds control characters, which S3 servers cannot list or name reliably (Swift refuses them); rename it to have it shipped';
   return undefined;
 }
 

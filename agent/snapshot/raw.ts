@@ -24,7 +24,6 @@ export interface BodyCheck {
   finish(): { ok: true; db: DbInfo } | { ok: false; detail: string };
 }
 
-
 interface MetaCheck {
   index: 0 | 1;
   hasMagic: boolean;
@@ -75,7 +74,22 @@ function checkMeta(head: Buffer, index: 0 | 1, pageSize: number): MetaCheck {
 
 /** True when the few bytes of a tiny file agree with the start of a bbolt meta page 0. */
 function couldBeSnapshotStart(head: Buffer): boolean {
-  const want: Array<[number, number]> = [[0, 0], [1, 0], [2, 0], [3, 0], [4, 0], [5, 0], [6, 0], [7, 0], [8, 0x04], [9, 0], [16, 0xed], [17, 0xda], [18, 0x0c], [19, 0xed]];
+  const want: Array<[number, number]> = [
+    [0, 0],
+    [1, 0],
+    [2, 0],
+    [3, 0],
+    [4, 0],
+    [5, 0],
+    [6, 0],
+    [7, 0],
+    [8, 0x04],
+    [9, 0],
+    [16, 0xed],
+    [17, 0xda],
+    [18, 0x0c],
+    [19, 0xed],
+  ];
   return want.every(([i, v]) => i >= head.length || head[i] === v);
 }
 
@@ -133,9 +147,7 @@ export function checkRawHead(head: Buffer, size: number): RawLayout | Rejected {
   const want = best.pgid * BigInt(pageSize);
   if (want !== BigInt(dbLen)) {
     const says = `bbolt meta page ${best.index} says ${best.pgid} pages × ${pageSize} = ${want} bytes`;
-    return want > BigInt(dbLen)
-      ? reject('truncated', `${says} but only ${dbLen} precede the hash`)
-      : reject('format', `${says} but ${dbLen} precede the hash`);
+    return want > BigInt(dbLen) ? reject('truncated', `${says} but only ${dbLen} precede the hash`) : reject('format', `${says} but ${dbLen} precede the hash`);
   }
   return { pageSize, metaProblems: problems };
 }

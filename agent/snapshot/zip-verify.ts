@@ -22,7 +22,6 @@ import {
 
 const INFLATE_CHUNK = 256 << 10;
 
-
 const couldBeZipStart = (head: Buffer): boolean => {
   const n = Math.min(4, head.length);
   return head.subarray(0, n).equals(ZIP_LOCAL_SIG.subarray(0, n));
@@ -208,7 +207,10 @@ export class ZipStream {
     const snapshot = opened.snapshot!;
     this.sinks = [...opened.dir.entries]
       .sort((a, b) => a.dataOffset - b.dataOffset)
-      .map((e) => new EntrySink(e, e === snapshot ? new RawStream(e.uncompressedSize, true, undefined, deep?.(Math.max(0, e.uncompressedSize - TRAILER))) : undefined));
+      .map(
+        (e) =>
+          new EntrySink(e, e === snapshot ? new RawStream(e.uncompressedSize, true, undefined, deep?.(Math.max(0, e.uncompressedSize - TRAILER))) : undefined),
+      );
   }
 
   /** Resolves once `chunk` is consumed (the caller may reuse it); a rejection stops the stream. */

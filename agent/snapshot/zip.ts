@@ -8,7 +8,10 @@ export type ZipProblemReason = 'truncated' | 'corrupt' | 'format';
 
 /** A zip that cannot be read; `reason` uses the same words as the verifier's verdicts. */
 export class ZipError extends Error {
-  constructor(readonly reason: ZipProblemReason, message: string) {
+  constructor(
+    readonly reason: ZipProblemReason,
+    message: string,
+  ) {
     super(message);
     this.name = 'ZipError';
   }
@@ -144,8 +147,14 @@ export async function readZipDirectory(read: ReadAt, size: number, opts: ReadDir
     directoryEnd = recOffset;
     // The 32-bit record must say the same or be saturated (Go saturates all, Python only what overflows).
     const same = (v32: number, max: number, v64: number): boolean => v32 === max || v32 === v64;
-    if (disk !== 0 || cdDisk !== 0 || !same(tail.readUInt16LE(at + 8), U16_MAX, entriesOnDisk) || !same(tail.readUInt16LE(at + 10), U16_MAX, count)
-      || !same(tail.readUInt32LE(at + 12), U32_MAX, cdSize) || !same(tail.readUInt32LE(at + 16), U32_MAX, cdOffset)) {
+    if (
+      disk !== 0 ||
+      cdDisk !== 0 ||
+      !same(tail.readUInt16LE(at + 8), U16_MAX, entriesOnDisk) ||
+      !same(tail.readUInt16LE(at + 10), U16_MAX, count) ||
+      !same(tail.readUInt32LE(at + 12), U32_MAX, cdSize) ||
+      !same(tail.readUInt32LE(at + 16), U32_MAX, cdOffset)
+    ) {
       throw new ZipError('format', 'end record disagrees with the zip64 end record');
     }
   } else {
@@ -246,7 +255,8 @@ export async function readLocalHeaders(read: ReadAt, dir: ZipDirectory): Promise
       throw new ZipError('format', `entry ${e.name}: local header names it ${JSON.stringify(varPart.subarray(0, nameLen).toString('latin1'))}`);
     }
     if (method !== e.method) throw new ZipError('format', `entry ${e.name}: local header method ${method}, directory says ${e.method}`);
-    if ((flags & FLAG_ENCRYPTED) !== (e.flags & FLAG_ENCRYPTED)) throw new ZipError('format', `entry ${e.name}: local header and directory disagree on encryption`);
+    if ((flags & FLAG_ENCRYPTED) !== (e.flags & FLAG_ENCRYPTED))
+      throw new ZipError('format', `entry ${e.name}: local header and directory disagree on encryption`);
     const crc = fixed.readUInt32LE(14);
     let csize = fixed.readUInt32LE(18);
     let usize = fixed.readUInt32LE(22);
@@ -261,7 +271,10 @@ export async function readLocalHeaders(read: ReadAt, dir: ZipDirectory): Promise
     const lax = (flags & FLAG_DATA_DESCRIPTOR) !== 0;
     const agrees = (local: number, central: number): boolean => local === central || (lax && local === 0);
     if (!agrees(crc, e.crc32) || !agrees(csize, e.compressedSize) || !agrees(usize, e.uncompressedSize)) {
-      throw new ZipError('corrupt', `entry ${e.name}: local header (crc ${hex8(crc)}, ${csize}/${usize} bytes) disagrees with the directory (crc ${hex8(e.crc32)}, ${e.compressedSize}/${e.uncompressedSize} bytes)`);
+      throw new ZipError(
+        'corrupt',
+        `entry ${e.name}: local header (crc ${hex8(crc)}, ${csize}/${usize} bytes) disagrees with the directory (crc ${hex8(e.crc32)}, ${e.compressedSize}/${e.uncompressedSize} bytes)`,
+      );
     }
     e.dataOffset = e.localHeaderOffset + LOCAL_LEN + nameLen + extraLen;
     floor = e.dataOffset + e.compressedSize;

@@ -106,7 +106,14 @@ export async function readCatalog(store: Store, prefix: string, opts: CatalogOpt
   return { entries: entries.sort(newestFirst), orphans, listed };
 }
 
-function describe(key: string, object: ObjectInfo, encrypted: boolean, manifest: Manifest | undefined, manifestProblem: string | undefined, hasSignature: boolean): CatalogEntry {
+function describe(
+  key: string,
+  object: ObjectInfo,
+  encrypted: boolean,
+  manifest: Manifest | undefined,
+  manifestProblem: string | undefined,
+  hasSignature: boolean,
+): CatalogEntry {
   const md = object.metadata ?? {};
   const name = manifest?.snapshot.name ?? nameOf(key, md);
   const mtimeMs = manifest?.snapshot.mtimeMs ?? parseMtime(md[META.mtime]);
@@ -149,13 +156,21 @@ export async function confirmCopy(store: Store, key: string, storedKey = key): P
   const h = await store.head(storedKey);
   if (!h) return null;
   const m = await readManifest(store, manifestKey(key));
-  if (m && 'manifest' in m && m.manifest.object.key === storedKey && m.manifest.object.size === h.size) return { size: m.manifest.snapshot.size, sha256: m.manifest.snapshot.sha256 };
+  if (m && 'manifest' in m && m.manifest.object.key === storedKey && m.manifest.object.size === h.size)
+    return { size: m.manifest.snapshot.size, sha256: m.manifest.snapshot.sha256 };
   const legacy = h.metadata?.[META.sha256];
   return { size: h.size, ...(isSha256(legacy) ? { sha256: legacy } : {}) };
 }
 
 /** A catalog entry in the shape the remote planner reads (its ownership facts as metadata). */
-export function asRemoteFacts(e: CatalogEntry): { key: string; size: number; lastModifiedMs?: number; timeMs: number; retainUntilMs?: number; metadata: Record<string, string> } {
+export function asRemoteFacts(e: CatalogEntry): {
+  key: string;
+  size: number;
+  lastModifiedMs?: number;
+  timeMs: number;
+  retainUntilMs?: number;
+  metadata: Record<string, string>;
+} {
   return {
     key: e.object.key,
     size: e.object.size,

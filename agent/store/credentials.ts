@@ -35,14 +35,18 @@ export function fileCredentials(path: string, profile = 'default'): AwsCredentia
     try {
       st = statSync(path);
     } catch (e) {
-      throw new CredentialsError(`credentials file ${path} cannot be read (${(e as NodeJS.ErrnoException).code}); check s3.credentialsFile and its permissions`);
+      throw new CredentialsError(
+        `credentials file ${path} cannot be read (${(e as NodeJS.ErrnoException).code}); check s3.credentialsFile and its permissions`,
+      );
     }
     if (!cached || cached.mtimeMs !== st.mtimeMs || cached.size !== st.size) {
       let text: string;
       try {
         text = readFileSync(path, 'utf8');
       } catch (e) {
-        throw new CredentialsError(`credentials file ${path} cannot be read (${(e as NodeJS.ErrnoException).code}); check s3.credentialsFile and its permissions`);
+        throw new CredentialsError(
+          `credentials file ${path} cannot be read (${(e as NodeJS.ErrnoException).code}); check s3.credentialsFile and its permissions`,
+        );
       }
       const p = parseCredentialsIni(text).get(profile);
       if (!p) throw new CredentialsError(`credentials file ${path} has no [${profile}] section; add one or set s3.profile`);
@@ -52,9 +56,19 @@ export function fileCredentials(path: string, profile = 'default'): AwsCredentia
         throw new CredentialsError(`credentials file ${path}, profile [${profile}], lacks aws_access_key_id or aws_secret_access_key; add both`);
       }
       registerSecret(accessKeyId);
-      cached = { mtimeMs: st.mtimeMs, size: st.size, accessKeyId, secret: new Secret(secretAccessKey), ...(p.aws_session_token ? { token: new Secret(p.aws_session_token) } : {}) };
+      cached = {
+        mtimeMs: st.mtimeMs,
+        size: st.size,
+        accessKeyId,
+        secret: new Secret(secretAccessKey),
+        ...(p.aws_session_token ? { token: new Secret(p.aws_session_token) } : {}),
+      };
     }
-    const creds: AwsCredentialIdentity = { accessKeyId: cached.accessKeyId, secretAccessKey: cached.secret.reveal(), ...(cached.token ? { sessionToken: cached.token.reveal() } : {}) };
+    const creds: AwsCredentialIdentity = {
+      accessKeyId: cached.accessKeyId,
+      secretAccessKey: cached.secret.reveal(),
+      ...(cached.token ? { sessionToken: cached.token.reveal() } : {}),
+    };
     return { ...creds, expiration: new Date(Date.now() + 60_000) };
   };
 }

@@ -43,12 +43,12 @@ export function conflictKey(key: string, sha256: string): string {
   return `${key}.${sha256.slice(0, 12)}`;
 }
 
-
 export const storedKey = (key: string, encrypted: boolean): string => (encrypted ? `${key}${ENCRYPTED_SUFFIX}` : key);
 export const manifestKey = (key: string): string => `${key}${MANIFEST_SUFFIX}`;
 export const signatureKey = (key: string): string => `${key}${SIGNATURE_SUFFIX}`;
 
-export type KeyRole = { role: 'snapshot'; key: string; encrypted: boolean } | { role: 'manifest'; key: string } | { role: 'signature'; key: string } | { role: 'probe' };
+export type KeyRole =
+  { role: 'snapshot'; key: string; encrypted: boolean } | { role: 'manifest'; key: string } | { role: 'signature'; key: string } | { role: 'probe' };
 
 /** What a listed key is: a snapshot object (its snapshot key), a manifest or signature of one, or a probe. */
 export function keyRole(stored: string): KeyRole {
@@ -233,7 +233,8 @@ export function parseManifest(text: string): { manifest: Manifest } | { problem:
   const s = m.snapshot;
   const o = m.object;
   if (typeof m.key !== 'string' || !s || !o) return { problem: 'missing key, snapshot or object' };
-  if (!isSha256(s.sha256) || !Number.isSafeInteger(s.size) || !Number.isSafeInteger(o.size) || typeof s.name !== 'string') return { problem: 'bad snapshot hash, name or sizes' };
+  if (!isSha256(s.sha256) || !Number.isSafeInteger(s.size) || !Number.isSafeInteger(o.size) || typeof s.name !== 'string')
+    return { problem: 'bad snapshot hash, name or sizes' };
   if (s.format !== 'raw' && s.format !== 'zip') return { problem: 'bad snapshot format' };
   if (Number.isNaN(new Date(s.time).getTime())) return { problem: 'bad snapshot time' };
   return { manifest: m };

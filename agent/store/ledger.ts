@@ -107,7 +107,11 @@ export class Ledger {
     }
     if (parsed.version === 1 || !parsed.location || !sameLocation(parsed.location, location)) {
       const was = parsed.version === 2 && parsed.location ? describeLocation(parsed.location) : 'a location it did not record';
-      return { ledger, status: 'elsewhere', detail: `it described ${was}, the config names ${describeLocation(location)}; moved to ${await aside('elsewhere')}` };
+      return {
+        ledger,
+        status: 'elsewhere',
+        detail: `it described ${was}, the config names ${describeLocation(location)}; moved to ${await aside('elsewhere')}`,
+      };
     }
     for (const e of parsed.entries) ledger.put(e);
     return { ledger, status: 'ok' };

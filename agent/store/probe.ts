@@ -30,7 +30,8 @@ export async function probePartChecksum(store: Store, prefix: string): Promise<I
     uploadId = await store.createUpload(key, { metadata: {}, checksumAlgorithm: 'CRC32' });
   } catch (err) {
     const reason = classifyError(err);
-    if (reason === 'refused' || reason === 'client') return { crc32Checked: false, detail: `the server refused a CRC32 multipart upload (${describeError(err, { location: store.location, key })})` };
+    if (reason === 'refused' || reason === 'client')
+      return { crc32Checked: false, detail: `the server refused a CRC32 multipart upload (${describeError(err, { location: store.location, key })})` };
     throw err;
   }
   try {
@@ -38,7 +39,8 @@ export async function probePartChecksum(store: Store, prefix: string): Promise<I
     return { crc32Checked: false, detail: 'a part with a wrong CRC32 header was accepted: the server does not check it' };
   } catch (err) {
     const reason = classifyError(err);
-    if (reason === 'integrity' || reason === 'refused' || reason === 'client') return { crc32Checked: true, detail: `a part with a wrong CRC32 header was refused (${reason})` };
+    if (reason === 'integrity' || reason === 'refused' || reason === 'client')
+      return { crc32Checked: true, detail: `a part with a wrong CRC32 header was refused (${reason})` };
     throw err;
   } finally {
     await store.abortUpload(key, uploadId).catch(() => undefined);
@@ -63,7 +65,8 @@ export async function probeWrite(store: Store, prefix: string, lock: ObjectLock 
     await store.putObject(key, Buffer.from('probe\n'), { metadata: {}, contentType: 'text/plain', lock: probeLock });
   } catch (err) {
     const reason = classifyError(err);
-    if (reason === 'refused' || reason === 'client' || reason === 'integrity') return { ok: false, detail: describeError(err, { location: store.location, key }) };
+    if (reason === 'refused' || reason === 'client' || reason === 'integrity')
+      return { ok: false, detail: describeError(err, { location: store.location, key }) };
     throw err;
   }
   await store.delete(key).catch(() => undefined);
@@ -71,11 +74,17 @@ export async function probeWrite(store: Store, prefix: string, lock: ObjectLock 
 }
 
 /** How parts are proven, from the configured mode and what the probe saw. Pure. */
-export function chooseIntegrity(mode: 'auto' | 'when_required' | 'when_supported', probe: IntegrityProbe | undefined): { integrity: 'sha256' | 'crc32'; note?: string } {
+export function chooseIntegrity(
+  mode: 'auto' | 'when_required' | 'when_supported',
+  probe: IntegrityProbe | undefined,
+): { integrity: 'sha256' | 'crc32'; note?: string } {
   if (mode === 'when_required') return { integrity: 'sha256' };
   if (probe?.crc32Checked) return { integrity: 'crc32' };
   if (mode === 'when_supported') {
-    return { integrity: 'sha256', note: `s3.checksum is when_supported, but ${probe ? probe.detail : 'the server could not be probed'}; each part is proven by its signed payload SHA-256 instead` };
+    return {
+      integrity: 'sha256',
+      note: `s3.checksum is when_supported, but ${probe ? probe.detail : 'the server could not be probed'}; each part is proven by its signed payload SHA-256 instead`,
+    };
   }
   return { integrity: 'sha256' };
 }

@@ -35,7 +35,11 @@ export class ProxyError extends AgentError {
 export function proxyAnswer(status: number, text = ''): { reason: FailureReason; meaning: string } {
   const said = `${status}${text ? ` ${text}` : ''}`;
   // tinyproxy answers wrong credentials with 401 rather than 407
-  if (status === 407 || status === 401) return { reason: 'auth', meaning: `the proxy wants credentials, or refused the ones given (${said}); put them in the proxy URL: http://user:password@host:port` };
+  if (status === 407 || status === 401)
+    return {
+      reason: 'auth',
+      meaning: `the proxy wants credentials, or refused the ones given (${said}); put them in the proxy URL: http://user:password@host:port`,
+    };
   if (status === 403) return { reason: 'network', meaning: `the proxy does not allow this destination (${said}); ask for the S3 endpoint to be allowed` };
   if (status >= 500) return { reason: 'network', meaning: `the proxy could not reach the S3 endpoint (${said})` };
   return { reason: 'refused', meaning: `the proxy answered ${said}` };
@@ -57,7 +61,18 @@ async function guarded(connect: Connect, req: ClientRequest, opts: AgentConnectO
   const target = `${opts.host}:${opts.port}`;
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ProxyError('timeout', `the proxy ${proxy} did not connect to ${target} within ${timeoutMs} ms; check that it is up and reachable (s3.proxy, HTTPS_PROXY/HTTP_PROXY, NO_PROXY)`, proxy, 'ETIMEDOUT')), timeoutMs);
+    timer = setTimeout(
+      () =>
+        reject(
+          new ProxyError(
+            'timeout',
+            `the proxy ${proxy} did not connect to ${target} within ${timeoutMs} ms; check that it is up and reachable (s3.proxy, HTTPS_PROXY/HTTP_PROXY, NO_PROXY)`,
+            proxy,
+            'ETIMEDOUT',
+          ),
+        ),
+      timeoutMs,
+    );
   });
   try {
     return await Promise.race([connect(req, opts), deadline]);
@@ -66,7 +81,12 @@ async function guarded(connect: Connect, req: ClientRequest, opts: AgentConnectO
     const e = err as NodeJS.ErrnoException;
     const code = e.code ?? (/ended before/i.test(e.message ?? '') ? 'ECONNRESET' : undefined);
     // the library's message may quote the proxy URL; the code says it all
-    throw new ProxyError('network', `S3 unreachable through the proxy ${proxy} (${code ?? 'connection failed'} talking to the proxy, for ${target}); check that the proxy is up and reachable (s3.proxy, HTTPS_PROXY/HTTP_PROXY, NO_PROXY)`, proxy, code ?? 'ECONNRESET');
+    throw new ProxyError(
+      'network',
+      `S3 unreachable through the proxy ${proxy} (${code ?? 'connection failed'} talking to the proxy, for ${target}); check that the proxy is up and reachable (s3.proxy, HTTPS_PROXY/HTTP_PROXY, NO_PROXY)`,
+      proxy,
+      code ?? 'ECONNRESET',
+    );
   } finally {
     clearTimeout(timer);
   }
@@ -93,13 +113,25 @@ class TunnelAgent extends HttpsProxyAgent<string> {
     // from the TLS options and sets no servername for an IP address, so Node would check the certificate
     // against "localhost": an endpoint addressed by IP is checked against that IP instead.
     const ip = opts.host && isIP(opts.host) ? opts.host : undefined;
-    const withCa = opts.secureEndpoint ? { ...opts, ...(this.o.ca ? { ca: this.o.ca } : {}), ...(ip ? { checkServerIdentity: (_: string, cert: PeerCertificate) => checkServerIdentity(ip, cert) } : {}) } : opts;
+    const withCa = opts.secureEndpoint
+      ? {
+          ...opts,
+          ...(this.o.ca ? { ca: this.o.ca } : {}),
+          ...(ip ? { checkServerIdentity: (_: string, cert: PeerCertificate) => checkServerIdentity(ip, cert) } : {}),
+        }
+      : opts;
     try {
       const socket = await guarded((r, op) => super.connect(r, op), req, withCa, this.shown, this.o.connectTimeoutMs);
       if (answer && answer.statusCode !== 200) {
         (socket as { destroy?: () => void }).destroy?.();
         const { reason, meaning } = proxyAnswer(answer.statusCode, answer.statusText);
-        throw new ProxyError(reason, `the proxy ${this.shown} refused the tunnel to ${opts.host}:${opts.port}: ${meaning}`, this.shown, undefined, answer.statusCode);
+        throw new ProxyError(
+          reason,
+          `the proxy ${this.shown} refused the tunnel to ${opts.host}:${opts.port}: ${meaning}`,
+          this.shown,
+          undefined,
+          answer.statusCode,
+        );
       }
       return socket as never;
     } finally {
@@ -120,7 +152,13 @@ class ForwardAgent extends HttpProxyAgent<string> {
   }
 
   override async connect(req: ClientRequest, opts: AgentConnectOpts): Promise<never> {
-    return (await guarded((r, op) => super.connect(r as Parameters<HttpProxyAgent<string>['connect']>[0], op), req, opts, this.shown, this.o.connectTimeoutMs)) as never;
+    return (await guarded(
+      (r, op) => super.connect(r as Parameters<HttpProxyAgent<string>['connect']>[0], op),
+      req,
+      opts,
+      this.shown,
+      this.o.connectTimeoutMs,
+    )) as never;
   }
 }
 
@@ -158,7 +196,10 @@ export function proxyAgents(choice: ProxyChoice, o: ProxyAgentOptions): ProxyAge
  * proxy's only when the answer names a proxy (Via, Server: squid/tinyproxy, X-Squid-Error); so does a 401 (tinyproxy's answer to
  * wrong credentials).
  */
-export function proxyOwnAnswer(res: { statusCode: number; reason?: string; headers: Record<string, string | string[] | undefined> }, shown: string): ProxyError | undefined {
+export function proxyOwnAnswer(
+  res: { statusCode: number; reason?: string; headers: Record<string, string | string[] | undefined> },
+  shown: string,
+): ProxyError | undefined {
   const status = res.statusCode;
   if (!(status === 407 || status === 401 || status === 403 || status >= 500) || res.headers['x-amz-request-id'] !== undefined) return undefined;
   if (status !== 407) {

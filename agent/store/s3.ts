@@ -88,14 +88,26 @@ export class S3Store implements Store {
 
   async createUpload(key: string, opts: CreateOptions): Promise<string> {
     const r = await this.client.send(
-      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...this.storage(opts), ...(opts.checksumAlgorithm ? { ChecksumAlgorithm: opts.checksumAlgorithm } : {}) }),
+      new CreateMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: key,
+        ...this.storage(opts),
+        ...(opts.checksumAlgorithm ? { ChecksumAlgorithm: opts.checksumAlgorithm } : {}),
+      }),
       { abortSignal: opts.signal },
     );
     if (!r.UploadId) throw new AgentError('server', `S3 at ${this.location} started an upload of ${key} without an upload id`);
     return r.UploadId;
   }
 
-  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, checksum: PartChecksum, signal?: AbortSignal): Promise<{ etag: string }> {
+  async uploadPart(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    body: Uint8Array,
+    checksum: PartChecksum,
+    signal?: AbortSignal,
+  ): Promise<{ etag: string }> {
     const base = { Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.byteLength };
     let cmd: UploadPartCommand;
     switch (checksum.kind) {
@@ -122,7 +134,9 @@ export class S3Store implements Store {
         Bucket: this.bucket,
         Key: key,
         UploadId: uploadId,
-        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag, ...(p.checksumCrc32 ? { ChecksumCRC32: p.checksumCrc32 } : {}) })) },
+        MultipartUpload: {
+          Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag, ...(p.checksumCrc32 ? { ChecksumCRC32: p.checksumCrc32 } : {}) })),
+        },
       }),
       { abortSignal: signal },
     );
@@ -137,7 +151,9 @@ export class S3Store implements Store {
     let keyMarker: string | undefined;
     let idMarker: string | undefined;
     do {
-      const r = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: idMarker }));
+      const r = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: idMarker }),
+      );
       for (const u of r.Uploads ?? []) if (u.Key && u.UploadId) out.push({ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated });
       keyMarker = r.IsTruncated ? r.NextKeyMarker : undefined;
       idMarker = r.IsTruncated ? r.NextUploadIdMarker : undefined;
@@ -146,7 +162,10 @@ export class S3Store implements Store {
   }
 
   async putObject(key: string, body: Uint8Array, opts: CreateOptions): Promise<void> {
-    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentMD5: md5b64(body), ...this.storage(opts) }), { abortSignal: opts.signal });
+    await this.client.send(
+      new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength, ContentMD5: md5b64(body), ...this.storage(opts) }),
+      { abortSignal: opts.signal },
+    );
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -171,9 +190,18 @@ export class S3Store implements Store {
     do {
       // url-encoded keys: XML cannot carry a control character, and Swift fails the whole listing of a prefix
       // that holds such a key unless it may encode it
-      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, EncodingType: 'url', ...(this.pageSize ? { MaxKeys: this.pageSize } : {}) }));
+      const r = await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: prefix,
+          ContinuationToken: token,
+          EncodingType: 'url',
+          ...(this.pageSize ? { MaxKeys: this.pageSize } : {}),
+        }),
+      );
       const encoded = r.EncodingType === 'url';
-      for (const o of r.Contents ?? []) if (o.Key) yield { key: encoded ? urlDecodedKey(o.Key) : o.Key, size: o.Size ?? 0, lastModified: o.LastModified, etag: o.ETag };
+      for (const o of r.Contents ?? [])
+        if (o.Key) yield { key: encoded ? urlDecodedKey(o.Key) : o.Key, size: o.Size ?? 0, lastModified: o.LastModified, etag: o.ETag };
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
   }
@@ -203,7 +231,8 @@ export class S3Store implements Store {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {
       // HeadBucket answers without a body: a bare 404 means the bucket is missing
-      if ((err as SdkLikeError).$metadata?.httpStatusCode === 404) throw new AgentError('bucket', `bucket ${this.bucket} does not exist at ${this.location}; create it or fix s3.bucket`);
+      if ((err as SdkLikeError).$metadata?.httpStatusCode === 404)
+        throw new AgentError('bucket', `bucket ${this.bucket} does not exist at ${this.location}; create it or fix s3.bucket`);
       throw err;
     }
   }

@@ -77,7 +77,7 @@ async function bench(file, rounds, chunkSize) {
   const fd = openSync(file, 'r');
   const chunk = Buffer.allocUnsafe(chunkSize);
   let c = new BboltChecker({ hash: true, bodySize: body.length });
-  for (let pos = 0; pos < body.length; ) {
+  for (let pos = 0; pos < body.length;) {
     const n = readSync(fd, chunk, 0, Math.min(chunkSize, body.length - pos), pos);
     c.update(chunk.subarray(0, n));
     pos += n;
@@ -125,10 +125,24 @@ async function makeSnapshot(out, gib, small) {
   const etcd = spawn(
     'etcd',
     [
-      '--name', 'bench', '--data-dir', path.join(work, 'data'),
-      '--listen-client-urls', client, '--advertise-client-urls', client,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-      '--initial-cluster', `bench=${peer}`, '--quota-backend-bytes', String(8 * 2 ** 30), '--log-level', 'error',
+      '--name',
+      'bench',
+      '--data-dir',
+      path.join(work, 'data'),
+      '--listen-client-urls',
+      client,
+      '--advertise-client-urls',
+      client,
+      '--listen-peer-urls',
+      peer,
+      '--initial-advertise-peer-urls',
+      peer,
+      '--initial-cluster',
+      `bench=${peer}`,
+      '--quota-backend-bytes',
+      String(8 * 2 ** 30),
+      '--log-level',
+      'error',
     ],
     { stdio: 'ignore' },
   );
@@ -175,7 +189,12 @@ async function makeSnapshot(out, gib, small) {
             const j = n++;
             written += sizes[j % sizes.length];
             const at2 = (j * 7919) % (pool.length - sizes[j % sizes.length]);
-            ops.push({ requestPut: { key: b64(`/registry/configmaps/ns-${j % 40}/cm-${String(j).padStart(9, '0')}`), value: Buffer.from(pool.slice(at2, at2 + sizes[j % sizes.length])).toString('base64') } });
+            ops.push({
+              requestPut: {
+                key: b64(`/registry/configmaps/ns-${j % 40}/cm-${String(j).padStart(9, '0')}`),
+                value: Buffer.from(pool.slice(at2, at2 + sizes[j % sizes.length])).toString('base64'),
+              },
+            });
           }
           await post('/v3/kv/txn', { success: ops });
         }

@@ -21,7 +21,15 @@ const rounds = Number(argv[argv.indexOf('--rounds') + 1] || 3) || 3;
 if (!file) throw new Error('usage: before-upload.mjs SNAPSHOT [--rounds N]');
 const gib = statSync(file).size / 2 ** 30;
 
-const env = { PATH: process.env.PATH, HOME: os.tmpdir(), AWS_ACCESS_KEY_ID: 'bench', AWS_SECRET_ACCESS_KEY: 'benchbenchbench', AWS_REGION: 'us-east-1', AWS_DEFAULT_REGION: 'us-east-1', AWS_EC2_METADATA_DISABLED: 'true' };
+const env = {
+  PATH: process.env.PATH,
+  HOME: os.tmpdir(),
+  AWS_ACCESS_KEY_ID: 'bench',
+  AWS_SECRET_ACCESS_KEY: 'benchbenchbench',
+  AWS_REGION: 'us-east-1',
+  AWS_DEFAULT_REGION: 'us-east-1',
+  AWS_EC2_METADATA_DISABLED: 'true',
+};
 
 function measure(args) {
   return new Promise((resolve, reject) => {
@@ -43,7 +51,10 @@ let n = 0;
 const agent = (beforeUpload, s3extra = '') => {
   const dir = path.join(work, `a${++n}`);
   const cfg = `${dir}.yaml`;
-  writeFileSync(cfg, `node: n${n}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}\ns3:\n  bucket: bench\n  endpoint: ${url}\n${s3extra}verify:\n  beforeUpload: ${beforeUpload}\nmetrics:\n  enabled: false\nlog:\n  level: warn\n`);
+  writeFileSync(
+    cfg,
+    `node: n${n}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}\ns3:\n  bucket: bench\n  endpoint: ${url}\n${s3extra}verify:\n  beforeUpload: ${beforeUpload}\nmetrics:\n  enabled: false\nlog:\n  level: warn\n`,
+  );
   return [process.execPath, AGENT, '--config', cfg, 'upload', '--quiet', file];
 };
 const tools = {
@@ -66,5 +77,7 @@ console.log(`${file}: ${(gib * 1024).toFixed(0)} MiB, ${rounds} rounds, load ave
 const aws = median(samples['aws s3 cp'].map((s) => s.cpu)) / gib;
 for (const [name, s] of Object.entries(samples)) {
   const cpu = median(s.map((x) => x.cpu)) / gib;
-  console.log(`${name.padEnd(36)} ${cpu.toFixed(2)} CPU s/GiB (${s.map((x) => (x.cpu / gib).toFixed(2)).join(' ')}), ${(gib * 1024 / median(s.map((x) => x.wall))).toFixed(0)} MiB/s, peak RSS ${median(s.map((x) => x.rss)).toFixed(0)} MiB, ${(cpu / aws).toFixed(2)} × aws`);
+  console.log(
+    `${name.padEnd(36)} ${cpu.toFixed(2)} CPU s/GiB (${s.map((x) => (x.cpu / gib).toFixed(2)).join(' ')}), ${((gib * 1024) / median(s.map((x) => x.wall))).toFixed(0)} MiB/s, peak RSS ${median(s.map((x) => x.rss)).toFixed(0)} MiB, ${(cpu / aws).toFixed(2)} × aws`,
+  );
 }

@@ -140,13 +140,7 @@ async function main(): Promise<void> {
       if (round === 0) execFileSync('age', ['-r', id.recipient, '-o', ctFile, plainFile]);
       const ids = parseIdentities(`${id.identity}\n`, 'key');
       oursDec.push(
-        await measure(() =>
-          pipeline(
-            createReadStream(ctFile, { highWaterMark: MiB }),
-            ageDecryptor(ids),
-            new Writable({ write: (_c, _e, cb) => cb() }),
-          ),
-        ),
+        await measure(() => pipeline(createReadStream(ctFile, { highWaterMark: MiB }), ageDecryptor(ids), new Writable({ write: (_c, _e, cb) => cb() }))),
       );
       cliDec.push(measureChild(['age', '-d', '-i', keyFile, '-o', '/dev/null', ctFile]));
     }
@@ -164,7 +158,11 @@ async function main(): Promise<void> {
         }),
       );
     }
-    console.log(`plaintext ${SIZE / MiB} MiB, parts of ${PART / MiB} MiB, median of ${ROUNDS}; node ${process.version}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    console.log(
+      `plaintext ${SIZE / MiB} MiB, parts of ${PART / MiB} MiB, median of ${ROUNDS}; node ${process.version}; load average ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`,
+    );
     console.log('| encrypt / decrypt | MiB/s | CPU s/GiB | note |');
     console.log('| --- | --- | --- | --- |');
     report('ours encrypt (encryptPartInto only)', ours, SIZE, 'time inside encryptPartInto');

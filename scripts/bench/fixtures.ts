@@ -29,7 +29,10 @@ async function put(endpoint: string, first: number, count: number): Promise<void
     Array.from({ length: 6 }, async () => {
       while (next < end) {
         const i = next++;
-        const body = JSON.stringify({ key: Buffer.from(`/registry/bench/${String(i).padStart(7, '0')}`).toString('base64'), value: randomBytes(MiB).toString('base64') });
+        const body = JSON.stringify({
+          key: Buffer.from(`/registry/bench/${String(i).padStart(7, '0')}`).toString('base64'),
+          value: randomBytes(MiB).toString('base64'),
+        });
         const res = await fetch(`${endpoint}/v3/kv/put`, { method: 'POST', body });
         if (!res.ok) throw new Error(`etcd put: ${res.status} ${await res.text()}`);
         await res.arrayBuffer();
@@ -53,7 +56,10 @@ export async function etcdSnapshot(root: string, bytes: number): Promise<string>
   try {
     // the quota above the size; frequent raft snapshots so that the WAL of gigabytes of puts is purged
     const quota = Math.ceil((bytes * 1.5) / MiB) * MiB;
-    execFileSync('bash', [path.join(root, 'scripts/world/etcd-up.sh'), dir], { env: { ...process.env, ETCD_EXTRA_ARGS: `--quota-backend-bytes=${quota} --snapshot-count=200` }, stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync('bash', [path.join(root, 'scripts/world/etcd-up.sh'), dir], {
+      env: { ...process.env, ETCD_EXTRA_ARGS: `--quota-backend-bytes=${quota} --snapshot-count=200` },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     const endpoint = /ETCDCTL_ENDPOINTS=(.*)/.exec(await readFile(path.join(dir, 'etcd.env'), 'utf8'))![1]!;
     let n = 0;
     for (let size = await dbSize(endpoint); size < bytes; size = await dbSize(endpoint)) {
@@ -62,7 +68,11 @@ export async function etcdSnapshot(root: string, bytes: number): Promise<string>
       n += batch;
     }
     const tmp = `${file}.partial`;
-    execFileSync('etcdctl', ['--endpoints', endpoint, 'snapshot', 'save', tmp], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: 'ignore', timeout: 30 * 60_000 });
+    execFileSync('etcdctl', ['--endpoints', endpoint, 'snapshot', 'save', tmp], {
+      env: { ...process.env, ETCDCTL_API: '3' },
+      stdio: 'ignore',
+      timeout: 30 * 60_000,
+    });
     await rename(tmp, file);
     process.stderr.write(`made ${file}: ${((await stat(file)).size / MiB).toFixed(0)} MiB in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     return file;

@@ -15,7 +15,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../.
 const RELEASE = path.join(ROOT, 'release/etcd-backup-agent');
 const SOURCE = process.env.AGENT_RUNTIME === 'source';
 const agentArgv = (...args: string[]): string[] => (SOURCE ? [process.execPath, path.join(ROOT, 'dist/agent/cli/main.js'), ...args] : [RELEASE, ...args]);
-const agentRuntime = (): string => (SOURCE ? `Node ${process.version} (source)` : `release executable, Node ${readFileSync(path.join(ROOT, 'release/.node-version'), 'utf8').trim()}`);
+const agentRuntime = (): string =>
+  SOURCE ? `Node ${process.version} (source)` : `release executable, Node ${readFileSync(path.join(ROOT, 'release/.node-version'), 'utf8').trim()}`;
 const SINK = path.join(ROOT, 'dist/bench/scripts/bench/sink.js');
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -80,7 +81,10 @@ function agentTool(name: string, extra = '', sealed = false): Tool {
       await mkdir(dir, { recursive: true });
       const cfg = path.join(dir, 'config.yaml');
       const ca = ep.caFile ? `  caFile: ${ep.caFile}\n` : '';
-      await writeFile(cfg, `node: ${node}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}/state\ns3:\n  bucket: ${ep.bucket}\n  endpoint: ${ep.url}\n${ca}${extra}${sealed ? sealing : ''}metrics:\n  enabled: false\nlog:\n  level: warn\n`);
+      await writeFile(
+        cfg,
+        `node: ${node}\ncluster: bench\nsnapshotDir: ${path.dirname(file)}\nstateDir: ${dir}/state\ns3:\n  bucket: ${ep.bucket}\n  endpoint: ${ep.url}\n${ca}${extra}${sealed ? sealing : ''}metrics:\n  enabled: false\nlog:\n  level: warn\n`,
+      );
       return { argv: agentArgv('--config', cfg, 'upload', '--quiet', file), env: baseEnv(ep) };
     },
   };
@@ -93,12 +97,34 @@ const TOOLS: Tool[] = [
   agentTool('agent-age', '', true),
   {
     name: 'aws',
-    cmd: async (ep, file, key) => ({ argv: ['/usr/bin/aws', '--endpoint-url', ep.url, ...(ep.caFile ? ['--ca-bundle', ep.caFile] : []), 's3', 'cp', '--no-progress', '--only-show-errors', file, `s3://${ep.bucket}/${key}`], env: baseEnv(ep) }),
+    cmd: async (ep, file, key) => ({
+      argv: [
+        '/usr/bin/aws',
+        '--endpoint-url',
+        ep.url,
+        ...(ep.caFile ? ['--ca-bundle', ep.caFile] : []),
+        's3',
+        'cp',
+        '--no-progress',
+        '--only-show-errors',
+        file,
+        `s3://${ep.bucket}/${key}`,
+      ],
+      env: baseEnv(ep),
+    }),
   },
   {
     name: 'rclone',
     cmd: async (ep, file, key) => ({
-      argv: ['/usr/bin/rclone', 'copyto', '--s3-no-check-bucket', '--no-check-dest', ...(ep.name === 'sink' ? ['--ignore-checksum'] : []), file, `bench:${ep.bucket}/${key}`],
+      argv: [
+        '/usr/bin/rclone',
+        'copyto',
+        '--s3-no-check-bucket',
+        '--no-check-dest',
+        ...(ep.name === 'sink' ? ['--ignore-checksum'] : []),
+        file,
+        `bench:${ep.bucket}/${key}`,
+      ],
       env: {
         ...baseEnv(ep),
         RCLONE_CONFIG_BENCH_TYPE: 's3',
@@ -116,7 +142,21 @@ const TOOLS: Tool[] = [
     cmd: async (ep, file, key) => {
       const host = new URL(ep.md5Url ?? ep.url).host;
       return {
-        argv: ['/usr/bin/s3cmd', '-c', '/dev/null', `--host=${host}`, `--host-bucket=${host}`, '--no-ssl', `--access_key=${ep.accessKey}`, `--secret_key=${ep.secretKey}`, '--no-progress', '--quiet', 'put', file, `s3://${ep.bucket}/${key}`],
+        argv: [
+          '/usr/bin/s3cmd',
+          '-c',
+          '/dev/null',
+          `--host=${host}`,
+          `--host-bucket=${host}`,
+          '--no-ssl',
+          `--access_key=${ep.accessKey}`,
+          `--secret_key=${ep.secretKey}`,
+          '--no-progress',
+          '--quiet',
+          'put',
+          file,
+          `s3://${ep.bucket}/${key}`,
+        ],
         env: baseEnv(ep),
       };
     },
@@ -125,7 +165,23 @@ const TOOLS: Tool[] = [
     name: 'curl',
     cmd: async (ep, file, key) => ({
       // one PUT, unsigned payload: the one-stream floor
-      argv: ['/usr/bin/curl', '-sS', '--fail', '-o', '/dev/null', ...(ep.caFile ? ['--cacert', ep.caFile] : []), '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${ep.accessKey}:${ep.secretKey}`, '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD', '-T', file, `${ep.url}/${ep.bucket}/${key}`],
+      argv: [
+        '/usr/bin/curl',
+        '-sS',
+        '--fail',
+        '-o',
+        '/dev/null',
+        ...(ep.caFile ? ['--cacert', ep.caFile] : []),
+        '--aws-sigv4',
+        'aws:amz:us-east-1:s3',
+        '--user',
+        `${ep.accessKey}:${ep.secretKey}`,
+        '-H',
+        'x-amz-content-sha256: UNSIGNED-PAYLOAD',
+        '-T',
+        file,
+        `${ep.url}/${ep.bucket}/${key}`,
+      ],
       env: baseEnv(ep),
     }),
   },
@@ -161,7 +217,14 @@ async function s3(ep: Endpoint) {
   const { S3Client, CreateBucketCommand, DeleteObjectCommand, ListObjectsV2Command } = await import('@aws-sdk/client-s3');
   const { NodeHttpHandler } = await import('@smithy/node-http-handler');
   const { Agent } = await import('node:https');
-  const client = new S3Client({ endpoint: ep.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: ep.accessKey, secretAccessKey: ep.secretKey }, requestChecksumCalculation: 'WHEN_REQUIRED', ...(ep.caFile ? { requestHandler: new NodeHttpHandler({ httpsAgent: new Agent({ ca: readFileSync(ep.caFile) }) }) } : {}) });
+  const client = new S3Client({
+    endpoint: ep.url,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: ep.accessKey, secretAccessKey: ep.secretKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    ...(ep.caFile ? { requestHandler: new NodeHttpHandler({ httpsAgent: new Agent({ ca: readFileSync(ep.caFile) }) }) } : {}),
+  });
   return {
     create: () => client.send(new CreateBucketCommand({ Bucket: ep.bucket })),
     /** frees RGW's space between runs */
@@ -202,7 +265,9 @@ async function transferBench(scenarios: Scenario[], files: Map<number, string>, 
           const sample = await measure(argv, env);
           const id = `${sc.ep.name}|${size}|${tool.name}`;
           results.set(id, [...(results.get(id) ?? []), sample]);
-          process.stderr.write(`  round ${round + 1} ${sc.ep.name} ${size / GiB} GiB ${tool.name.padEnd(9)} ${(actual.get(size)! / MiB / sample.wall).toFixed(0)} MiB/s, ${(sample.cpu / (actual.get(size)! / GiB)).toFixed(2)} CPU s/GiB, ${sample.rssMiB.toFixed(0)} MiB RSS\n`);
+          process.stderr.write(
+            `  round ${round + 1} ${sc.ep.name} ${size / GiB} GiB ${tool.name.padEnd(9)} ${(actual.get(size)! / MiB / sample.wall).toFixed(0)} MiB/s, ${(sample.cpu / (actual.get(size)! / GiB)).toFixed(2)} CPU s/GiB, ${sample.rssMiB.toFixed(0)} MiB RSS\n`,
+          );
           if (sc.ep.name.startsWith('rgw')) await (await s3(sc.ep)).clear();
         }
       }
@@ -215,7 +280,12 @@ async function transferBench(scenarios: Scenario[], files: Map<number, string>, 
       out.push(row(['tool', 'runs', 'MiB/s', 'CPU s/GiB', 'peak RSS MiB', 'vs aws (MiB/s)'], widths));
       const stat = (tool: string) => {
         const x = results.get(`${sc.ep.name}|${size}|${tool}`) ?? [];
-        return { mibs: median(x.map((y) => actual.get(size)! / MiB / y.wall)), cpu: median(x.map((y) => y.cpu / (actual.get(size)! / GiB))), rss: Math.max(...x.map((y) => y.rssMiB)), n: x.length };
+        return {
+          mibs: median(x.map((y) => actual.get(size)! / MiB / y.wall)),
+          cpu: median(x.map((y) => y.cpu / (actual.get(size)! / GiB))),
+          rss: Math.max(...x.map((y) => y.rssMiB)),
+          n: x.length,
+        };
       };
       const aws = stat('aws');
       for (const t of sc.tools) {
@@ -226,7 +296,9 @@ async function transferBench(scenarios: Scenario[], files: Map<number, string>, 
       out.push(`ratios: agent/aws throughput ${(agent.mibs / aws.mibs).toFixed(2)}×, CPU ${(agent.cpu / aws.cpu).toFixed(2)}×`);
       if (sc.tools.includes('agent-age')) {
         const age = stat('agent-age');
-        out.push(`        agent-age/aws throughput ${(age.mibs / aws.mibs).toFixed(2)}×, CPU ${(age.cpu / aws.cpu).toFixed(2)}×; encryption and signing add ${(age.cpu - agent.cpu).toFixed(2)} CPU s/GiB`);
+        out.push(
+          `        agent-age/aws throughput ${(age.mibs / aws.mibs).toFixed(2)}×, CPU ${(age.cpu / aws.cpu).toFixed(2)}×; encryption and signing add ${(age.cpu - agent.cpu).toFixed(2)} CPU s/GiB`,
+        );
       }
     }
   }
@@ -277,7 +349,10 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
   const dir = path.join(work, 'watch');
   await mkdir(dir);
   const cfg = path.join(work, 'daemon.yaml');
-  await writeFile(cfg, `node: latency\ncluster: bench\nsnapshotDir: ${dir}\nstateDir: ${work}/daemon-state\ns3:\n  bucket: ${sink.bucket}\n  endpoint: ${sink.url}\nmetrics:\n  enabled: false\n`);
+  await writeFile(
+    cfg,
+    `node: latency\ncluster: bench\nsnapshotDir: ${dir}\nstateDir: ${work}/daemon-state\ns3:\n  bucket: ${sink.bucket}\n  endpoint: ${sink.url}\nmetrics:\n  enabled: false\n`,
+  );
   const src = await etcdSnapshot(ROOT, 16 * MiB);
   const d = daemon(cfg, baseEnv(sink));
   await d.wait((l) => l.msg === 'watching snapshot directory');
@@ -293,7 +368,10 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
     await d.wait((x) => x.msg === 'snapshot shipped and confirmed' && String(x.file).endsWith(`snap-${i}.db`));
   }
   await d.stop();
-  out.push('', `Detection latency (rename of a finished 16 MiB snapshot → upload start), 20 renames: median ${median(latencies)} ms, max ${Math.max(...latencies)} ms`);
+  out.push(
+    '',
+    `Detection latency (rename of a finished 16 MiB snapshot → upload start), 20 renames: median ${median(latencies)} ms, max ${Math.max(...latencies)} ms`,
+  );
 
   // 500 shipped snapshots present, then 60 s of doing nothing
   const many = path.join(work, 'many');
@@ -311,7 +389,9 @@ async function detectionAndIdle(sink: Endpoint, work: string): Promise<string[]>
   await new Promise((r) => setTimeout(r, IDLE_S * 1000));
   const c1 = idle.cpuSeconds();
   await idle.stop();
-  out.push(`Idle CPU with 500 shipped snapshots present, over ${IDLE_S} s after the first retention pass (one full rescan inside): ${(((c1 - c0) / IDLE_S) * 100).toFixed(3)} % of one core`);
+  out.push(
+    `Idle CPU with 500 shipped snapshots present, over ${IDLE_S} s after the first retention pass (one full rescan inside): ${(((c1 - c0) / IDLE_S) * 100).toFixed(3)} % of one core`,
+  );
   return out;
 }
 
@@ -332,7 +412,9 @@ async function rssBySize(sink: Endpoint, work: string, oneGiB: string): Promise<
 async function main(): Promise<void> {
   const work = await mkdtemp(path.join(process.env.BENCH_DIR ?? '/var/tmp', 'etcd-backup-bench-'));
   const cpu = /model name\s*:\s*(.*)/.exec(await readFile('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
-  const header = [`etcd-backup-agent benchmark, ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores (${cpu}), ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, agent: ${agentRuntime()}, ${QUICK ? 'quick' : `${ROUNDS} rounds`}`];
+  const header = [
+    `etcd-backup-agent benchmark, ${new Date().toISOString().slice(0, 10)}: ${os.cpus().length} cores (${cpu}), ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, agent: ${agentRuntime()}, ${QUICK ? 'quick' : `${ROUNDS} rounds`}`,
+  ];
   process.stderr.write(`${header[0]}\nwork dir ${work}\n`);
   const worldDir = path.join(work, 'world');
   const { makePrivateCa, startTlsFront } = await import('../../test/support/tls-front.js');
@@ -343,17 +425,42 @@ async function main(): Promise<void> {
   const tlsSink = await startSink(['--crc32', '--tls', ca.certFile, ca.keyFile]);
   let front: { url: string; close(): Promise<void> } | undefined;
   try {
-    execFileSync('bash', [path.join(ROOT, 'scripts/world/rgw-up.sh'), worldDir], { env: { ...process.env, OSD_BACKEND: 'bluestore', BLUESTORE_BYTES: String(40 * GiB) }, stdio: ['ignore', 'ignore', 'inherit'] });
-    const env = Object.fromEntries((await readFile(path.join(worldDir, 'env'), 'utf8')).split('\n').filter(Boolean).map((l) => l.split(/=(.*)/s).slice(0, 2) as [string, string]));
+    execFileSync('bash', [path.join(ROOT, 'scripts/world/rgw-up.sh'), worldDir], {
+      env: { ...process.env, OSD_BACKEND: 'bluestore', BLUESTORE_BYTES: String(40 * GiB) },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const env = Object.fromEntries(
+      (await readFile(path.join(worldDir, 'env'), 'utf8'))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split(/=(.*)/s).slice(0, 2) as [string, string]),
+    );
     const keys = { bucket: 'bench', accessKey: env.AWS_ACCESS_KEY_ID!, secretKey: env.AWS_SECRET_ACCESS_KEY! };
     const sinkKeys = { bucket: 'bench', accessKey: 'benchaccesskey', secretKey: 'benchsecretkey0000000000' };
-    const rgw: Endpoint = { name: 'rgw', title: 'Ceph RGW 16 (bluestore), plain HTTP: checks the signed payload, ignores CRC32', url: env.S3_ENDPOINT!, ...keys };
+    const rgw: Endpoint = {
+      name: 'rgw',
+      title: 'Ceph RGW 16 (bluestore), plain HTTP: checks the signed payload, ignores CRC32',
+      url: env.S3_ENDPOINT!,
+      ...keys,
+    };
     const u = new URL(rgw.url);
     front = await startTlsFront(ca, { host: u.hostname, port: Number(u.port) });
     const rgwTls: Endpoint = { name: 'rgw-tls', title: 'Ceph RGW 16 behind a TLS front (private CA), HTTPS', url: front.url, caFile: ca.caFile, ...keys };
-    const sink: Endpoint = { name: 'sink', title: 'Sink (discards bodies; checks no checksum, like RGW for CRC32)', url: sinkProc.url, md5Url: md5Sink.url, ...sinkKeys };
+    const sink: Endpoint = {
+      name: 'sink',
+      title: 'Sink (discards bodies; checks no checksum, like RGW for CRC32)',
+      url: sinkProc.url,
+      md5Url: md5Sink.url,
+      ...sinkKeys,
+    };
     const awsLike: Endpoint = { name: 'sink-crc', title: 'Sink that refuses a wrong CRC32, as AWS S3 does', url: awsSink.url, ...sinkKeys };
-    const sinkTls: Endpoint = { name: 'sink-tls', title: 'Sink over HTTPS (private CA) that refuses a wrong CRC32, as AWS S3 does', url: tlsSink.url, caFile: ca.caFile, ...sinkKeys };
+    const sinkTls: Endpoint = {
+      name: 'sink-tls',
+      title: 'Sink over HTTPS (private CA) that refuses a wrong CRC32, as AWS S3 does',
+      url: tlsSink.url,
+      caFile: ca.caFile,
+      ...sinkKeys,
+    };
     await (await s3(rgw)).create();
     await makeSealing(work);
     const files = new Map<number, string>();

@@ -33,10 +33,18 @@ const memAvailable = () => Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/pr
 
 /** A process holding `bytes` of touched anonymous memory until killed. */
 async function hog(bytes) {
-  const child = spawn(process.execPath, ['--max-old-space-size=64', '-e', `
+  const child = spawn(
+    process.execPath,
+    [
+      '--max-old-space-size=64',
+      '-e',
+      `
     const bufs = []; let left = ${bytes};
     while (left > 0) { const n = Math.min(left, ${256 * MiB}); const b = Buffer.allocUnsafeSlow(n); b.fill(1); bufs.push(b); left -= n; }
-    process.stdout.write('held\\n'); setInterval(() => {}, 1 << 30);`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    process.stdout.write('held\\n'); setInterval(() => {}, 1 << 30);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   await new Promise((r) => child.stdout.once('data', r));
   return child;
 }
@@ -57,15 +65,23 @@ async function main() {
     try {
       for (let i = 0; i < 2; i++) execFileSync('cat', [db], { stdio: ['ignore', 'ignore', 'inherit'] });
       const before = cached(db);
-      lines.push(`page cache: ${(memAvailable() / GiB).toFixed(1)} GiB available after holding ${(take / GiB).toFixed(1)} GiB; the 2 GiB database ${(before * 100).toFixed(0)} % cached`);
+      lines.push(
+        `page cache: ${(memAvailable() / GiB).toFixed(1)} GiB available after holding ${(take / GiB).toFixed(1)} GiB; the 2 GiB database ${(before * 100).toFixed(0)} % cached`,
+      );
       execFileSync('cat', [snap], { stdio: ['ignore', 'ignore', 'inherit'] });
       lines.push(`after cat of the 4 GiB snapshot:    database ${(cached(db) * 100).toFixed(0)} % cached, snapshot ${(cached(snap) * 100).toFixed(0)} %`);
       for (let i = 0; i < 2; i++) execFileSync('cat', [db], { stdio: ['ignore', 'ignore', 'inherit'] });
       const sink = spawn(process.execPath, [path.join(ROOT, 'dist/bench/scripts/bench/sink.js'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
       const url = await new Promise((r) => sink.stdout.once('data', (d) => r(d.toString().trim())));
       const cfg = path.join(work, 'config.yaml');
-      await writeFile(cfg, `node: cache\ncluster: bench\nsnapshotDir: ${path.dirname(snap)}\nstateDir: ${work}/state\ns3:\n  bucket: bench\n  endpoint: ${url}\nmetrics:\n  enabled: false\nlog:\n  level: warn\n`);
-      execFileSync(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), '--config', cfg, 'upload', '--quiet', snap], { env: { ...process.env, AWS_ACCESS_KEY_ID: 'bench', AWS_SECRET_ACCESS_KEY: 'benchsecretkey00' }, stdio: ['ignore', 'ignore', 'inherit'] });
+      await writeFile(
+        cfg,
+        `node: cache\ncluster: bench\nsnapshotDir: ${path.dirname(snap)}\nstateDir: ${work}/state\ns3:\n  bucket: bench\n  endpoint: ${url}\nmetrics:\n  enabled: false\nlog:\n  level: warn\n`,
+      );
+      execFileSync(process.execPath, [path.join(ROOT, 'dist/agent/cli/main.js'), '--config', cfg, 'upload', '--quiet', snap], {
+        env: { ...process.env, AWS_ACCESS_KEY_ID: 'bench', AWS_SECRET_ACCESS_KEY: 'benchsecretkey00' },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
       sink.kill();
       lines.push(`after the agent shipped it:          database ${(cached(db) * 100).toFixed(0)} % cached, snapshot ${(cached(snap) * 100).toFixed(0)} %`);
     } finally {

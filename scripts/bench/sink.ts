@@ -54,7 +54,10 @@ function drain(req: IncomingMessage, withMd5: boolean, withCrc: boolean): Promis
   });
 }
 
-export async function startSink(port = 0, opts: { md5?: boolean; crc32?: boolean; tls?: { cert: string; key: string } } = {}): Promise<{ server: Server; url: string; bytes: () => number; close: () => Promise<void> }> {
+export async function startSink(
+  port = 0,
+  opts: { md5?: boolean; crc32?: boolean; tls?: { cert: string; key: string } } = {},
+): Promise<{ server: Server; url: string; bytes: () => number; close: () => Promise<void> }> {
   const objects = new Map<string, Obj>();
   const uploads = new Map<string, Mpu>();
   let total = 0;
@@ -67,7 +70,8 @@ export async function startSink(port = 0, opts: { md5?: boolean; crc32?: boolean
       const q = url.searchParams;
       const sent = req.headers['x-amz-checksum-crc32'];
       const got = await drain(req, opts.md5 ?? false, Boolean(opts.crc32 && sent));
-      if (got.crc !== undefined && got.crc !== sent) return xml(res, 400, '<Error><Code>BadDigest</Code><Message>The CRC32 you specified did not match the calculated checksum.</Message></Error>');
+      if (got.crc !== undefined && got.crc !== sent)
+        return xml(res, 400, '<Error><Code>BadDigest</Code><Message>The CRC32 you specified did not match the calculated checksum.</Message></Error>');
       // aws-chunked bodies carry framing; the decoded length is the object's
       const size = Number(req.headers['x-amz-decoded-content-length'] ?? got.n);
       const etag = (): string => `"${got.md5 ?? randomBytes(16).toString('hex')}"`;
@@ -75,17 +79,26 @@ export async function startSink(port = 0, opts: { md5?: boolean; crc32?: boolean
       const m = req.method;
       if (!key) {
         if (m === 'HEAD' || m === 'PUT') return res.writeHead(200).end();
-        if (q.has('uploads')) return xml(res, 200, `<ListMultipartUploadsResult><Bucket>${bucket}</Bucket><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>`);
+        if (q.has('uploads'))
+          return xml(res, 200, `<ListMultipartUploadsResult><Bucket>${bucket}</Bucket><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>`);
         if (q.has('location')) return xml(res, 200, '<LocationConstraint/>');
         const prefix = q.get('prefix') ?? '';
         const items = [...objects.entries()].filter(([k]) => k.startsWith(`${bucket}/${prefix}`));
-        return xml(res, 200, `<ListBucketResult><Name>${bucket}</Name><Prefix>${prefix}</Prefix><KeyCount>${items.length}</KeyCount><IsTruncated>false</IsTruncated>${items.map(([k, o]) => `<Contents><Key>${k.slice(bucket.length + 1)}</Key><Size>${o.size}</Size><LastModified>${o.modified.toISOString()}</LastModified><ETag>"0"</ETag></Contents>`).join('')}</ListBucketResult>`);
+        return xml(
+          res,
+          200,
+          `<ListBucketResult><Name>${bucket}</Name><Prefix>${prefix}</Prefix><KeyCount>${items.length}</KeyCount><IsTruncated>false</IsTruncated>${items.map(([k, o]) => `<Contents><Key>${k.slice(bucket.length + 1)}</Key><Size>${o.size}</Size><LastModified>${o.modified.toISOString()}</LastModified><ETag>"0"</ETag></Contents>`).join('')}</ListBucketResult>`,
+        );
       }
       const id = `${bucket}/${key}`;
       if (m === 'POST' && q.has('uploads')) {
         const uploadId = randomBytes(8).toString('hex');
         uploads.set(uploadId, { key: id, meta: metaOf(req), parts: new Map() });
-        return xml(res, 200, `<InitiateMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${key}</Key><UploadId>${uploadId}</UploadId></InitiateMultipartUploadResult>`);
+        return xml(
+          res,
+          200,
+          `<InitiateMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${key}</Key><UploadId>${uploadId}</UploadId></InitiateMultipartUploadResult>`,
+        );
       }
       const uploadId = q.get('uploadId');
       if (uploadId) {
@@ -98,7 +111,11 @@ export async function startSink(port = 0, opts: { md5?: boolean; crc32?: boolean
         if (m === 'POST') {
           uploads.delete(uploadId);
           objects.set(id, { size: [...u.parts.values()].reduce((a, b) => a + b, 0), meta: u.meta, modified: new Date() });
-          return xml(res, 200, `<CompleteMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${key}</Key><ETag>${etag()}</ETag></CompleteMultipartUploadResult>`);
+          return xml(
+            res,
+            200,
+            `<CompleteMultipartUploadResult><Bucket>${bucket}</Bucket><Key>${key}</Key><ETag>${etag()}</ETag></CompleteMultipartUploadResult>`,
+          );
         }
         if (m === 'DELETE') {
           uploads.delete(uploadId);
@@ -112,7 +129,11 @@ export async function startSink(port = 0, opts: { md5?: boolean; crc32?: boolean
       const o = objects.get(id);
       if (m === 'HEAD' || m === 'GET') {
         if (!o) return m === 'HEAD' ? res.writeHead(404).end() : xml(res, 404, '<Error><Code>NoSuchKey</Code></Error>');
-        const headers: Record<string, string | number> = { 'Content-Length': m === 'HEAD' ? o.size : 0, ETag: '"0"', 'Last-Modified': o.modified.toUTCString() };
+        const headers: Record<string, string | number> = {
+          'Content-Length': m === 'HEAD' ? o.size : 0,
+          ETag: '"0"',
+          'Last-Modified': o.modified.toUTCString(),
+        };
         for (const [k, v] of Object.entries(o.meta)) headers[`x-amz-meta-${k}`] = v;
         return res.writeHead(200, headers).end();
       }
@@ -144,6 +165,10 @@ export async function startSink(port = 0, opts: { md5?: boolean; crc32?: boolean
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
   const a = process.argv;
   const t = a.indexOf('--tls');
-  const s = await startSink(Number(a[2] ?? 0), { md5: a.includes('--md5'), crc32: a.includes('--crc32'), ...(t > 0 ? { tls: { cert: a[t + 1]!, key: a[t + 2]! } } : {}) });
+  const s = await startSink(Number(a[2] ?? 0), {
+    md5: a.includes('--md5'),
+    crc32: a.includes('--crc32'),
+    ...(t > 0 ? { tls: { cert: a[t + 1]!, key: a[t + 2]! } } : {}),
+  });
   process.stdout.write(`${s.url}\n`);
 }

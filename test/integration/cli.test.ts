@@ -51,7 +51,9 @@ describe('CLI', () => {
     expect(r.stderr).toMatch(/s3\.bucket: "x" is not a valid bucket name; use lower-case/);
     expect(r.stderr).toMatch(/s3\.partSize: .* below the minimum/);
     expect(r.stderr).toMatch(/retention\.maxAge: "forever" is not a duration like 30s/);
-    expect((await runCli(['--config', path.join(dirs.root, 'missing.yaml'), 'run'], env)).stderr).toMatch(/missing.yaml: \(file\): does not exist; create it .* or pass --config PATH/);
+    expect((await runCli(['--config', path.join(dirs.root, 'missing.yaml'), 'run'], env)).stderr).toMatch(
+      /missing.yaml: \(file\): does not exist; create it .* or pass --config PATH/,
+    );
   });
 
   it('unreachable S3: one line naming the endpoint and the fix, exit 69', async () => {
@@ -60,7 +62,9 @@ describe('CLI', () => {
     const r = await runCli(['--config', cfgPath, 'check-config'], env);
     expect(r.code).toBe(69);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/S3 check failed: S3 unreachable at s3:\/\/.* at http:\/\/127\.0\.0\.1:9 \(ECONNREFUSED.*check s3\.endpoint, s3\.proxy and that the server is up/);
+    expect(r.stderr).toMatch(
+      /S3 check failed: S3 unreachable at s3:\/\/.* at http:\/\/127\.0\.0\.1:9 \(ECONNREFUSED.*check s3\.endpoint, s3\.proxy and that the server is up/,
+    );
   });
 
   it('wrong credentials: named as such, without echoing them, exit 69', async () => {
@@ -104,7 +108,12 @@ describe('CLI', () => {
     const digest = await sha256File(file);
     expect(rows.some((r) => r.includes(digest))).toBe(true);
     const json = await cli('list', '--json', '--cluster');
-    expect(json.stdout.trim().split('\n').map((l) => JSON.parse(l).key)).toContain('etcd-backup/test/cli-node/zz-latest.db');
+    expect(
+      json.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).key),
+    ).toContain('etcd-backup/test/cli-node/zz-latest.db');
 
     const out = path.join(dirs.root, 'restore', 'fetched.db');
     const f = await cli('fetch', '--latest', '--output', out);
@@ -112,11 +121,13 @@ describe('CLI', () => {
     expect(await sha256File(out)).toBe(await sha256File(file));
     const dataDir = path.join(dirs.root, 'restored');
     await rm(dataDir, { recursive: true, force: true });
-    await import('../support/world.js').then((w) => w.run('/usr/bin/etcdctl', ['snapshot', 'restore', out, '--data-dir', dataDir], { env: { ...process.env, ETCDCTL_API: '3' } }));
+    await import('../support/world.js').then((w) =>
+      w.run('/usr/bin/etcdctl', ['snapshot', 'restore', out, '--data-dir', dataDir], { env: { ...process.env, ETCDCTL_API: '3' } }),
+    );
 
     const missing = await cli('fetch', 'etcd-backup/test/cli-node/none.db', '--output', path.join(dirs.root, 'x.db'));
     expect(missing.code).toBe(66);
-    expect(missing.stderr).toContain("no object etcd-backup/test/cli-node/none.db");
+    expect(missing.stderr).toContain('no object etcd-backup/test/cli-node/none.db');
   });
 
   it('fetch refuses an object whose bytes do not match its sha256 and writes nothing', async () => {

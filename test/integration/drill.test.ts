@@ -14,7 +14,19 @@ import { agentEnv, runCli, startAgent, testDirs as makeDirs, writeConfig, type A
 import { readLive } from '../support/bbolt-db.js';
 import { startHttpFaultProxy, type HttpFaultProxy } from '../support/http-fault-proxy.js';
 import { withTrailer } from '../support/snapshots.js';
-import { createBucket, emptyAndDeleteBucket, etcdctl, listKeys, putKeys, readWorldEnv, run, s3Client, saveSnapshot, PROJECT_ROOT, type World } from '../support/world.js';
+import {
+  createBucket,
+  emptyAndDeleteBucket,
+  etcdctl,
+  listKeys,
+  putKeys,
+  readWorldEnv,
+  run,
+  s3Client,
+  saveSnapshot,
+  PROJECT_ROOT,
+  type World,
+} from '../support/world.js';
 
 let world: World;
 let own: World; // the shared world's S3, with an etcd of this file's own
@@ -63,7 +75,10 @@ async function damaged(file: string, out: string, which: 'first' | 'last' = 'fir
   const snap = await readFile(file);
   const body = Buffer.from(snap.subarray(0, snap.length - 32));
   const live = readLive(body);
-  const leaves = [...live.live.values()].filter((p) => p.bucket === 'key' && p.kind === 'leaf' && p.count >= 2).map((p) => p.pgid).sort((a, b) => a - b);
+  const leaves = [...live.live.values()]
+    .filter((p) => p.bucket === 'key' && p.kind === 'leaf' && p.count >= 2)
+    .map((p) => p.pgid)
+    .sort((a, b) => a - b);
   const page = which === 'first' ? leaves[1]! : leaves[leaves.length - 1]!;
   body.fill(0, page * live.ps, (page + 1) * live.ps);
   const bytes = withTrailer(body);
@@ -148,7 +163,13 @@ describe('the restore drill in the daemon', () => {
     const shipped = await a.waitMsg('snapshot shipped and confirmed', 'a.db');
     key = String(shipped.key);
     const ok = await a.waitFor((l) => l.msg === VERIFIED && l.key === key, 30_000, 'a passing drill');
-    expect(ok).toMatchObject({ level: 'info', depth: 'deep', revision: snaps.small.status.revision, keys: snaps.small.status.totalKey, snapshotTime: mtime.toISOString() });
+    expect(ok).toMatchObject({
+      level: 'info',
+      depth: 'deep',
+      revision: snaps.small.status.revision,
+      keys: snaps.small.status.totalKey,
+      snapshotTime: mtime.toISOString(),
+    });
     expect(String(ok.detail)).toContain('every bbolt page checked');
     const due = a.lines.findIndex((l) => l.msg === 'restore drill due');
     const started = a.lines.findIndex((l) => l.msg === 'restore drill started');
@@ -175,7 +196,9 @@ describe('the restore drill in the daemon', () => {
 
     // someone with write access replaces the manifest too: sizes and sha256 agree, the trailer is valid
     const manifestKey = `${key}.manifest.json`;
-    const m = JSON.parse(await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: manifestKey }))).Body!.transformToString()) as { snapshot: { sha256: string } };
+    const m = JSON.parse(await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: manifestKey }))).Body!.transformToString()) as {
+      snapshot: { sha256: string };
+    };
     m.snapshot.sha256 = createHash('sha256').update(bytes).digest('hex');
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: manifestKey, Body: JSON.stringify(m), ContentType: 'application/json' }));
     const corrupt = await a.waitFor((l) => l.msg === FAILED && l.key === key && l.reason === 'corrupt', 30_000, 'a drill failing on the deep check');
@@ -245,7 +268,10 @@ describe('verify', () => {
 
     const j = await cli(config, 'verify', '--all', '--json');
     expect(j.code).toBe(65);
-    const docs = j.stdout.trim().split('\n').map((l) => JSON.parse(l) as { key: string; ok: boolean; verdict: string; revision?: number; keys?: number; hash?: number });
+    const docs = j.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { key: string; ok: boolean; verdict: string; revision?: number; keys?: number; hash?: number });
     expect(docs.map((d) => [d.key, d.ok, d.verdict])).toEqual([
       [keyOf('v2.db'), true, 'pass'],
       [keyOf('v3-damaged.db'), false, 'corrupt'],
@@ -263,7 +289,7 @@ describe('verify', () => {
     expect(one.code).toBe(65);
   });
 
-  it('--restore restores with Debian\'s etcdctl, and says so when no etcd tool is on PATH', async () => {
+  it("--restore restores with Debian's etcdctl, and says so when no etcd tool is on PATH", async () => {
     const r = await cli(config, 'verify', keyOf('v1.db'), '--restore', '--json');
     expect(r.code, r.stderr).toBe(0);
     const doc = JSON.parse(r.stdout) as { ok: boolean; restore: { tool: string; ok: boolean } };
@@ -326,7 +352,11 @@ describe('one reader of S3 at a time', () => {
     await place(snaps.big.file, dirs.snapshots, 'b2.db');
     await a.waitMsg('snapshot shipped and confirmed', 'b2.db', 60_000);
     const lastFinished = a.lines.filter((l) => l.msg === 'restore drill finished').length;
-    await a.waitFor((l) => l.msg === 'restore drill finished' && a.lines.filter((x) => x.msg === 'restore drill finished').length > lastFinished, 60_000, 'a drill after b2');
+    await a.waitFor(
+      (l) => l.msg === 'restore drill finished' && a.lines.filter((x) => x.msg === 'restore drill finished').length > lastFinished,
+      60_000,
+      'a drill after b2',
+    );
     expect((await a.stop()).code).toBe(0);
 
     const lines = a.lines;
@@ -342,11 +372,22 @@ describe('one reader of S3 at a time', () => {
       }
       return out;
     };
-    const uploads = spans((l) => l.msg === 'upload started', (l) => l.msg === 'snapshot shipped and confirmed' || l.msg.startsWith('upload failed'));
-    const drills = spans((l) => l.msg === 'restore drill started', (l) => l.msg === 'restore drill finished' || l.msg === 'restore drill could not run');
+    const uploads = spans(
+      (l) => l.msg === 'upload started',
+      (l) => l.msg === 'snapshot shipped and confirmed' || l.msg.startsWith('upload failed'),
+    );
+    const drills = spans(
+      (l) => l.msg === 'restore drill started',
+      (l) => l.msg === 'restore drill finished' || l.msg === 'restore drill could not run',
+    );
     expect(uploads.length).toBe(2);
     expect(drills.length).toBeGreaterThanOrEqual(2);
-    for (const [us, ue] of uploads) for (const [ds, de] of drills) expect(de <= us || ds >= ue, `drill ${new Date(ds).toISOString()}–${new Date(de).toISOString()} overlaps upload ${new Date(us).toISOString()}–${new Date(ue).toISOString()}`).toBe(true);
+    for (const [us, ue] of uploads)
+      for (const [ds, de] of drills)
+        expect(
+          de <= us || ds >= ue,
+          `drill ${new Date(ds).toISOString()}–${new Date(de).toISOString()} overlaps upload ${new Date(us).toISOString()}–${new Date(ue).toISOString()}`,
+        ).toBe(true);
     // both directions really happened: a drill came due while an upload ran, and a snapshot was queued while a drill ran
     const within = (t: number, s: [number, number][]): boolean => s.some(([x, y]) => t > x && t < y);
     expect(lines.some((l) => l.msg === 'restore drill due' && within(at(l), uploads))).toBe(true);
@@ -358,7 +399,12 @@ describe('one reader of S3 at a time', () => {
 
   it('SIGTERM while a drill waits for a slow upload: the upload is aborted within shutdownTimeout, the drill reads nothing', async () => {
     const dirs = await testDirs('shutdown-');
-    const cfg = await writeConfig(dirs, world, bucket, { node: 'shutdown-node', shutdownTimeout: '1s', upload: { bandwidthLimit: '2MiB' }, verify: { schedule: EVERY_2S } });
+    const cfg = await writeConfig(dirs, world, bucket, {
+      node: 'shutdown-node',
+      shutdownTimeout: '1s',
+      upload: { bandwidthLimit: '2MiB' },
+      verify: { schedule: EVERY_2S },
+    });
     const a = await agent(dirs, cfg);
     await place(snaps.big.file, dirs.snapshots, 'slow.db');
     const started = await a.waitMsg('upload started', 'slow.db', 30_000);

@@ -71,7 +71,12 @@ beforeAll(async () => {
   recipient = (await run('age-keygen', ['-y', k('age.txt')])).stdout.trim();
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'tamper', '-f', k('sign')]);
   await writeFile(k('allowed_signers'), `tamper namespaces="etcd-backup-agent" ${(await readFile(k('sign.pub'), 'utf8')).trim()}\n`);
-  await writeConfig(dirs, world, bucket, { node: 'tamper', s3: { partSize: '5MiB' }, encryption: { recipients: [recipient] }, signing: { keyFile: k('sign') } });
+  await writeConfig(dirs, world, bucket, {
+    node: 'tamper',
+    s3: { partSize: '5MiB' },
+    encryption: { recipients: [recipient] },
+    signing: { keyFile: k('sign') },
+  });
   // ~20 MiB of etcd data, so the object has several 5 MiB parts
   await putKeys(world, 16_000, 1024, '/registry/tamper/');
   const f = path.join(dirs.snapshots, name);
@@ -82,7 +87,9 @@ beforeAll(async () => {
   const s3 = s3Client(world);
   ct = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body!.transformToByteArray());
   metadata = (await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata ?? {};
-  manifestBytes = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `etcd-backup/test/tamper/${name}.manifest.json` }))).Body!.transformToByteArray());
+  manifestBytes = Buffer.from(
+    await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `etcd-backup/test/tamper/${name}.manifest.json` }))).Body!.transformToByteArray(),
+  );
   manifest = JSON.parse(manifestBytes.toString());
 });
 

@@ -126,8 +126,16 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     await saveSnapshot(world, path.join(dirs.snapshots, names.rke2));
     for (const n of Object.values(names)) expect((await agent.waitMsg('snapshot shipped and confirmed', n)).key).toBe(`${prefixA}${n}.age`);
 
-    expect(await listKeys(world, bucket, prefixA)).toEqual(Object.values(names).map((n) => `${prefixA}${n}.age`).sort());
-    expect(await listKeys(world, bucket, prefixA, { all: true })).toEqual(Object.values(names).flatMap((n) => [`${prefixA}${n}.age`, `${prefixA}${n}.manifest.json`, `${prefixA}${n}.sig`]).sort());
+    expect(await listKeys(world, bucket, prefixA)).toEqual(
+      Object.values(names)
+        .map((n) => `${prefixA}${n}.age`)
+        .sort(),
+    );
+    expect(await listKeys(world, bucket, prefixA, { all: true })).toEqual(
+      Object.values(names)
+        .flatMap((n) => [`${prefixA}${n}.age`, `${prefixA}${n}.manifest.json`, `${prefixA}${n}.sig`])
+        .sort(),
+    );
     for (const n of Object.values(names)) {
       const plain = await readFile(path.join(dirs.snapshots, n));
       const key = `${prefixA}${n}.age`;
@@ -149,7 +157,9 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
       expect(v.ok, v.out).toBe(true);
       expect(v.out).toContain('Good "etcd-backup-agent" signature for node-a');
       // and for node-b's principal, the same signature is not good
-      expect((await tool('ssh-keygen', ['-Y', 'verify', '-f', file('allowed_signers'), '-I', 'node-b', '-n', 'etcd-backup-agent', '-s', file('sig')], plain)).ok).toBe(false);
+      expect(
+        (await tool('ssh-keygen', ['-Y', 'verify', '-f', file('allowed_signers'), '-I', 'node-b', '-n', 'etcd-backup-agent', '-s', file('sig')], plain)).ok,
+      ).toBe(false);
 
       const head = await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
       expect(head.Metadata?.encryption).toBe('age');
@@ -166,7 +176,9 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     for (const n of Object.values(names)) expect(list.stdout).toContain(n);
     expect(list.stdout).not.toMatch(/\.sig\b|manifest\.json/);
     // the restore hint decrypts first, and restores the file fetch wrote
-    const hint = /etcd-backup-agent fetch (\S+) --identity \/path\/to\/age-identity\.txt --output (\/tmp\/\S+)\n\s+etcdutl snapshot restore (\S+) /.exec(list.stdout);
+    const hint = /etcd-backup-agent fetch (\S+) --identity \/path\/to\/age-identity\.txt --output (\/tmp\/\S+)\n\s+etcdutl snapshot restore (\S+) /.exec(
+      list.stdout,
+    );
     expect(hint, list.stdout).not.toBeNull();
     expect(hint![3]).toBe(hint![2]);
   });
@@ -174,7 +186,18 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
   it('fetch --identity writes the snapshot etcdctl restores; --allowed-signers names the signer', async () => {
     const out = await temp('enc-fetch-');
     for (const n of [names.raw, names.rke2]) {
-      const r = await cli(a.dirs.config, 'fetch', `${prefixA}${n}.age`, '--identity', file('age-b.txt'), '--allowed-signers', file('allowed_signers'), '--output', path.join(out, n), '--quiet');
+      const r = await cli(
+        a.dirs.config,
+        'fetch',
+        `${prefixA}${n}.age`,
+        '--identity',
+        file('age-b.txt'),
+        '--allowed-signers',
+        file('allowed_signers'),
+        '--output',
+        path.join(out, n),
+        '--quiet',
+      );
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain('raw snapshot verified, signed by node-a');
       expect(sha256(await readFile(path.join(out, n)))).toBe(sha256(await readFile(path.join(a.dirs.snapshots, n))));
@@ -183,7 +206,10 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
       expect(await readdir(path.join(restored, 'member'))).toContain('snap');
     }
     // the zip, by its snapshot key and with the identity from the environment (an SSH key this time)
-    const z = await runCli(['--config', a.dirs.config, 'fetch', `${prefixA}${names.rke1}`, '--output', path.join(out, names.rke1), '--quiet'], { ...env, ETCD_BACKUP_AGENT_IDENTITY_FILE: file('ssh-rec') });
+    const z = await runCli(['--config', a.dirs.config, 'fetch', `${prefixA}${names.rke1}`, '--output', path.join(out, names.rke1), '--quiet'], {
+      ...env,
+      ETCD_BACKUP_AGENT_IDENTITY_FILE: file('ssh-rec'),
+    });
     outputs.push(z.stdout, z.stderr);
     expect(z.code, z.stderr).toBe(0);
     expect(z.stdout).toContain('zip snapshot verified');
@@ -191,8 +217,22 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
 
     // a restore host with a copy of the etcd host's config: its signing key and recipients file are not there
     const host = await dirsFor('enc-restore-');
-    await writeConfig(host, world, bucket, { node: 'node-a', encryption: { recipientsFile: path.join(host.root, 'absent.txt') }, signing: { keyFile: path.join(host.root, 'absent-key') } });
-    const restoreHost = await cli(host.config, 'fetch', `${prefixA}${names.raw}`, '--identity', file('age-a.txt'), '--allowed-signers', file('allowed_signers'), '--output', path.join(host.root, 'restored.db'));
+    await writeConfig(host, world, bucket, {
+      node: 'node-a',
+      encryption: { recipientsFile: path.join(host.root, 'absent.txt') },
+      signing: { keyFile: path.join(host.root, 'absent-key') },
+    });
+    const restoreHost = await cli(
+      host.config,
+      'fetch',
+      `${prefixA}${names.raw}`,
+      '--identity',
+      file('age-a.txt'),
+      '--allowed-signers',
+      file('allowed_signers'),
+      '--output',
+      path.join(host.root, 'restored.db'),
+    );
     expect(restoreHost.code, restoreHost.stderr).toBe(0);
     expect(sha256(await readFile(path.join(host.root, 'restored.db')))).toBe(sha256(await readFile(path.join(a.dirs.snapshots, names.raw))));
     const noKey = await cli(host.config, 'upload', path.join(host.root, 'restored.db'));
@@ -203,16 +243,27 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     expect(none.code).toBe(64);
     expect(none.stderr).toMatch(/refused \(identity\): .* is encrypted \(age\); pass --identity FILE/);
     await run('age-keygen', ['-o', path.join(out, 'stranger.txt')]);
-    const wrong = await cli(a.dirs.config, 'fetch', `${prefixA}${names.raw}.age`, '--identity', path.join(out, 'stranger.txt'), '--output', path.join(out, 'wrong.db'));
+    const wrong = await cli(
+      a.dirs.config,
+      'fetch',
+      `${prefixA}${names.raw}.age`,
+      '--identity',
+      path.join(out, 'stranger.txt'),
+      '--output',
+      path.join(out, 'wrong.db'),
+    );
     expect(wrong.code).toBe(64);
-    expect(wrong.stderr).toMatch(/refused \(identity\): .*no identity matches: the file is encrypted to 2 X25519, 1 ssh-ed25519 recipient\(s\); the identities given are for age1/);
+    expect(wrong.stderr).toMatch(
+      /refused \(identity\): .*no identity matches: the file is encrypted to 2 X25519, 1 ssh-ed25519 recipient\(s\); the identities given are for age1/,
+    );
     await onlyIn(out, [names.raw, names.rke2, names.rke1, `${names.raw}.etcd`, `${names.rke2}.etcd`, 'stranger.txt']);
     await rm(out, { recursive: true });
   });
 
   it('fetch --allowed-signers refuses an unlisted key, a .sig swapped between snapshots or nodes, an edited manifest (exit 65, saying which check)', async () => {
     const out = await temp('enc-sig-');
-    const fetchSigned = (key: string, allowed = file('allowed_signers')) => cli(a.dirs.config, 'fetch', key, '--identity', file('age-a.txt'), '--allowed-signers', allowed, '--output', path.join(out, 'x.db'));
+    const fetchSigned = (key: string, allowed = file('allowed_signers')) =>
+      cli(a.dirs.config, 'fetch', key, '--identity', file('age-a.txt'), '--allowed-signers', allowed, '--output', path.join(out, 'x.db'));
     const refused = async (key: string, re: RegExp, allowed?: string): Promise<void> => {
       const r = await fetchSigned(key, allowed);
       expect(r.code, r.stdout + r.stderr).toBe(65);
@@ -245,23 +296,54 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     await refused(`${raw}.age`, /refused \(signature\): .*snapshot signature refused/);
     // ssh-keygen agrees: node-b's signature over these very bytes is no signature of node-a
     await writeFile(path.join(K, 'swapped.sig'), await getBytes(`${raw}.sig`));
-    expect((await tool('ssh-keygen', ['-Y', 'verify', '-f', file('allowed_signers'), '-I', 'node-a', '-n', 'etcd-backup-agent', '-s', path.join(K, 'swapped.sig')], await readFile(path.join(a.dirs.snapshots, names.raw)))).ok).toBe(false);
+    expect(
+      (
+        await tool(
+          'ssh-keygen',
+          ['-Y', 'verify', '-f', file('allowed_signers'), '-I', 'node-a', '-n', 'etcd-backup-agent', '-s', path.join(K, 'swapped.sig')],
+          await readFile(path.join(a.dirs.snapshots, names.raw)),
+        )
+      ).ok,
+    ).toBe(false);
     await put(`${raw}.sig`, aSig);
     // node-b's object, signature and manifest copied over node-a's: the manifest names another object
     const aObjects = await Promise.all(['.age', '.sig', '.manifest.json'].map((s) => getBytes(`${raw}${s}`)));
-    for (const s of ['.age', '.sig', '.manifest.json']) await s3().send(new CopyObjectCommand({ Bucket: bucket, CopySource: `${bucket}/${prefixB}${names.raw}${s}`, Key: `${raw}${s}` }));
-    await refused(`${raw}.age`, /refused \(unverified\): .*its manifest cannot be used \(describes etcd-backup\/test\/node-b\/snap-1\.db\.age, not etcd-backup\/test\/node-a\/snap-1\.db\.age\)/);
+    for (const s of ['.age', '.sig', '.manifest.json'])
+      await s3().send(new CopyObjectCommand({ Bucket: bucket, CopySource: `${bucket}/${prefixB}${names.raw}${s}`, Key: `${raw}${s}` }));
+    await refused(
+      `${raw}.age`,
+      /refused \(unverified\): .*its manifest cannot be used \(describes etcd-backup\/test\/node-b\/snap-1\.db\.age, not etcd-backup\/test\/node-a\/snap-1\.db\.age\)/,
+    );
     // and read anyway, the manifest's signature is missing: node-b's signature does not make it node-a's
-    const anyway = await cli(a.dirs.config, 'fetch', `${raw}.age`, '--identity', file('age-a.txt'), '--allowed-signers', file('allowed_signers'), '--allow-unverified', '--output', path.join(out, 'x.db'));
+    const anyway = await cli(
+      a.dirs.config,
+      'fetch',
+      `${raw}.age`,
+      '--identity',
+      file('age-a.txt'),
+      '--allowed-signers',
+      file('allowed_signers'),
+      '--allow-unverified',
+      '--output',
+      path.join(out, 'x.db'),
+    );
     expect(anyway.code).toBe(65);
     expect(anyway.stderr).toMatch(/refused \(signature\): .*(manifest is not signed|snapshot signature refused)/);
     await onlyIn(out, []);
-    for (const [i, s] of ['.age', '.sig', '.manifest.json'].entries()) await put(`${raw}${s}`, aObjects[i]!, s === '.age' ? (await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefixB}${names.raw}.age` }))).Metadata : undefined);
+    for (const [i, s] of ['.age', '.sig', '.manifest.json'].entries())
+      await put(
+        `${raw}${s}`,
+        aObjects[i]!,
+        s === '.age' ? (await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefixB}${names.raw}.age` }))).Metadata : undefined,
+      );
 
     // the manifest edited: an older time, then another name
     const manifestKey = `${raw}.manifest.json`;
     const original = await getBytes(manifestKey);
-    for (const edit of [(m: any) => (m.snapshot.time = new Date(Date.parse(m.snapshot.time) - 86_400_000).toISOString()), (m: any) => (m.snapshot.name = 'etcd-snapshot-node-a-1700000000')]) {
+    for (const edit of [
+      (m: any) => (m.snapshot.time = new Date(Date.parse(m.snapshot.time) - 86_400_000).toISOString()),
+      (m: any) => (m.snapshot.name = 'etcd-snapshot-node-a-1700000000'),
+    ]) {
       const m = JSON.parse(original.toString());
       edit(m);
       await put(manifestKey, Buffer.from(JSON.stringify(m)));
@@ -280,7 +362,8 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     // the signing key rotated after this snapshot was shipped: the old key valid before, the new one after
     const sshTime = (ms: number): string => `${new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
     const shippedAt = Date.parse(JSON.parse(original.toString()).shippedAt);
-    const rotated = (cutoff: number): string => `node-a namespaces="etcd-backup-agent",valid-before="${sshTime(cutoff)}" ${keys.pubA}\nnode-a valid-after="${sshTime(cutoff)}" ${keys.pubX}\n`;
+    const rotated = (cutoff: number): string =>
+      `node-a namespaces="etcd-backup-agent",valid-before="${sshTime(cutoff)}" ${keys.pubA}\nnode-a valid-after="${sshTime(cutoff)}" ${keys.pubX}\n`;
     await writeFile(file('allowed_rotated'), rotated(Date.now()));
     const old = await fetchSigned(`${raw}.age`, file('allowed_rotated'));
     expect(old.code, old.stderr).toBe(0);
@@ -288,7 +371,12 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     await rm(path.join(out, 'x.db'));
     // ssh-keygen agrees when told the same time; as of now, the old key has expired
     const plain = await readFile(path.join(a.dirs.snapshots, names.raw));
-    const verifyAt = (extra: string[]) => tool('ssh-keygen', ['-Y', 'verify', '-f', file('allowed_rotated'), '-I', 'node-a', '-n', 'etcd-backup-agent', '-s', path.join(K, 'raw.sig'), ...extra], plain);
+    const verifyAt = (extra: string[]) =>
+      tool(
+        'ssh-keygen',
+        ['-Y', 'verify', '-f', file('allowed_rotated'), '-I', 'node-a', '-n', 'etcd-backup-agent', '-s', path.join(K, 'raw.sig'), ...extra],
+        plain,
+      );
     await writeFile(path.join(K, 'raw.sig'), aSig);
     expect((await verifyAt([`-Overify-time=${sshTime(shippedAt + 1000).slice(0, 14)}`])).ok).toBe(true);
     expect((await verifyAt([])).out).toMatch(/expired/);
@@ -299,7 +387,9 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
   });
 
   it('a restart sends nothing again: the ledger knows, and without it the manifests do', async () => {
-    const before = await Promise.all(Object.values(names).map(async (n) => (await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefixA}${n}.age` }))).ETag));
+    const before = await Promise.all(
+      Object.values(names).map(async (n) => (await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefixA}${n}.age` }))).ETag),
+    );
     expect(await a.agent.stop('SIGTERM')).toMatchObject({ code: 0 });
     const second = await startAgent(a.dirs, env, a.cfg);
     agents.push(second);
@@ -320,7 +410,9 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     const again = await cli(a.dirs.config, 'upload', path.join(a.dirs.snapshots, names.raw));
     expect(again.code, again.stderr).toBe(0);
     expect(again.stderr + again.stdout).toContain('snapshot already in S3; not sent again');
-    const after = await Promise.all(Object.values(names).map(async (n) => (await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefixA}${n}.age` }))).ETag));
+    const after = await Promise.all(
+      Object.values(names).map(async (n) => (await s3().send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefixA}${n}.age` }))).ETag),
+    );
     expect(after).toEqual(before);
     expect(await listKeys(world, bucket, prefixA, { all: true })).toHaveLength(9);
   });
@@ -347,7 +439,15 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     expect(list.stdout).toMatch(/before\.db .* - /);
     expect(list.stdout).toMatch(/after\.db\.age .* age/);
     // the one from before signing was on has no signature: --allowed-signers refuses it, saying so
-    const unsigned = await cli(dirs.config, 'fetch', `${p}before.db`, '--allowed-signers', file('allowed_signers'), '--output', path.join(dirs.root, 'before.out'));
+    const unsigned = await cli(
+      dirs.config,
+      'fetch',
+      `${p}before.db`,
+      '--allowed-signers',
+      file('allowed_signers'),
+      '--output',
+      path.join(dirs.root, 'before.out'),
+    );
     expect(unsigned.code).toBe(65);
     expect(unsigned.stderr).toMatch(/refused \(signature\): .*has no signature \(etcd-backup\/test\/node-s\/before\.db\.sig is missing\)/);
   });
@@ -369,13 +469,35 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     const r = await cli(dirs.config, 'prune');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^deleted +${p}r1\\.db\\.age: `, 'm'));
-    expect(await listKeys(world, bucket, p, { all: true })).toEqual(['r2.db', 'r3.db'].flatMap((n) => [`${p}${n}.age`, `${p}${n}.manifest.json`, `${p}${n}.sig`]).sort());
+    expect(await listKeys(world, bucket, p, { all: true })).toEqual(
+      ['r2.db', 'r3.db'].flatMap((n) => [`${p}${n}.age`, `${p}${n}.manifest.json`, `${p}${n}.sig`]).sort(),
+    );
     // what stays is still whole: it decrypts and its signature holds
     // node-r signs with node-a's key: a file that allows that key for node-a only refuses it
-    const f = await cli(dirs.config, 'fetch', `${p}r2.db.age`, '--identity', file('age-a.txt'), '--allowed-signers', file('allowed_signers'), '--output', path.join(dirs.root, 'r2.out'));
+    const f = await cli(
+      dirs.config,
+      'fetch',
+      `${p}r2.db.age`,
+      '--identity',
+      file('age-a.txt'),
+      '--allowed-signers',
+      file('allowed_signers'),
+      '--output',
+      path.join(dirs.root, 'r2.out'),
+    );
     expect(f.code, f.stderr).toBe(65);
     await writeFile(file('allowed_r'), `node-r ${keys.pubA}\n`);
-    const g = await cli(dirs.config, 'fetch', `${p}r2.db.age`, '--identity', file('age-a.txt'), '--allowed-signers', file('allowed_r'), '--output', path.join(dirs.root, 'r2.out'));
+    const g = await cli(
+      dirs.config,
+      'fetch',
+      `${p}r2.db.age`,
+      '--identity',
+      file('age-a.txt'),
+      '--allowed-signers',
+      file('allowed_r'),
+      '--output',
+      path.join(dirs.root, 'r2.out'),
+    );
     expect(g.code, g.stderr).toBe(0);
   });
 
@@ -391,7 +513,11 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     await put(`${p}by-cli.db.age`, byCli.bytes);
     await put(`${p}by-js.db.age`, byJs);
     const out = await temp('enc-foreign-');
-    for (const [n, id] of [['by-cli.db', 'ssh-rec'], ['by-cli.db', 'age-a.txt'], ['by-js.db', 'age-b.txt']] as const) {
+    for (const [n, id] of [
+      ['by-cli.db', 'ssh-rec'],
+      ['by-cli.db', 'age-a.txt'],
+      ['by-js.db', 'age-b.txt'],
+    ] as const) {
       const target = path.join(out, `${n}-${id}`);
       const refused = await cli(a.dirs.config, 'fetch', `${p}${n}.age`, '--identity', file(id), '--output', target);
       expect(refused.code).toBe(65);
@@ -408,7 +534,10 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     await writeFile(file('empty-recipients.txt'), '# nobody yet\n\n');
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ encryption: { recipients: ['age1notarecipient'] } }, /config error: .*: encryption\.recipients\[0\]: .*; use an age1… recipient/],
-      [{ encryption: { recipientsFile: file('empty-recipients.txt') } }, /encryption\.recipientsFile: .*empty-recipients\.txt: no recipients \(only comments or blank lines\); one age1… or ssh-ed25519 recipient per line/],
+      [
+        { encryption: { recipientsFile: file('empty-recipients.txt') } },
+        /encryption\.recipientsFile: .*empty-recipients\.txt: no recipients \(only comments or blank lines\); one age1… or ssh-ed25519 recipient per line/,
+      ],
       [{ signing: { keyFile: file('sign-a.pub') } }, /signing\.keyFile: .*sign-a\.pub.*; make one with ssh-keygen -t ed25519 -N ""/],
       [{ signing: { keyFile: file('age-a.txt') } }, /signing\.keyFile: .*age-a\.txt.*; make one with ssh-keygen/],
     ];

@@ -37,7 +37,17 @@ describe('install.sh as an ordinary user into --destdir (no user created, no own
     const dest = path.join(dir, 'root');
     await mkdir(dest);
     await chown(dest, 65534, 65534);
-    const run = () => runProgram('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', path.join(pkg, 'install.sh'), '--destdir', dest, '--prefix', '/opt/eba']);
+    const run = () =>
+      runProgram('/usr/bin/setpriv', [
+        '--reuid=nobody',
+        '--regid=nogroup',
+        '--clear-groups',
+        path.join(pkg, 'install.sh'),
+        '--destdir',
+        dest,
+        '--prefix',
+        '/opt/eba',
+      ]);
     const first = await run();
     expect(first.code, first.stderr).toBe(0);
     const s = statuses(first.stdout);
@@ -94,7 +104,15 @@ describe('install.sh as root on a host (a private mount namespace)', () => {
       stat -c '%U:%G %a' /etc/etcd-backup-agent/credentials >"$OUT/ansible-credentials"
     `;
     const r = await runProgram('/usr/bin/unshare', ['--mount', '--propagation', 'private', 'bash', '-c', script], {
-      env: { ...process.env, SANDBOX: sandbox, PKG: pkg, OUT: out, TARBALL, PLAYBOOK: path.join(PROJECT_ROOT, 'scripts/ansible/playbook.yml'), ANSIBLE_NOCOLOR: '1' },
+      env: {
+        ...process.env,
+        SANDBOX: sandbox,
+        PKG: pkg,
+        OUT: out,
+        TARBALL,
+        PLAYBOOK: path.join(PROJECT_ROOT, 'scripts/ansible/playbook.yml'),
+        ANSIBLE_NOCOLOR: '1',
+      },
       timeoutMs: 240_000,
     });
     const read = (f: string) => readFile(path.join(out, f), 'utf8').catch(() => '(missing)');
@@ -141,7 +159,9 @@ describe('install.sh as root on a host (a private mount namespace)', () => {
 
 describe('scripts/ansible/playbook.yml', () => {
   it('passes ansible-playbook --syntax-check', async () => {
-    const r = await runProgram('ansible-playbook', ['--syntax-check', path.join(PROJECT_ROOT, 'scripts/ansible/playbook.yml')], { env: { ...process.env, ANSIBLE_NOCOLOR: '1' } });
+    const r = await runProgram('ansible-playbook', ['--syntax-check', path.join(PROJECT_ROOT, 'scripts/ansible/playbook.yml')], {
+      env: { ...process.env, ANSIBLE_NOCOLOR: '1' },
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('playbook: ');
   });

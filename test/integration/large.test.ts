@@ -37,7 +37,10 @@ async function loadMiB(endpoint: string, mib: number): Promise<void> {
         const i = next++;
         const res = await fetch(`${endpoint}/v3/kv/put`, {
           method: 'POST',
-          body: JSON.stringify({ key: Buffer.from(`/registry/large/${String(i).padStart(6, '0')}`).toString('base64'), value: randomBytes(1024 * 1024).toString('base64') }),
+          body: JSON.stringify({
+            key: Buffer.from(`/registry/large/${String(i).padStart(6, '0')}`).toString('base64'),
+            value: randomBytes(1024 * 1024).toString('base64'),
+          }),
         });
         if (!res.ok) throw new Error(`etcd put failed: ${res.status} ${await res.text()}`);
         await res.arrayBuffer();
@@ -91,7 +94,9 @@ describe('a 1 GiB snapshot', () => {
     expect(shipped.size).toBe(size);
     expect(shipped.sha256).toBe(await sha256File(snapshot));
     const peak = agent.peakRssMiB();
-    console.log(`1 GiB snapshot: ${(size / 1024 ** 2).toFixed(0)} MiB shipped in ${shipped.seconds} s (${shipped.mibPerSecond} MiB/s), agent peak RSS ${peak.toFixed(0)} MiB`);
+    console.log(
+      `1 GiB snapshot: ${(size / 1024 ** 2).toFixed(0)} MiB shipped in ${shipped.seconds} s (${shipped.mibPerSecond} MiB/s), agent peak RSS ${peak.toFixed(0)} MiB`,
+    );
     expect(peak).toBeLessThan(256);
     await agent.stop();
   });

@@ -58,7 +58,14 @@ function checkMetrics(text: string): Promise<string[]> {
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', (e) => reject(new Error(`promtool not runnable (${e.message}): install the Debian package "prometheus"`)));
-    child.on('close', () => resolve(out.split('\n').map((l) => l.trim()).filter(Boolean)));
+    child.on('close', () =>
+      resolve(
+        out
+          .split('\n')
+          .map((l) => l.trim())
+          .filter(Boolean),
+      ),
+    );
     child.stdin.end(text);
   });
 }
@@ -74,7 +81,10 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last instanceof Error ? last.message : JSON.stringify(last)})` : ''}${prom ? `\nprometheus stderr: ${prom.stderr().slice(-1500)}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last instanceof Error ? last.message : JSON.stringify(last)})` : ''}${prom ? `\nprometheus stderr: ${prom.stderr().slice(-1500)}` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -107,7 +117,16 @@ async function startPrometheus(target: string): Promise<NonNullable<typeof prom>
     scrape_configs: [{ job_name: 'etcd-backup-agent', static_configs: [{ targets: [target] }] }],
   };
   await writeFile(path.join(dir, 'prometheus.yml'), stringify(config));
-  const child = spawn(PROMETHEUS, [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    PROMETHEUS,
+    [
+      `--config.file=${path.join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--log.level=warn',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const p = { url: `http://127.0.0.1:${port}`, child, dir, stderr: () => stderr };
@@ -232,10 +251,9 @@ describe('metrics of the running agent', () => {
   it('every rule and dashboard query is valid PromQL for a real Prometheus, and the rules are loaded', async () => {
     const rules = parse(await readFile(RULES, 'utf8')) as { groups: { rules: { expr: string }[] }[] };
     const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
-    const exprs = [
-      ...rules.groups.flatMap((g) => g.rules.map((r) => r.expr)),
-      ...dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)),
-    ].map((e) => e.replaceAll('$__rate_interval', '1m').replaceAll('$job', '.*').replaceAll('$instance', '.*'));
+    const exprs = [...rules.groups.flatMap((g) => g.rules.map((r) => r.expr)), ...dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr))].map(
+      (e) => e.replaceAll('$__rate_interval', '1m').replaceAll('$job', '.*').replaceAll('$instance', '.*'),
+    );
     for (const e of exprs) {
       const r = await promQuery(e);
       expect(r.status, `${e}: ${r.error}`).toBe('success');
@@ -281,7 +299,10 @@ describe('metrics of the running agent', () => {
     const starting = startA();
     const early: number[] = [];
     let started = false;
-    void starting.then(() => (started = true), () => (started = true));
+    void starting.then(
+      () => (started = true),
+      () => (started = true),
+    );
     const url = agentA.metricsUrl; // the same address as before the restart
     // scrape as fast as possible while the agent starts: no answer may carry a reset gauge
     while (!started) {
@@ -318,7 +339,9 @@ describe('metrics of the running agent', () => {
 
     // Prometheus scrapes the new process, and in all it stored since the ship the gauge never fell to 0
     const startTime = valueOf(after, 'process_start_time_seconds');
-    await until('Prometheus to scrape the restarted agent', async () => ((await promValue('process_start_time_seconds{job="etcd-backup-agent"}')) === startTime ? true : undefined));
+    await until('Prometheus to scrape the restarted agent', async () =>
+      (await promValue('process_start_time_seconds{job="etcd-backup-agent"}')) === startTime ? true : undefined,
+    );
     const window = Math.max(1, Math.floor(Date.now() / 1000 - promSawShip));
     expect(await promValue(`min_over_time(etcdbackup_last_upload_success_timestamp_seconds{job="etcd-backup-agent"}[${window}s])`)).toBeGreaterThan(0);
   });

@@ -3,7 +3,16 @@
 // retention keeping locked objects with "locked until", and a delete S3 refuses anyway reported, not looped.
 // RGW 16 drops the lock given at CreateMultipartUpload; the agent sets it again after Complete (the first
 // upload test fails without that).
-import { CreateBucketCommand, DeleteBucketPolicyCommand, DeleteObjectCommand, DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectVersionsCommand, PutBucketPolicyCommand } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  DeleteBucketPolicyCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectVersionsCommand,
+  PutBucketPolicyCommand,
+} from '@aws-sdk/client-s3';
 import { execFileSync } from 'node:child_process';
 import { rm, utimes } from 'node:fs/promises';
 import path from 'node:path';
@@ -44,7 +53,13 @@ afterAll(async () => {
     const r = await c.send(new ListObjectVersionsCommand({ Bucket: lockBucket }));
     const all = [...(r.Versions ?? []), ...(r.DeleteMarkers ?? [])];
     if (!all.length) break;
-    await c.send(new DeleteObjectsCommand({ Bucket: lockBucket, BypassGovernanceRetention: true, Delete: { Objects: all.map((v) => ({ Key: v.Key!, VersionId: v.VersionId })) } }));
+    await c.send(
+      new DeleteObjectsCommand({
+        Bucket: lockBucket,
+        BypassGovernanceRetention: true,
+        Delete: { Objects: all.map((v) => ({ Key: v.Key!, VersionId: v.VersionId })) },
+      }),
+    );
   }
   await c.send(new DeleteBucketPolicyCommand({ Bucket: plainBucket })).catch(() => undefined);
   await emptyAndDeleteBucket(world, lockBucket);
@@ -63,7 +78,9 @@ describe('check-config and Object Lock', () => {
   it('a bucket without Object Lock: a config asking for it is refused (exit 78), saying what to do', async () => {
     const r = await cli(plainBucket, { objectLock: LOCK }, 'cc', {}, 'check-config');
     expect(r.code, r.stdout + r.stderr).toBe(78);
-    expect(r.stderr).toContain(`Object Lock: the config asks for GOVERNANCE retention but bucket ${plainBucket} has no Object Lock; create the bucket with Object Lock enabled, or remove s3.objectLock`);
+    expect(r.stderr).toContain(
+      `Object Lock: the config asks for GOVERNANCE retention but bucket ${plainBucket} has no Object Lock; create the bucket with Object Lock enabled, or remove s3.objectLock`,
+    );
     const off = await cli(plainBucket, {}, 'cc', {}, 'check-config');
     expect(off.code, off.stderr).toBe(0);
     expect(off.stdout).toContain('Object Lock: off');
@@ -97,13 +114,17 @@ describe('uploads under Object Lock', () => {
         expect(until, key).toBeLessThanOrEqual(Date.now() + 86_400_000 + 1000);
       }
     }
-    const m = JSON.parse(await (await s3Client(world).send(new GetObjectCommand({ Bucket: lockBucket, Key: `${prefix}older.db.manifest.json` }))).Body!.transformToString()) as { object: { integrity: string } };
+    const m = JSON.parse(
+      await (await s3Client(world).send(new GetObjectCommand({ Bucket: lockBucket, Key: `${prefix}older.db.manifest.json` }))).Body!.transformToString(),
+    ) as { object: { integrity: string } };
     expect(m.object.integrity).toBe('md5');
   });
 
   it('the lock holds: deleting the object version is refused; a restore drill reads it back', async () => {
     const h = await head(lockBucket, `${prefix}older.db`);
-    await expect(s3Client(world).send(new DeleteObjectCommand({ Bucket: lockBucket, Key: `${prefix}older.db`, VersionId: h.VersionId }))).rejects.toMatchObject({ name: 'AccessDenied' });
+    await expect(s3Client(world).send(new DeleteObjectCommand({ Bucket: lockBucket, Key: `${prefix}older.db`, VersionId: h.VersionId }))).rejects.toMatchObject(
+      { name: 'AccessDenied' },
+    );
     const v = await cli(lockBucket, { objectLock: LOCK }, 'locked', {}, 'verify', `${prefix}older.db`);
     expect(v.code, v.stdout + v.stderr).toBe(0);
   });
@@ -111,7 +132,11 @@ describe('uploads under Object Lock', () => {
   it('remote retention keeps a locked object and says until when; nothing is deleted', async () => {
     const r = await cli(lockBucket, { objectLock: LOCK }, 'locked', { retention: { remote: { enabled: true, keep: 1 } } }, 'prune');
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.stdout).toMatch(new RegExp(`kept\\s+${prefix}older\\.db: locked until \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(S3 Object Lock\\); kept, and deleted by a later pass once the lock ends`));
+    expect(r.stdout).toMatch(
+      new RegExp(
+        `kept\\s+${prefix}older\\.db: locked until \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(S3 Object Lock\\); kept, and deleted by a later pass once the lock ends`,
+      ),
+    );
     expect(r.stdout).toContain('remote: deleted 0');
     // still the current version, no delete marker in front of it
     expect((await head(lockBucket, `${prefix}older.db`)).ContentLength).toBeGreaterThan(0);
@@ -125,13 +150,20 @@ describe('a delete S3 refuses anyway', () => {
     const up = await cli(plainBucket, {}, node, {}, 'upload', older, newer);
     expect(up.code, up.stderr).toBe(0);
     // what an operator's bucket policy does to a key that may write but not delete
-    const policy = { Version: '2012-10-17', Statement: [{ Effect: 'Deny', Principal: '*', Action: 's3:DeleteObject', Resource: `arn:aws:s3:::${plainBucket}/${prefix}*` }] };
+    const policy = {
+      Version: '2012-10-17',
+      Statement: [{ Effect: 'Deny', Principal: '*', Action: 's3:DeleteObject', Resource: `arn:aws:s3:::${plainBucket}/${prefix}*` }],
+    };
     await s3Client(world).send(new PutBucketPolicyCommand({ Bucket: plainBucket, Policy: JSON.stringify(policy) }));
     for (let pass = 1; pass <= 2; pass++) {
       const t0 = Date.now();
       const r = await cli(plainBucket, {}, node, { retention: { remote: { enabled: true, keep: 1 } }, log: { level: 'info' } }, 'prune');
       expect(r.code, r.stdout + r.stderr).toBe(0);
-      expect(r.stdout).toMatch(new RegExp(`kept\\s+${prefix}older\\.db: S3 refused to delete it \\(.*AccessDenied.*\\); an Object Lock or a bucket policy protects it\\. Kept; the next retention pass tries once more`));
+      expect(r.stdout).toMatch(
+        new RegExp(
+          `kept\\s+${prefix}older\\.db: S3 refused to delete it \\(.*AccessDenied.*\\); an Object Lock or a bucket policy protects it\\. Kept; the next retention pass tries once more`,
+        ),
+      );
       expect(r.stderr.split('\n').filter((l) => l.includes('retention: S3 refused to delete a remote snapshot; kept'))).toHaveLength(1);
       expect(Date.now() - t0).toBeLessThan(20_000);
     }

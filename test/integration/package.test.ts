@@ -69,7 +69,21 @@ describe('release executable', () => {
   it('the tarball holds what install.sh and an operator need, and its checksums verify', async () => {
     const dir = await unpackRelease();
     const list = await runProgram('ls', ['-A', dir]);
-    expect(list.stdout.trim().split('\n').sort()).toEqual(['INSTALL.md', 'LICENSE', 'LICENSE.node', 'README.md', 'SHA256SUMS', 'THIRD-PARTY-NOTICES.md', 'config.example.yaml', 'env.example', 'etcd-backup-agent', 'etcd-backup-agent.service', 'install.sh'].sort());
+    expect(list.stdout.trim().split('\n').sort()).toEqual(
+      [
+        'INSTALL.md',
+        'LICENSE',
+        'LICENSE.node',
+        'README.md',
+        'SHA256SUMS',
+        'THIRD-PARTY-NOTICES.md',
+        'config.example.yaml',
+        'env.example',
+        'etcd-backup-agent',
+        'etcd-backup-agent.service',
+        'install.sh',
+      ].sort(),
+    );
     const inner = await runProgram('sha256sum', ['-c', 'SHA256SUMS'], { cwd: dir });
     expect(inner.code, inner.stdout + inner.stderr).toBe(0);
     expect(inner.stdout.trim().split('\n')).toHaveLength(10);
@@ -91,7 +105,10 @@ describe('release executable', () => {
       await mkdir(path.join(root, path.dirname(lib)), { recursive: true });
       await copyFile(lib, path.join(root, lib));
     }
-    await writeYaml(path.join(root, 'etc/etcd-backup-agent/config.yaml'), { s3: { bucket: 'etcd-backups', endpoint: 'http://127.0.0.1:9' }, stateDir: '/state' });
+    await writeYaml(path.join(root, 'etc/etcd-backup-agent/config.yaml'), {
+      s3: { bucket: 'etcd-backups', endpoint: 'http://127.0.0.1:9' },
+      stateDir: '/state',
+    });
     const version = await runProgram('/usr/sbin/chroot', [root, '/etcd-backup-agent', '--version'], { env: { PATH: '/' } });
     expect(version).toMatchObject({ code: 0, stdout: `${VERSION}\n` });
     const check = await runProgram('/usr/sbin/chroot', [root, '/etcd-backup-agent', 'check-config', '--offline'], { env: { PATH: '/' } });
@@ -102,7 +119,11 @@ describe('release executable', () => {
   it('check-config reaches RGW with keys from an AWS credentials file, as LoadCredential hands them over', async () => {
     const creds = path.join(work, 'credentials');
     await writeFile(creds, `[default]\naws_access_key_id = ${world.s3.accessKeyId}\naws_secret_access_key = ${world.s3.secretAccessKey}\n`, { mode: 0o600 });
-    const config = await writeYaml(path.join(work, 'online.yaml'), { s3: { bucket, endpoint: world.s3.endpoint }, snapshotDir: work, stateDir: path.join(work, 'state') });
+    const config = await writeYaml(path.join(work, 'online.yaml'), {
+      s3: { bucket, endpoint: world.s3.endpoint },
+      snapshotDir: work,
+      stateDir: path.join(work, 'state'),
+    });
     const ok = await agent(['--config', config, 'check-config'], bare({ AWS_SHARED_CREDENTIALS_FILE: creds }));
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout).toContain('S3 ok: bucket reachable');
@@ -124,14 +145,28 @@ describe('release executable', () => {
       if (req.url === '/latest/meta-data/iam/security-credentials/') return void res.end('etcd-backup-role');
       if (req.url === '/latest/meta-data/iam/security-credentials/etcd-backup-role') {
         const now = Date.now();
-        return void res.end(JSON.stringify({ Code: 'Success', Type: 'AWS-HMAC', LastUpdated: new Date(now).toISOString(), Expiration: new Date(now + 3_600_000).toISOString(), AccessKeyId: world.s3.accessKeyId, SecretAccessKey: world.s3.secretAccessKey, Token: '' }));
+        return void res.end(
+          JSON.stringify({
+            Code: 'Success',
+            Type: 'AWS-HMAC',
+            LastUpdated: new Date(now).toISOString(),
+            Expiration: new Date(now + 3_600_000).toISOString(),
+            AccessKeyId: world.s3.accessKeyId,
+            SecretAccessKey: world.s3.secretAccessKey,
+            Token: '',
+          }),
+        );
       }
       res.writeHead(404).end();
     });
     await new Promise<void>((r) => imds.listen(0, '127.0.0.1', r));
     try {
       const port = (imds.address() as { port: number }).port;
-      const config = await writeYaml(path.join(work, 'imds.yaml'), { s3: { bucket, endpoint: world.s3.endpoint }, snapshotDir: work, stateDir: path.join(work, 'state') });
+      const config = await writeYaml(path.join(work, 'imds.yaml'), {
+        s3: { bucket, endpoint: world.s3.endpoint },
+        snapshotDir: work,
+        stateDir: path.join(work, 'state'),
+      });
       const env = bare({ AWS_EC2_METADATA_DISABLED: 'false', AWS_EC2_METADATA_SERVICE_ENDPOINT: `http://127.0.0.1:${port}` });
       const r = await agent(['--config', config, 'check-config'], env);
       expect(r.code, r.stderr).toBe(0);
@@ -191,7 +226,19 @@ describe("the unit's access model: an unprivileged user with CAP_DAC_OVERRIDE", 
   // setpriv gives a process what systemd's User=, AmbientCapabilities= and CapabilityBoundingSet= give
   // the service; the snapshots and their directory are as RKE leaves them: root-owned, 0600 and 0700.
   const asService = (withCap: boolean, args: string[], env: NodeJS.ProcessEnv): Promise<Run> =>
-    runProgram('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--no-new-privs', ...(withCap ? ['--inh-caps=+dac_override', '--ambient-caps=+dac_override', '--bounding-set=-all,+dac_override'] : ['--bounding-set=-all']), EXECUTABLE, ...args], { env });
+    runProgram(
+      '/usr/bin/setpriv',
+      [
+        '--reuid=nobody',
+        '--regid=nogroup',
+        '--clear-groups',
+        '--no-new-privs',
+        ...(withCap ? ['--inh-caps=+dac_override', '--ambient-caps=+dac_override', '--bounding-set=-all,+dac_override'] : ['--bounding-set=-all']),
+        EXECUTABLE,
+        ...args,
+      ],
+      { env },
+    );
 
   it('reads root-only snapshots and prunes them; without the capability it can do neither', async () => {
     const base = path.join(work, 'access');
@@ -200,7 +247,7 @@ describe("the unit's access model: an unprivileged user with CAP_DAC_OVERRIDE", 
     await mkdir(snaps, { recursive: true });
     await mkdir(state);
     for (const d of [work, base]) await chmod(d, 0o755);
-    await chown(state, (await uid('nobody')), (await gid('nogroup')));
+    await chown(state, await uid('nobody'), await gid('nogroup'));
     await chmod(state, 0o700);
     const older = path.join(snaps, 'etcd-small.db');
     const newer = path.join(snaps, 'etcd-medium.db');
@@ -240,7 +287,10 @@ describe("the unit's access model: an unprivileged user with CAP_DAC_OVERRIDE", 
 
     const upload = await asService(true, ['--config', config, 'upload', older, newer], env);
     expect(upload.code, upload.stderr).toBe(0);
-    expect((await listKeys(world, bucket, 'etcd-backup/access/')).sort()).toEqual(['etcd-backup/access/node-a/etcd-medium.db', 'etcd-backup/access/node-a/etcd-small.db']);
+    expect((await listKeys(world, bucket, 'etcd-backup/access/')).sort()).toEqual([
+      'etcd-backup/access/node-a/etcd-medium.db',
+      'etcd-backup/access/node-a/etcd-small.db',
+    ]);
 
     const noPrune = await asService(false, ['--config', nobodyConfig, 'prune'], env);
     expect(noPrune.code).toBe(74);
@@ -285,12 +335,30 @@ describe("the unit's access model: an unprivileged user with CAP_DAC_OVERRIDE", 
     });
     await chmod(config, 0o640);
 
-    const child = spawn('/usr/bin/setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--no-new-privs', '--inh-caps=+dac_override', '--ambient-caps=+dac_override', '--bounding-set=-all,+dac_override',
-      '/usr/bin/python3', path.join(PROJECT_ROOT, 'test/support/seccomp-exec.py'), allowFile, EXECUTABLE, '--config', config, 'run'], {
-      // credentials as the unit passes them: AWS_SHARED_CREDENTIALS_FILE to a root-only copy
-      env: bare({ AWS_SHARED_CREDENTIALS_FILE: creds }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      '/usr/bin/setpriv',
+      [
+        '--reuid=nobody',
+        '--regid=nogroup',
+        '--clear-groups',
+        '--no-new-privs',
+        '--inh-caps=+dac_override',
+        '--ambient-caps=+dac_override',
+        '--bounding-set=-all,+dac_override',
+        '/usr/bin/python3',
+        path.join(PROJECT_ROOT, 'test/support/seccomp-exec.py'),
+        allowFile,
+        EXECUTABLE,
+        '--config',
+        config,
+        'run',
+      ],
+      {
+        // credentials as the unit passes them: AWS_SHARED_CREDENTIALS_FILE to a root-only copy
+        env: bare({ AWS_SHARED_CREDENTIALS_FILE: creds }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -299,7 +367,8 @@ describe("the unit's access model: an unprivileged user with CAP_DAC_OVERRIDE", 
     const until = async (what: RegExp, ms: number): Promise<void> => {
       const end = Date.now() + ms;
       while (!what.test(stdout)) {
-        if (Date.now() > end || child.exitCode !== null) throw new Error(`no ${what} within ${ms} ms; stdout:\n${stdout.slice(-3000)}\nstderr:\n${stderr.slice(-2000)}`);
+        if (Date.now() > end || child.exitCode !== null)
+          throw new Error(`no ${what} within ${ms} ms; stdout:\n${stdout.slice(-3000)}\nstderr:\n${stderr.slice(-2000)}`);
         await new Promise((r) => setTimeout(r, 100));
       }
     };

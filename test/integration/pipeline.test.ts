@@ -144,7 +144,11 @@ describe('pipeline against Ceph RGW and real etcd', () => {
   });
 
   it('a snapshot changed in place during its upload is not completed; it is verified again and rejected', async () => {
-    const { agent, dir, prefix } = await agentFor({ detect: { settleTimeout: '1s' }, s3: { partSize: '5MiB', queueSize: 1 }, upload: { bandwidthLimit: '4MiB' } });
+    const { agent, dir, prefix } = await agentFor({
+      detect: { settleTimeout: '1s' },
+      s3: { partSize: '5MiB', queueSize: 1 },
+      upload: { bandwidthLimit: '4MiB' },
+    });
     await putKeys(world, 9000, 1024, '/registry/pipeline-big/');
     const src = path.join(path.dirname(dir), 'big.db');
     await saveSnapshot(world, src);

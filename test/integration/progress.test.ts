@@ -81,7 +81,8 @@ async function config(node: string, extra: Record<string, unknown> = {}): Promis
 const agent = (...args: string[]): string[] => [process.execPath, AGENT_MAIN, '--config', dirs.config, ...args];
 const SIZE_RE = '[\\d.]+ (?:B|KiB|MiB)';
 /** a bar line as cli-progress draws it with the agent's format */
-const barLine = (name: string): RegExp => new RegExp(`^${name.replace('.', '\\.')} \\[[█░]{40}\\] (\\d{1,3})% (${SIZE_RE})/(${SIZE_RE}) (${SIZE_RE})/s ETA (\\d+)s$`, 'm');
+const barLine = (name: string): RegExp =>
+  new RegExp(`^${name.replace('.', '\\.')} \\[[█░]{40}\\] (\\d{1,3})% (${SIZE_RE})/(${SIZE_RE}) (${SIZE_RE})/s ETA (\\d+)s$`, 'm');
 const mib = (s: string): number => {
   const [n, u] = s.split(' ');
   return Number(n) * ({ B: 1 / MiB, KiB: 1 / 1024, MiB: 1 } as Record<string, number>)[u!]!;
@@ -173,7 +174,12 @@ describe('the daemon', () => {
     const staged = path.join(dirs.root, 'daemon-big.db');
     const size = await saveSnapshot(world, staged);
     const rate = Math.ceil(size / 65);
-    const cfg = await writeConfig(dirs, world, bucket, { node: 'daemon-progress', s3: { partSize: '5MiB' }, upload: { bandwidthLimit: rate, timeout: '5m' }, log: { level: 'debug' } });
+    const cfg = await writeConfig(dirs, world, bucket, {
+      node: 'daemon-progress',
+      s3: { partSize: '5MiB' },
+      upload: { bandwidthLimit: rate, timeout: '5m' },
+      log: { level: 'debug' },
+    });
     const a = await startAgent(dirs, agentEnv(world), cfg);
     try {
       await rename(staged, path.join(dirs.snapshots, 'big.db'));

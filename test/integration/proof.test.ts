@@ -11,7 +11,21 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, runCli, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { startHttpFaultProxy, type HttpFaultProxy } from '../support/http-fault-proxy.js';
 import { sha256File } from '../support/snapshots.js';
-import { createBucket, createSwiftBucket, emptyAndDeleteBucket, listKeys, putKeys, readWorldEnv, recorded, s3Client, saveSnapshot, startSwift, swiftClient, type ExtraSwift, type World } from '../support/world.js';
+import {
+  createBucket,
+  createSwiftBucket,
+  emptyAndDeleteBucket,
+  listKeys,
+  putKeys,
+  readWorldEnv,
+  recorded,
+  s3Client,
+  saveSnapshot,
+  startSwift,
+  swiftClient,
+  type ExtraSwift,
+  type World,
+} from '../support/world.js';
 
 let world: World;
 let proxy: HttpFaultProxy;
@@ -40,53 +54,66 @@ afterAll(async () => {
   await emptyAndDeleteBucket(world, bucket);
 });
 
-async function agentVia(node: string, s3: Record<string, unknown>, endpoint = proxy.url, retention: Record<string, unknown> = {}): Promise<{ agent: AgentProcess; dir: string; prefix: string; config: string }> {
+async function agentVia(
+  node: string,
+  s3: Record<string, unknown>,
+  endpoint = proxy.url,
+  retention: Record<string, unknown> = {},
+): Promise<{ agent: AgentProcess; dir: string; prefix: string; config: string }> {
   const dirs = await testDirs();
-  const cfg = await writeConfig(dirs, world, bucket, { node, s3: { endpoint, partSize: '5MiB', ...s3 }, upload: { retryInitial: '200ms', retryMax: '1s' }, retention });
+  const cfg = await writeConfig(dirs, world, bucket, {
+    node,
+    s3: { endpoint, partSize: '5MiB', ...s3 },
+    upload: { retryInitial: '200ms', retryMax: '1s' },
+    retention,
+  });
   const agent = await startAgent(dirs, agentEnv(world), cfg);
   agents.push(agent);
   return { agent, dir: dirs.snapshots, prefix: `etcd-backup/test/${node}/`, config: dirs.config };
 }
 
 describe('proof of stored bytes', () => {
-  it.each(['auto', 'when_required', 'when_supported'])('s3.checksum %s: a flipped byte in a part is refused by RGW, nothing is recorded, prune keeps the file; then it ships intact', async (mode) => {
-    const node = `flip-${mode.replace('_', '-')}`;
-    proxy.flipNext('UploadPart', 1_000);
-    try {
-    const { agent, dir, prefix, config } = await agentVia(node, { checksum: mode }, proxy.url, { maxAge: '1s' });
-    const integrity = await agent.waitMsg('part integrity');
-    // RGW 16 accepts a wrong CRC32 header: the probe sees it, so every mode proves parts by the signed payload
-    expect(integrity.proof).toBe('signed payload SHA-256');
-    if (mode !== 'when_required') expect(String(integrity.probe)).toMatch(/accepted: the server does not check it/);
-    // two snapshots, the older past retention.maxAge: only "not in S3 yet" keeps it
-    await copyFile(snap, path.join(dir, 'snap.db'));
-    const old = new Date(Date.now() - 3_600_000);
-    await utimes(path.join(dir, 'snap.db'), old, old);
-    await copyFile(snap, path.join(dir, 'newer.db'));
-    const failed = await agent.waitMsg('upload failed; the snapshot stays pending and will be retried', 'snap.db');
-    expect(failed.reason).toBe('integrity');
-    expect(String(failed.error)).toMatch(/refused the bytes it received as damaged \(XAmzContentSHA256Mismatch/);
-    expect(await listKeys(world, bucket, prefix, { all: true })).toEqual([]);
-    expect(agent.lines.some((l) => l.msg === 'snapshot shipped and confirmed')).toBe(false);
-    // prune, run as an operator would meanwhile, keeps the only copy
-    const pruned = await runCli(['--config', config, 'prune'], agentEnv(world, { AWS_EC2_METADATA_DISABLED: 'true' }));
-    expect(pruned.stdout).toMatch(/kept\s+snap\.db: .*not in S3 yet/);
-    proxy.heal();
-    const shipped = await agent.waitMsg('snapshot shipped and confirmed', 'snap.db', 60_000);
-    expect(shipped.integrity).toBe('sha256');
-    const rec = await recorded(world, bucket, `${prefix}snap.db`);
-    expect(rec.sha256).toBe(await sha256File(snap));
-    // and the bytes in S3 really are the file's, downloaded and hashed
-    const got = await s3Client(world).send(new (await import('@aws-sdk/client-s3')).GetObjectCommand({ Bucket: bucket, Key: `${prefix}snap.db` }));
-    const h = (await import('node:crypto')).createHash('sha256');
-    for await (const c of got.Body as AsyncIterable<Buffer>) h.update(c);
-    expect(h.digest('hex')).toBe(rec.sha256);
-    expect(await agent.metric('etcdbackup_upload_failures_total{reason="integrity"}')).toBeGreaterThanOrEqual(1);
-    await agent.stop();
-    } finally {
-      proxy.heal();
-    }
-  });
+  it.each(['auto', 'when_required', 'when_supported'])(
+    's3.checksum %s: a flipped byte in a part is refused by RGW, nothing is recorded, prune keeps the file; then it ships intact',
+    async (mode) => {
+      const node = `flip-${mode.replace('_', '-')}`;
+      proxy.flipNext('UploadPart', 1_000);
+      try {
+        const { agent, dir, prefix, config } = await agentVia(node, { checksum: mode }, proxy.url, { maxAge: '1s' });
+        const integrity = await agent.waitMsg('part integrity');
+        // RGW 16 accepts a wrong CRC32 header: the probe sees it, so every mode proves parts by the signed payload
+        expect(integrity.proof).toBe('signed payload SHA-256');
+        if (mode !== 'when_required') expect(String(integrity.probe)).toMatch(/accepted: the server does not check it/);
+        // two snapshots, the older past retention.maxAge: only "not in S3 yet" keeps it
+        await copyFile(snap, path.join(dir, 'snap.db'));
+        const old = new Date(Date.now() - 3_600_000);
+        await utimes(path.join(dir, 'snap.db'), old, old);
+        await copyFile(snap, path.join(dir, 'newer.db'));
+        const failed = await agent.waitMsg('upload failed; the snapshot stays pending and will be retried', 'snap.db');
+        expect(failed.reason).toBe('integrity');
+        expect(String(failed.error)).toMatch(/refused the bytes it received as damaged \(XAmzContentSHA256Mismatch/);
+        expect(await listKeys(world, bucket, prefix, { all: true })).toEqual([]);
+        expect(agent.lines.some((l) => l.msg === 'snapshot shipped and confirmed')).toBe(false);
+        // prune, run as an operator would meanwhile, keeps the only copy
+        const pruned = await runCli(['--config', config, 'prune'], agentEnv(world, { AWS_EC2_METADATA_DISABLED: 'true' }));
+        expect(pruned.stdout).toMatch(/kept\s+snap\.db: .*not in S3 yet/);
+        proxy.heal();
+        const shipped = await agent.waitMsg('snapshot shipped and confirmed', 'snap.db', 60_000);
+        expect(shipped.integrity).toBe('sha256');
+        const rec = await recorded(world, bucket, `${prefix}snap.db`);
+        expect(rec.sha256).toBe(await sha256File(snap));
+        // and the bytes in S3 really are the file's, downloaded and hashed
+        const got = await s3Client(world).send(new (await import('@aws-sdk/client-s3')).GetObjectCommand({ Bucket: bucket, Key: `${prefix}snap.db` }));
+        const h = (await import('node:crypto')).createHash('sha256');
+        for await (const c of got.Body as AsyncIterable<Buffer>) h.update(c);
+        expect(h.digest('hex')).toBe(rec.sha256);
+        expect(await agent.metric('etcdbackup_upload_failures_total{reason="integrity"}')).toBeGreaterThanOrEqual(1);
+        await agent.stop();
+      } finally {
+        proxy.heal();
+      }
+    },
+  );
 
   it('a part answered with 400 before its body is read, the connection closed: a classified failure, the daemon lives, no upload left open', async () => {
     const { agent, dir, prefix } = await agentVia('early-400', {});
@@ -94,7 +121,11 @@ describe('proof of stored bytes', () => {
     // every part is answered early until the upload fails (the SDK retries a part whose connection broke,
     // so a few early answers could be absorbed by its retries), whichever way the client sees them: the
     // 400, or the broken pipe
-    proxy.rejectEarlyNext('UploadPart', 1_000_000, { status: 400, code: 'InvalidArgument', message: 'Part number must be an integer between 1 and 1000, inclusive' });
+    proxy.rejectEarlyNext('UploadPart', 1_000_000, {
+      status: 400,
+      code: 'InvalidArgument',
+      message: 'Part number must be an integer between 1 and 1000, inclusive',
+    });
     await copyFile(big, path.join(dir, 'big.db'));
     const failed = await agent.waitMsg('upload failed; the snapshot stays pending and will be retried', 'big.db', 60_000);
     expect(['refused', 'network']).toContain(failed.reason);
@@ -148,8 +179,16 @@ describe("a server's part limit", () => {
 
   async function swiftAgent(node: string, s3: Record<string, unknown>): Promise<{ agent: AgentProcess; dir: string }> {
     const dirs = await testDirs();
-    const cfg = await writeConfig(dirs, world, sBucket, { node, s3: { bucket: sBucket, endpoint: swift.endpoint, partSize: '5MiB', region: swift.region, ...s3 }, upload: { retryInitial: '200ms', retryMax: '1s' } });
-    const agent = await startAgent(dirs, agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }), cfg);
+    const cfg = await writeConfig(dirs, world, sBucket, {
+      node,
+      s3: { bucket: sBucket, endpoint: swift.endpoint, partSize: '5MiB', region: swift.region, ...s3 },
+      upload: { retryInitial: '200ms', retryMax: '1s' },
+    });
+    const agent = await startAgent(
+      dirs,
+      agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }),
+      cfg,
+    );
     agents.push(agent);
     return { agent, dir: dirs.snapshots };
   }

@@ -62,7 +62,12 @@ afterAll(async () => {
   await rm(dirs.root, { recursive: true, force: true });
 });
 
-async function cli(s3: Record<string, unknown>, env: NodeJS.ProcessEnv, node: string, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+async function cli(
+  s3: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  node: string,
+  ...args: string[]
+): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   await writeConfig(dirs, world, bucket, { node, s3: { ...s3, partSize: '5MiB' }, log: { level: 'debug' } });
   const t0 = Date.now();
   const r = await runCli(['--config', dirs.config, ...args], agentEnv(world, { ...NO_PROXY_ENV, ...env }), 60_000);
@@ -123,7 +128,12 @@ describe('through a forward proxy', () => {
 
   it('s3.proxy wins over the environment (here a dead HTTPS_PROXY), and check-config says which proxy', async () => {
     const dead = await freePort();
-    const r = await cli({ endpoint: httpsGate.url, caFile: ca.caFile, proxy: proxy.url }, { HTTPS_PROXY: `http://127.0.0.1:${dead}` }, 'cfg-proxy', 'check-config');
+    const r = await cli(
+      { endpoint: httpsGate.url, caFile: ca.caFile, proxy: proxy.url },
+      { HTTPS_PROXY: `http://127.0.0.1:${dead}` },
+      'cfg-proxy',
+      'check-config',
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`proxy: http://127.0.0.1:${proxy.port} (from s3.proxy)`);
     expect(r.stdout).toContain('S3 ok');
@@ -143,7 +153,12 @@ describe('through a forward proxy', () => {
 
   it('a proxy that is down: a network failure naming the proxy within seconds, exit 69', async () => {
     const dead = await freePort();
-    const r = await cli({ endpoint: httpsGate.url, caFile: ca.caFile }, { HTTPS_PROXY: `http://agent:${PASSWORD}@127.0.0.1:${dead}` }, 'proxy-down', 'check-config');
+    const r = await cli(
+      { endpoint: httpsGate.url, caFile: ca.caFile },
+      { HTTPS_PROXY: `http://agent:${PASSWORD}@127.0.0.1:${dead}` },
+      'proxy-down',
+      'check-config',
+    );
     expect(r.code).toBe(69);
     expect(r.stderr).toContain(`S3 unreachable through the proxy http://127.0.0.1:${dead} (with credentials) (from HTTPS_PROXY) (ECONNREFUSED`);
     // three attempts with the SDK's backoff, no hang
@@ -152,9 +167,16 @@ describe('through a forward proxy', () => {
 
   it('a proxy with basic auth: refused without credentials (407, said plainly), used with them', async () => {
     for (const endpoint of [httpsGate.url, httpGate.url]) {
-      const r = await cli({ endpoint, caFile: ca.caFile }, { HTTPS_PROXY: authProxy.url.replace(/\/\/[^@]+@/, '//'), HTTP_PROXY: authProxy.url.replace(/\/\/[^@]+@/, '//') }, 'auth-none', 'check-config');
+      const r = await cli(
+        { endpoint, caFile: ca.caFile },
+        { HTTPS_PROXY: authProxy.url.replace(/\/\/[^@]+@/, '//'), HTTP_PROXY: authProxy.url.replace(/\/\/[^@]+@/, '//') },
+        'auth-none',
+        'check-config',
+      );
       expect(r.code, endpoint).toBe(69);
-      expect(r.stderr, endpoint).toMatch(/the proxy http:\/\/127\.0\.0\.1:\d+ \(from HTTPS?_PROXY\) (refused the tunnel to 127\.0\.0\.1:\d+|answered instead of S3): the proxy wants credentials, or refused the ones given \(407/);
+      expect(r.stderr, endpoint).toMatch(
+        /the proxy http:\/\/127\.0\.0\.1:\d+ \(from HTTPS?_PROXY\) (refused the tunnel to 127\.0\.0\.1:\d+|answered instead of S3): the proxy wants credentials, or refused the ones given \(407/,
+      );
     }
     // tinyproxy answers a wrong password with 401 instead of 407: the same words
     for (const endpoint of [httpsGate.url, httpGate.url]) {

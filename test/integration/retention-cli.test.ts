@@ -26,7 +26,10 @@ afterAll(async () => {
   await emptyAndDeleteBucket(world, bucket);
 });
 
-async function node(name: string, overrides: Record<string, unknown> = {}): Promise<TestDirs & { cli: (...args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }> }> {
+async function node(
+  name: string,
+  overrides: Record<string, unknown> = {},
+): Promise<TestDirs & { cli: (...args: string[]) => Promise<{ code: number | null; stdout: string; stderr: string }> }> {
   const dirs = await testDirs(`prune-${name}-`);
   await writeConfig(dirs, world, bucket, { node: name, ...overrides });
   const cli = async (...args: string[]) => {
@@ -64,8 +67,12 @@ describe('prune', () => {
 
     const r = await n.cli('prune', '--dry-run');
     expect(r.code).toBe(0);
-    expect(r.stdout.split('\n')[0]).toBe(`dry run (nothing is deleted): ${n.snapshots}: keep 1; remote retention off; HeadObject confirms each copy; stale uploads aborted after 1d`);
-    expect(r.stdout).toMatch(/^would delete {2}shipped-old\.db: 128\.0 KiB; beyond the newest 1 \(it is number 2\); its copy etcd-backup\/test\/dry\/shipped-old\.db is confirmed by the ledger and HeadObject/m);
+    expect(r.stdout.split('\n')[0]).toBe(
+      `dry run (nothing is deleted): ${n.snapshots}: keep 1; remote retention off; HeadObject confirms each copy; stale uploads aborted after 1d`,
+    );
+    expect(r.stdout).toMatch(
+      /^would delete {2}shipped-old\.db: 128\.0 KiB; beyond the newest 1 \(it is number 2\); its copy etcd-backup\/test\/dry\/shipped-old\.db is confirmed by the ledger and HeadObject/m,
+    );
     const reasons: Record<string, RegExp> = {
       'shipped-new.db': /^newest verified snapshot; always kept$/,
       'unshipped.db': /^the policy would delete it, but it is not in S3 yet \(unshipped: no confirmed upload in the ledger\)$/,
@@ -113,11 +120,18 @@ describe('prune', () => {
     expect(r.code, r.stderr).toBe(0);
     // locally: all but the newest went (each confirmed in S3); remotely: the newest 2 stay
     expect(await readdir(a.snapshots)).toEqual(['s5.db']);
-    for (const gone of ['s1.db', 's2.db', 's3.db']) expect(r.stdout).toMatch(new RegExp(`^deleted {7}etcd-backup/test/node-a/${gone.replace('.', '\\.')}: 128\\.0 KiB; beyond the newest 2 of this node`, 'm'));
+    for (const gone of ['s1.db', 's2.db', 's3.db'])
+      expect(r.stdout).toMatch(
+        new RegExp(`^deleted {7}etcd-backup/test/node-a/${gone.replace('.', '\\.')}: 128\\.0 KiB; beyond the newest 2 of this node`, 'm'),
+      );
     expect(r.stdout).toMatch(/^kept {10}etcd-backup\/test\/node-a\/forged\.db: written for node node-b of cluster test; never touched$/m);
-    expect(r.stdout).toMatch(/^kept {10}etcd-backup\/test\/node-a\/README\.txt: no sha256 metadata or manifest: not a complete backup by the agent; never touched$/m);
+    expect(r.stdout).toMatch(
+      /^kept {10}etcd-backup\/test\/node-a\/README\.txt: no sha256 metadata or manifest: not a complete backup by the agent; never touched$/m,
+    );
     expect(r.stdout).toMatch(/^kept {10}etcd-backup\/test\/node-a\/sub\/x\.db: not directly under this node's prefix/m);
-    expect(await listKeys(world, bucket, 'etcd-backup/test/node-a/')).toEqual([...Object.keys(foreign), 'etcd-backup/test/node-a/s4.db', 'etcd-backup/test/node-a/s5.db'].sort());
+    expect(await listKeys(world, bucket, 'etcd-backup/test/node-a/')).toEqual(
+      [...Object.keys(foreign), 'etcd-backup/test/node-a/s4.db', 'etcd-backup/test/node-a/s5.db'].sort(),
+    );
     expect(await listKeys(world, bucket, 'etcd-backup/test/node-b/')).toEqual(bKeys);
     // the ledger records what S3 holds
     const ledger = JSON.parse(await readFile(path.join(a.state, 'ledger.json'), 'utf8')) as { entries: { key: string }[] };
@@ -134,7 +148,8 @@ describe('prune', () => {
     };
     const mine = await open('etcd-backup/test/crashy/2024-05-01T12:00:00Z_etcd.zip');
     const theirs = await open('etcd-backup/test/other/2024-05-01T12:00:00Z_etcd.zip');
-    const openIds = async (): Promise<string[]> => ((await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).map((u) => u.UploadId!).sort();
+    const openIds = async (): Promise<string[]> =>
+      ((await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).map((u) => u.UploadId!).sort();
 
     const young = await n.cli('prune');
     expect(young.code).toBe(0);

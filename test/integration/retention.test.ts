@@ -71,7 +71,10 @@ describe('retention', () => {
       const verified = (l: LogLine): boolean => l.msg === 'snapshot complete; queued for upload' && agent.count(l.msg) >= 168;
       await agent.waitFor(verified, 60_000, '168 verified snapshots');
       // two whole passes that saw the week, every snapshot verified and pending
-      const passOverWeek = (from: number) => (l: LogLine): boolean => l.msg.startsWith('retention pass') && l.localKept === 168 && agent.lines.indexOf(l) >= from;
+      const passOverWeek =
+        (from: number) =>
+        (l: LogLine): boolean =>
+          l.msg.startsWith('retention pass') && l.localKept === 168 && agent.lines.indexOf(l) >= from;
       const first = await agent.waitFor(passOverWeek(agent.lines.length), 30_000, 'a pass over the week');
       const second = await agent.waitFor(passOverWeek(agent.lines.indexOf(first) + 1), 30_000, 'a second pass');
       expect(second).toMatchObject({ msg: 'retention pass incomplete', localDeleted: 0 });
@@ -125,14 +128,20 @@ describe('retention', () => {
       const down = await cli('prune');
       expect(down.code).toBe(69);
       expect(await readdir(dirs.snapshots)).toHaveLength(5);
-      for (const n of names.slice(0, 3)) expect(down.stdout).toMatch(new RegExp(`kept +${escape(n)}: the policy would delete it, but S3 could not confirm its copy: S3 unreachable at `));
+      for (const n of names.slice(0, 3))
+        expect(down.stdout).toMatch(new RegExp(`kept +${escape(n)}: the policy would delete it, but S3 could not confirm its copy: S3 unreachable at `));
       expect(down.stderr).toMatch(/warning: local, uploads retention incomplete: S3 unreachable .*; no local snapshot was deleted/);
 
       await proxy.setMode('pass');
       const up = await cli('prune');
       expect(up.code).toBe(0);
       expect((await readdir(dirs.snapshots)).sort()).toEqual(names.slice(3));
-      for (const n of names.slice(0, 3)) expect(up.stdout).toMatch(new RegExp(`deleted +${escape(n)}: 128\\.0 KiB; beyond the newest 2 \\(it is number \\d\\); its copy etcd-backup/test/down/${escape(n)} is confirmed by the ledger and HeadObject`));
+      for (const n of names.slice(0, 3))
+        expect(up.stdout).toMatch(
+          new RegExp(
+            `deleted +${escape(n)}: 128\\.0 KiB; beyond the newest 2 \\(it is number \\d\\); its copy etcd-backup/test/down/${escape(n)} is confirmed by the ledger and HeadObject`,
+          ),
+        );
       expect(up.stdout).toMatch(/summary: local: deleted 3 \(384\.1 KiB\), kept 2; stale uploads: aborted 0/);
     } finally {
       await proxy.close();

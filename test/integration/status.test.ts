@@ -140,7 +140,9 @@ describe('status', () => {
     await writeFile(path.join(dirs.root, 'wrong-password'), 'nope\n');
     await writeCfg(path.join(dirs.root, 'wrong-password'));
     const r = await status();
-    expect(r.stdout).toMatch(/^computed offline from .* for node status-node \(cluster test\): the daemon at https:\/\/127\.0\.0\.1:\d+\/status refused the credentials \(401\); check metrics\.basicAuthUser and metrics\.basicAuthPasswordFile$/m);
+    expect(r.stdout).toMatch(
+      /^computed offline from .* for node status-node \(cluster test\): the daemon at https:\/\/127\.0\.0\.1:\d+\/status refused the credentials \(401\); check metrics\.basicAuthUser and metrics\.basicAuthPasswordFile$/m,
+    );
     expect(r.stdout + r.stderr).not.toContain(PASSWORD);
     await writeCfg();
   });

@@ -7,7 +7,16 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parseConfig } from '../../agent/config/parse.js';
 import { S3Store } from '../../agent/store/s3.js';
 import { CHECKS, runConformance } from '../support/store-conformance.js';
-import { createBucket, createSwiftBucket, emptyAndDeleteBucket, emptyAndDeleteSwiftBucket, readWorldEnv, requireSwift, type S3Server, type World } from '../support/world.js';
+import {
+  createBucket,
+  createSwiftBucket,
+  emptyAndDeleteBucket,
+  emptyAndDeleteSwiftBucket,
+  readWorldEnv,
+  requireSwift,
+  type S3Server,
+  type World,
+} from '../support/world.js';
 
 let world: World;
 const bucket = `conformance-${Date.now().toString(36)}`;

@@ -235,9 +235,7 @@ describe('Swift s3api behaviours the agent must care about', () => {
     );
     const sent = spyHeaders(liar);
     try {
-      const err = await s3Error(
-        liar.send(new UploadPartCommand({ Bucket: bucket, Key: 'behaviours', UploadId: uploadId, PartNumber: 3, Body: part })),
-      );
+      const err = await s3Error(liar.send(new UploadPartCommand({ Bucket: bucket, Key: 'behaviours', UploadId: uploadId, PartNumber: 3, Body: part })));
       expect(sent().authorization).toMatch(/SignedHeaders=[^,]*x-amz-content-sha256/);
       expect(err).toMatchObject({ name: 'BadDigest', status: 400 });
     } finally {

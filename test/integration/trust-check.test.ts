@@ -15,7 +15,17 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { agentEnv, freePort, runCli, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { startHttpFaultProxy } from '../support/http-fault-proxy.js';
 import { fixturePath } from '../support/snapshots.js';
-import { createBucket, createSwiftBucket, emptyAndDeleteBucket, emptyAndDeleteSwiftBucket, readWorldEnv, requireSwift, s3Client, swiftClient, type World } from '../support/world.js';
+import {
+  createBucket,
+  createSwiftBucket,
+  emptyAndDeleteBucket,
+  emptyAndDeleteSwiftBucket,
+  readWorldEnv,
+  requireSwift,
+  s3Client,
+  swiftClient,
+  type World,
+} from '../support/world.js';
 
 let world: World;
 const agents: AgentProcess[] = [];
@@ -45,7 +55,13 @@ async function target(which: 'rgw' | 'swift', tag: string): Promise<Target> {
     const swift = requireSwift(world);
     await createSwiftBucket(swift, bucket);
     cleanups.push(() => emptyAndDeleteSwiftBucket(swift, bucket));
-    return { endpoint: swift.endpoint, region: swift.region, env: agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }), client: swiftClient(swift), bucket };
+    return {
+      endpoint: swift.endpoint,
+      region: swift.region,
+      env: agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }),
+      client: swiftClient(swift),
+      bucket,
+    };
   }
   await createBucket(world, bucket);
   cleanups.push(() => emptyAndDeleteBucket(world, bucket));
@@ -80,7 +96,11 @@ describe.each(['rgw', 'swift'] as const)('10: check-config against %s', (which) 
     const r = await runCli(['--config', dirs.config, 'check-config'], t.env);
     expect(r.code, r.stdout + r.stderr).toBe(76);
     expect(r.stdout).toContain('S3 ok: bucket reachable');
-    expect(r.stderr).toMatch(new RegExp(`write probe refused \\(the config asks for ${c.asks}\\): S3 at s3://${t.bucket} at ${t.endpoint.replace(/[.]/g, '\\.')}, key etcd-backup/test/probe/\\.etcd-backup-agent-probe-\\S+ refused the request \\(`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `write probe refused \\(the config asks for ${c.asks}\\): S3 at s3://${t.bucket} at ${t.endpoint.replace(/[.]/g, '\\.')}, key etcd-backup/test/probe/\\.etcd-backup-agent-probe-\\S+ refused the request \\(`,
+      ),
+    );
     expect(r.stderr).toMatch(c.answer);
     expect(await leftovers(t)).toEqual([]);
   });
@@ -89,10 +109,15 @@ describe.each(['rgw', 'swift'] as const)('10: check-config against %s', (which) 
     const t = await target(which, 'probeok');
     const dirs = await testDirs('trust-check-');
     // Swift takes AES256 (its encryption middleware); RGW takes the default storage class
-    await writeConfig(dirs, world, t.bucket, { node: 'probe', s3: { bucket: t.bucket, endpoint: t.endpoint, region: t.region, ...(which === 'swift' ? { sse: 'AES256' } : { storageClass: 'STANDARD' }) } });
+    await writeConfig(dirs, world, t.bucket, {
+      node: 'probe',
+      s3: { bucket: t.bucket, endpoint: t.endpoint, region: t.region, ...(which === 'swift' ? { sse: 'AES256' } : { storageClass: 'STANDARD' }) },
+    });
     const r = await runCli(['--config', dirs.config, 'check-config'], t.env);
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/write probe ok: a small object with (sse AES256|storage class STANDARD) was written and deleted under etcd-backup\/test\/probe\//);
+    expect(r.stdout).toMatch(
+      /write probe ok: a small object with (sse AES256|storage class STANDARD) was written and deleted under etcd-backup\/test\/probe\//,
+    );
     expect(await leftovers(t)).toEqual([]);
   });
 });
@@ -133,14 +158,17 @@ describe('14: the small ones', () => {
     }
   });
 
-  it('the prune header states the stale-upload age it used: the config\'s, or --stale-upload-age', async () => {
+  it("the prune header states the stale-upload age it used: the config's, or --stale-upload-age", async () => {
     const t = await target('rgw', 'header');
     const dirs = await testDirs('trust-header-');
     await writeConfig(dirs, world, t.bucket, { node: 'header', retention: { keep: 2, staleUploadAge: '6h' } });
     const byConfig = await runCli(['--config', dirs.config, 'prune', '--dry-run'], t.env);
     expect(byConfig.code, byConfig.stderr).toBe(0);
     expect(byConfig.stdout.split('\n')[0]).toMatch(/stale uploads aborted after 6h$/);
-    for (const [flag, shown] of [['0s', '0s'], ['90m', '1h30m']]) {
+    for (const [flag, shown] of [
+      ['0s', '0s'],
+      ['90m', '1h30m'],
+    ]) {
       const byFlag = await runCli(['--config', dirs.config, 'prune', '--dry-run', '--stale-upload-age', flag!], t.env);
       expect(byFlag.code, byFlag.stderr).toBe(0);
       expect(byFlag.stdout.split('\n')[0]).toMatch(new RegExp(`stale uploads aborted after ${shown}$`));
@@ -154,8 +182,18 @@ describe('14: the small ones', () => {
     await writeFile(creds, `[default]\naws_access_key_id = ${world.s3.accessKeyId}\naws_secret_access_key = ${world.s3.secretAccessKey}\n`);
     await chmod(creds, 0o644);
     const port = await freePort();
-    const cfg = await writeConfig(dirs, world, t.bucket, { node: 'warn', s3: { credentialsFile: creds }, metrics: { listen: `:${port}` }, detect: { rescanInterval: '1s' } }, port);
-    const agent = await startAgent(dirs, { PATH: process.env.PATH, HOME: dirs.root, AWS_EC2_METADATA_DISABLED: 'true' }, { ...cfg, metrics: { listen: `127.0.0.1:${port}` } });
+    const cfg = await writeConfig(
+      dirs,
+      world,
+      t.bucket,
+      { node: 'warn', s3: { credentialsFile: creds }, metrics: { listen: `:${port}` }, detect: { rescanInterval: '1s' } },
+      port,
+    );
+    const agent = await startAgent(
+      dirs,
+      { PATH: process.env.PATH, HOME: dirs.root, AWS_EC2_METADATA_DISABLED: 'true' },
+      { ...cfg, metrics: { listen: `127.0.0.1:${port}` } },
+    );
     agents.push(agent);
     await agent.waitMsg('S3 reachable');
     await new Promise((r) => setTimeout(r, 2500));

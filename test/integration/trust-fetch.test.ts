@@ -80,7 +80,11 @@ describe('fetch --output: only a new file, or a regular file with --force', () =
     await symlink(target, link);
     const fifo = path.join(dirs.root, 'afifo');
     await run('mkfifo', [fifo]);
-    for (const [p, kind] of [[dir, 'directory'], [link, 'symbolic link'], [fifo, 'FIFO']] as const) {
+    for (const [p, kind] of [
+      [dir, 'directory'],
+      [link, 'symbolic link'],
+      [fifo, 'FIFO'],
+    ] as const) {
       const r = await cli('fetch', '--latest', '--output', p, '--force');
       expect(r.code, r.stderr).toBe(73);
       expect(r.stderr).toContain(`is a ${kind}, not a regular file`);
@@ -145,7 +149,11 @@ describe('fetch --output: only a new file, or a regular file with --force', () =
     const out = path.join(dirs.root, 'limited.db');
     // 64 blocks of 1 KiB (bash's unit); the snapshot is larger
     const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn('bash', ['-c', `trap '' XFSZ; ulimit -f 64; exec "$0" "$@"`, process.execPath, AGENT_MAIN, '--config', dirs.config, 'fetch', '--latest', '--output', out], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(
+        'bash',
+        ['-c', `trap '' XFSZ; ulimit -f 64; exec "$0" "$@"`, process.execPath, AGENT_MAIN, '--config', dirs.config, 'fetch', '--latest', '--output', out],
+        { env, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       child.on('exit', (code) => resolve({ code, stderr }));
@@ -168,7 +176,7 @@ describe('fetch --output: only a new file, or a regular file with --force', () =
 });
 
 describe('fetch: what may be fetched', () => {
-  it('--latest picks only objects whose node and cluster are this node\'s, even when another node\'s newer keys share the prefix', async () => {
+  it("--latest picks only objects whose node and cluster are this node's, even when another node's newer keys share the prefix", async () => {
     const out = path.join(dirs.root, 'latest.db');
     const r = await cli('fetch', '--latest', '--output', out, '--force');
     expect(r.code, r.stderr).toBe(0);

@@ -15,7 +15,17 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, runCli, testDirs, writeConfig } from '../support/agent.js';
 import { goZip } from '../support/go-zip.js';
 import { fixturePath, sha256File } from '../support/snapshots.js';
-import { createBucket, createSwiftBucket, emptyAndDeleteBucket, emptyAndDeleteSwiftBucket, readWorldEnv, requireSwift, s3Client, swiftClient, type World } from '../support/world.js';
+import {
+  createBucket,
+  createSwiftBucket,
+  emptyAndDeleteBucket,
+  emptyAndDeleteSwiftBucket,
+  readWorldEnv,
+  requireSwift,
+  s3Client,
+  swiftClient,
+  type World,
+} from '../support/world.js';
 
 const exec = promisify(execFile);
 let world: World;
@@ -49,11 +59,27 @@ async function server(which: 'rgw' | 'swift', tag: string): Promise<Server> {
     const s = requireSwift(world);
     await createSwiftBucket(s, bucket);
     cleanups.push(() => emptyAndDeleteSwiftBucket(s, bucket));
-    return { endpoint: s.endpoint, region: s.region, keyId: s.accessKeyId, secret: s.secretAccessKey, env: agentEnv(world, { AWS_ACCESS_KEY_ID: s.accessKeyId, AWS_SECRET_ACCESS_KEY: s.secretAccessKey, AWS_REGION: s.region }), client: swiftClient(s), bucket };
+    return {
+      endpoint: s.endpoint,
+      region: s.region,
+      keyId: s.accessKeyId,
+      secret: s.secretAccessKey,
+      env: agentEnv(world, { AWS_ACCESS_KEY_ID: s.accessKeyId, AWS_SECRET_ACCESS_KEY: s.secretAccessKey, AWS_REGION: s.region }),
+      client: swiftClient(s),
+      bucket,
+    };
   }
   await createBucket(world, bucket);
   cleanups.push(() => emptyAndDeleteBucket(world, bucket));
-  return { endpoint: world.s3.endpoint, region: world.s3.region, keyId: world.s3.accessKeyId, secret: world.s3.secretAccessKey, env: agentEnv(world), client: s3Client(world), bucket };
+  return {
+    endpoint: world.s3.endpoint,
+    region: world.s3.region,
+    keyId: world.s3.accessKeyId,
+    secret: world.s3.secretAccessKey,
+    env: agentEnv(world),
+    client: s3Client(world),
+    bucket,
+  };
 }
 
 /** rclone with a remote `w:` made from environment variables (no config file). */
@@ -73,8 +99,8 @@ async function rclone(s: Server, args: string[]): Promise<{ stdout: string; stde
   return exec('rclone', args, { env, timeout: 60_000 });
 }
 
-describe.each(['rgw', 'swift'] as const)('11: rclone reads the agent\'s objects (%s)', (which) => {
-  it('lsl shows the file\'s mtime without a notice; copyto brings the bytes back with that mtime', async () => {
+describe.each(['rgw', 'swift'] as const)("11: rclone reads the agent's objects (%s)", (which) => {
+  it("lsl shows the file's mtime without a notice; copyto brings the bytes back with that mtime", async () => {
     const s = await server(which, 'rclone');
     const dirs = await testDirs('trust-rclone-');
     await writeConfig(dirs, world, s.bucket, { node: 'rc', s3: { bucket: s.bucket, endpoint: s.endpoint, region: s.region } });
@@ -98,14 +124,21 @@ describe.each(['rgw', 'swift'] as const)('11: rclone reads the agent\'s objects 
 
   it('control: the milliseconds earlier agents wrote make rclone print the notice (what the format change removed)', async () => {
     const s = await server(which, 'rcold');
-    await s.client.send(new PutObjectCommand({ Bucket: s.bucket, Key: 'old.db', Body: await readFile(fixturePath('etcd-small.db')), Metadata: { mtime: String(MTIME.getTime()) } }));
+    await s.client.send(
+      new PutObjectCommand({
+        Bucket: s.bucket,
+        Key: 'old.db',
+        Body: await readFile(fixturePath('etcd-small.db')),
+        Metadata: { mtime: String(MTIME.getTime()) },
+      }),
+    );
     const ls = await rclone(s, ['lsl', `w:${s.bucket}/`]);
     expect(ls.stderr).toMatch(/value out of range/);
   });
 });
 
 describe('12: the restore command RKE itself understands', () => {
-  it('list: for an RKE zip, `rke etcd snapshot-restore` with --folder <prefix>/<cluster>/<node>, under which RKE\'s lookup finds it', async () => {
+  it("list: for an RKE zip, `rke etcd snapshot-restore` with --folder <prefix>/<cluster>/<node>, under which RKE's lookup finds it", async () => {
     const s = await server('rgw', 'rke');
     const dirs = await testDirs('trust-rke-');
     await writeConfig(dirs, world, s.bucket, { node: 'etcd-1', cluster: 'prod' });
@@ -120,8 +153,10 @@ describe('12: the restore command RKE itself understands', () => {
     expect(list.code, list.stderr).toBe(0);
     const host = new URL(world.s3.endpoint).host;
     const folder = 'etcd-backup/prod/etcd-1';
-    expect(list.stdout).toContain(`  rke etcd snapshot-restore --config cluster.yml --name ${name} --s3 --bucket-name ${s.bucket} --folder ${folder} --s3-endpoint ${host} --region ${world.s3.region} --access-key ACCESS_KEY --secret-key SECRET_KEY\n`);
-    expect(list.stdout).toContain("(RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front or `etcd-backup-agent fetch` instead)");
+    expect(list.stdout).toContain(
+      `  rke etcd snapshot-restore --config cluster.yml --name ${name} --s3 --bucket-name ${s.bucket} --folder ${folder} --s3-endpoint ${host} --region ${world.s3.region} --access-key ACCESS_KEY --secret-key SECRET_KEY\n`,
+    );
+    expect(list.stdout).toContain('(RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front or `etcd-backup-agent fetch` instead)');
     // what RKE does with those flags: list <folder>/<name>, take the key whose name without its extension is <name>
     const found = await s.client.send(new ListObjectsV2Command({ Bucket: s.bucket, Prefix: `${folder}/${name}` }));
     const keys = (found.Contents ?? []).map((o) => o.Key!).filter((k) => path.posix.basename(k).replace(/\.zip$/, '') === name);
@@ -141,14 +176,18 @@ describe('12: the restore command RKE itself understands', () => {
     const up = await runCli(['--config', dirs.config, 'upload', file, '--quiet'], s.env);
     expect(up.code, up.stderr).toBe(0);
     const list = await runCli(['--config', dirs.config, 'list'], s.env);
-    expect(list.stdout).toContain(`  rke2 server --cluster-reset --cluster-reset-restore-path=${name} --etcd-s3 --etcd-s3-bucket=${s.bucket} --etcd-s3-folder=etcd-backup/prod/cp-1 --etcd-s3-endpoint=${new URL(world.s3.endpoint).host} --etcd-s3-insecure --etcd-s3-region=${world.s3.region} --etcd-s3-access-key=ACCESS_KEY --etcd-s3-secret-key=SECRET_KEY\n`);
+    expect(list.stdout).toContain(
+      `  rke2 server --cluster-reset --cluster-reset-restore-path=${name} --etcd-s3 --etcd-s3-bucket=${s.bucket} --etcd-s3-folder=etcd-backup/prod/cp-1 --etcd-s3-endpoint=${new URL(world.s3.endpoint).host} --etcd-s3-insecure --etcd-s3-region=${world.s3.region} --etcd-s3-access-key=ACCESS_KEY --etcd-s3-secret-key=SECRET_KEY\n`,
+    );
   });
 
   it('import-rke: the same command for every node, with the region and CA of the imported config', async () => {
     const out = path.join(work, 'import');
     const r = await runCli(['import-rke', fixturePath('rke/rancher-cluster-v0.2.yml'), '--output-dir', out], { PATH: process.env.PATH });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('  rke etcd snapshot-restore --config rancher-cluster-v0.2.yml --name SNAPSHOT --s3 --bucket-name my-backup-bucket --folder folder-name/default/NODE --region eu-west-1 --s3-endpoint-ca CA_FILE --access-key ACCESS_KEY --secret-key SECRET_KEY\n');
+    expect(r.stdout).toContain(
+      '  rke etcd snapshot-restore --config rancher-cluster-v0.2.yml --name SNAPSHOT --s3 --bucket-name my-backup-bucket --folder folder-name/default/NODE --region eu-west-1 --s3-endpoint-ca CA_FILE --access-key ACCESS_KEY --secret-key SECRET_KEY\n',
+    );
     expect(r.stdout).not.toContain('myaccesssecret');
   });
 });

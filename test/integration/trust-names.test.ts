@@ -12,7 +12,17 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { agentEnv, runCli, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { fixturePath, sha256File } from '../support/snapshots.js';
-import { createBucket, createSwiftBucket, emptyAndDeleteBucket, emptyAndDeleteSwiftBucket, readWorldEnv, requireSwift, s3Client, swiftClient, type World } from '../support/world.js';
+import {
+  createBucket,
+  createSwiftBucket,
+  emptyAndDeleteBucket,
+  emptyAndDeleteSwiftBucket,
+  readWorldEnv,
+  requireSwift,
+  s3Client,
+  swiftClient,
+  type World,
+} from '../support/world.js';
 
 // what a terminal acts on or reorders: C0 but the newline, DEL, C1, bidi marks/embeddings/overrides/isolates, LS/PS
 const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
@@ -46,7 +56,10 @@ const FOREIGN = ['x\x1b[2Jclear.db', 'c1\u009b31m.db', 'rtl\u202eexe.db'];
 
 function assertClean(what: string, text: string): void {
   const m = RAW.exec(text);
-  expect(m, `${what} holds a raw ${JSON.stringify(m?.[0])} at ${m?.index}: ${JSON.stringify(text.slice(Math.max(0, (m?.index ?? 0) - 40), (m?.index ?? 0) + 20))}`).toBeNull();
+  expect(
+    m,
+    `${what} holds a raw ${JSON.stringify(m?.[0])} at ${m?.index}: ${JSON.stringify(text.slice(Math.max(0, (m?.index ?? 0) - 40), (m?.index ?? 0) + 20))}`,
+  ).toBeNull();
 }
 
 describe.each(['rgw', 'swift'] as const)('%s', (which) => {
@@ -61,11 +74,18 @@ describe.each(['rgw', 'swift'] as const)('%s', (which) => {
       await createBucket(world, bucket);
       cleanups.push(() => emptyAndDeleteBucket(world, bucket));
     }
-    const env = swift ? agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }) : agentEnv(world);
+    const env = swift
+      ? agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region })
+      : agentEnv(world);
     const dirs = await testDirs('trust-names-');
     const node = 'names';
     const prefix = `etcd-backup/test/${node}/`;
-    const cfg = await writeConfig(dirs, world, bucket, { node, s3: { bucket, endpoint: swift?.endpoint ?? world.s3.endpoint, region: swift?.region ?? world.s3.region }, detect: { rescanInterval: '1s' }, retention: { keep: 1 } });
+    const cfg = await writeConfig(dirs, world, bucket, {
+      node,
+      s3: { bucket, endpoint: swift?.endpoint ?? world.s3.endpoint, region: swift?.region ?? world.s3.region },
+      detect: { rescanInterval: '1s' },
+      retention: { keep: 1 },
+    });
     const src = fixturePath('etcd-small.db');
     for (const k of FOREIGN) await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${k}`, Body: await readFile(src) }));
 
@@ -80,7 +100,8 @@ describe.each(['rgw', 'swift'] as const)('%s', (which) => {
 
     await agent.waitMsg('snapshot shipped and confirmed', PLAIN, 60_000);
     await agent.waitMsg('snapshot shipped and confirmed', BIDI, 60_000);
-    const rejected = (): { file: string; detail?: string }[] => agent.lines.filter((l) => l.msg.startsWith('snapshot rejected')).map((l) => ({ file: String(l.file), detail: l.detail as string | undefined }));
+    const rejected = (): { file: string; detail?: string }[] =>
+      agent.lines.filter((l) => l.msg.startsWith('snapshot rejected')).map((l) => ({ file: String(l.file), detail: l.detail as string | undefined }));
     await agent.waitFor(() => rejected().length >= 4, 30_000, 'four name rejections');
     // several rescans later: each said once, nothing "disappeared"
     const rescans = agent.count('directory rescanned');
@@ -101,7 +122,7 @@ describe.each(['rgw', 'swift'] as const)('%s', (which) => {
     assertClean('status --json', sj.stdout + sj.stderr);
     expect((JSON.parse(sj.stdout) as { snapshots: { name: string }[] }).snapshots.map((s) => s.name)).toContain(BIDI);
     await agent.stop();
-    assertClean('the daemon\'s log', agent.stdout + agent.stderr);
+    assertClean("the daemon's log", agent.stdout + agent.stderr);
     expect(agent.stdout).toContain('bad\\\\xff\\\\xfe.db');
 
     // list, text and JSON: the foreign keys too (Swift lists them only url-encoded)
@@ -111,7 +132,13 @@ describe.each(['rgw', 'swift'] as const)('%s', (which) => {
     for (const shown of ['x\\x1b[2Jclear.db', 'c1\\x9b31m.db', 'rtl\\u202eexe.db', 'bidi\\u202egnp.exe.db']) expect(list.stdout).toContain(`${prefix}${shown}`);
     const lj = await runCli(['--config', dirs.config, 'list', '--json'], env);
     assertClean('list --json', lj.stdout + lj.stderr);
-    expect(lj.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { key: string }).key).sort()).toEqual([...FOREIGN, BIDI, PLAIN].map((k) => `${prefix}${k}`).sort());
+    expect(
+      lj.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { key: string }).key)
+        .sort(),
+    ).toEqual([...FOREIGN, BIDI, PLAIN].map((k) => `${prefix}${k}`).sort());
 
     // prune --dry-run (offline scan): every file named, escaped
     const pr = await runCli(['--config', dirs.config, 'prune', '--dry-run'], env);

@@ -59,7 +59,11 @@ describe('13: an RKE zip cut short by a full disk, next to its good raw file', (
     expect(result.stderr).toMatch(/no space left on device/i);
     expect((await stat(zip)).size).toBeLessThanOrEqual(cut);
 
-    const rejected = await agent.waitFor((l) => l.msg === 'snapshot rejected: not shipped and never deleted by the agent' && path.basename(String(l.file)) === `${name}.zip`, 60_000, 'the zip to be rejected');
+    const rejected = await agent.waitFor(
+      (l) => l.msg === 'snapshot rejected: not shipped and never deleted by the agent' && path.basename(String(l.file)) === `${name}.zip`,
+      60_000,
+      'the zip to be rejected',
+    );
     expect(['truncated', 'corrupt']).toContain(rejected.reason);
     const queued = await agent.waitMsg('snapshot complete; queued for upload', name, 30_000);
     expect(agent.lines.indexOf(queued)).toBeGreaterThan(agent.lines.indexOf(rejected));

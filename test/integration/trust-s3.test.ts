@@ -16,7 +16,19 @@ import { agentEnv, runCli, startAgent, testDirs, writeConfig, type AgentProcess,
 import { goZip } from '../support/go-zip.js';
 import { sha256File } from '../support/snapshots.js';
 import { startProxy, type TcpProxy } from '../support/tcp-proxy.js';
-import { createBucket, createSwiftBucket, emptyAndDeleteBucket, emptyAndDeleteSwiftBucket, putKeys, readWorldEnv, requireSwift, s3Client, saveSnapshot, swiftClient, type World } from '../support/world.js';
+import {
+  createBucket,
+  createSwiftBucket,
+  emptyAndDeleteBucket,
+  emptyAndDeleteSwiftBucket,
+  putKeys,
+  readWorldEnv,
+  requireSwift,
+  s3Client,
+  saveSnapshot,
+  swiftClient,
+  type World,
+} from '../support/world.js';
 
 let world: World;
 let work: string;
@@ -40,8 +52,24 @@ function server(name: 'rgw' | 'swift'): Server {
   if (servers.has(name)) return servers.get(name)!;
   const swift = name === 'swift' ? requireSwift(world) : undefined;
   const s: Server = swift
-    ? { name, endpoint: swift.endpoint, region: swift.region, env: agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }), client: swiftClient(swift), create: (b) => createSwiftBucket(swift, b), remove: (b) => emptyAndDeleteSwiftBucket(swift, b) }
-    : { name, endpoint: world.s3.endpoint, region: world.s3.region, env: agentEnv(world), client: s3Client(world), create: (b) => createBucket(world, b), remove: (b) => emptyAndDeleteBucket(world, b) };
+    ? {
+        name,
+        endpoint: swift.endpoint,
+        region: swift.region,
+        env: agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }),
+        client: swiftClient(swift),
+        create: (b) => createSwiftBucket(swift, b),
+        remove: (b) => emptyAndDeleteSwiftBucket(swift, b),
+      }
+    : {
+        name,
+        endpoint: world.s3.endpoint,
+        region: world.s3.region,
+        env: agentEnv(world),
+        client: s3Client(world),
+        create: (b) => createBucket(world, b),
+        remove: (b) => emptyAndDeleteBucket(world, b),
+      };
   servers.set(name, s);
   return s;
 }
@@ -66,7 +94,11 @@ async function keysIn(s: Server, bucket: string, prefix: string): Promise<{ key:
   } while (token);
   return out;
 }
-const snapshotKeys = async (s: Server, bucket: string, prefix: string): Promise<string[]> => (await keysIn(s, bucket, prefix)).map((o) => o.key).filter((k) => !/\.(manifest\.json|sig)$/.test(k)).sort();
+const snapshotKeys = async (s: Server, bucket: string, prefix: string): Promise<string[]> =>
+  (await keysIn(s, bucket, prefix))
+    .map((o) => o.key)
+    .filter((k) => !/\.(manifest\.json|sig)$/.test(k))
+    .sort();
 
 /** Puts a copy of `src` at dir/name with the given mtime, appearing at once (as etcdctl's rename does). */
 async function place(src: string, dir: string, name: string, mtimeMs: number): Promise<string> {
@@ -78,8 +110,15 @@ async function place(src: string, dir: string, name: string, mtimeMs: number): P
   return dst;
 }
 
-async function agentOn(s: Server, dirs: TestDirs, bucket: string, node: string, overrides: Record<string, unknown> = {}, endpoint = s.endpoint): Promise<{ agent: AgentProcess; cfg: Record<string, unknown> }> {
-  const cfg = await writeConfig(dirs, world, bucket, { node, ...overrides, s3: { bucket, endpoint, region: s.region, ...((overrides.s3 as object) ?? {}) } });
+async function agentOn(
+  s: Server,
+  dirs: TestDirs,
+  bucket: string,
+  node: string,
+  overrides: Record<string, unknown> = {},
+  endpoint = s.endpoint,
+): Promise<{ agent: AgentProcess; cfg: Record<string, unknown> }> {
+  const cfg = await writeConfig(dirs, world, bucket, { node, ...overrides, s3: { bucket, endpoint, region: s.region, ...(overrides.s3 ?? {}) } });
   const agent = await startAgent(dirs, s.env, cfg);
   agents.push(agent);
   return { agent, cfg };
@@ -145,9 +184,17 @@ describe.each(['rgw', 'swift'] as const)('%s', (which) => {
       const env = s.env;
       const json = await runCli(['--config', dirs.config, 'list', '--json'], env);
       expect(json.code, json.stderr).toBe(0);
-      expect(json.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { name: string }).name)).toEqual(expected);
+      expect(
+        json.stdout
+          .trim()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { name: string }).name),
+      ).toEqual(expected);
       const text = await runCli(['--config', dirs.config, 'list'], env);
-      const rows = text.stdout.split('\n').slice(1, 1 + expected.length).map((l) => l.split(/\s+/)[0]);
+      const rows = text.stdout
+        .split('\n')
+        .slice(1, 1 + expected.length)
+        .map((l) => l.split(/\s+/)[0]);
       expect(rows).toEqual(expected.map((n) => `${prefix}${n}`));
       expect(text.stdout).toContain(`newest snapshot of this node: ${prefix}newest.db`);
 
@@ -158,7 +205,11 @@ describe.each(['rgw', 'swift'] as const)('%s', (which) => {
 
       // remote retention keeps the newest 2 by snapshot time (local files gone, as local retention would)
       for (const [name] of files) await unlink(path.join(dirs.snapshots, name));
-      await writeConfig(dirs, world, bucket, { node, s3: { bucket, endpoint: s.endpoint, region: s.region }, retention: { remote: { enabled: true, keep: 2 } } });
+      await writeConfig(dirs, world, bucket, {
+        node,
+        s3: { bucket, endpoint: s.endpoint, region: s.region },
+        retention: { remote: { enabled: true, keep: 2 } },
+      });
       const pruned = await runCli(['--config', dirs.config, 'prune'], env);
       expect(pruned.code, pruned.stdout + pruned.stderr).toBe(0);
       expect(await snapshotKeys(s, bucket, prefix)).toEqual([`${prefix}${rke2(3)}`, `${prefix}newest.db`].sort());
@@ -255,7 +306,15 @@ describe('6: the ledger describes one bucket and is checked against it', () => {
     const st = await stat(b);
     const file = path.join(dirs.state, 'ledger.json');
     const ledger = JSON.parse(await readFile(file, 'utf8')) as { entries: Record<string, unknown>[] };
-    const entry = (name: string, size: number, mtimeMs: number, sha256: string) => ({ name, key: `${prefix}${name}`, size, sha256, mtimeMs, producer: 'etcdctl', confirmedAt: new Date().toISOString() });
+    const entry = (name: string, size: number, mtimeMs: number, sha256: string) => ({
+      name,
+      key: `${prefix}${name}`,
+      size,
+      sha256,
+      mtimeMs,
+      producer: 'etcdctl',
+      confirmedAt: new Date().toISOString(),
+    });
     ledger.entries.push(entry('b.db', st.size, st.mtimeMs, await sha256File(b)), entry('ghost.db', 1, 1, 'f'.repeat(64)));
     await writeFile(file, JSON.stringify(ledger));
 
@@ -272,28 +331,35 @@ describe('6: the ledger describes one bucket and is checked against it', () => {
     expect(after.entries.map((e) => e.name).sort()).toEqual(['a.db', 'b.db']);
   });
 
-  it.each(['rgw', 'swift'] as const)('%s: an object deleted in S3 by someone else is shipped again while its local file exists, with a warning and a count', async (which) => {
-    const s = server(which);
-    const bucket = await bucketOn(s, 'deleted');
-    const dirs = await testDirs('trust-deleted-');
-    const node = 'deleted';
-    const prefix = `etcd-backup/test/${node}/`;
-    const { agent } = await agentOn(s, dirs, bucket, node, { s3: { reconcileInterval: '10s' } });
-    await place(snaps[2]!, dirs.snapshots, 'kept.db', Date.now() - 2 * H);
-    await place(snaps[3]!, dirs.snapshots, 'victim.db', Date.now() - H);
-    await agent.waitMsg('snapshot shipped and confirmed', 'kept.db');
-    const first = await agent.waitMsg('snapshot shipped and confirmed', 'victim.db');
-    const t0 = Date.now();
-    await s.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}victim.db` }));
-    const warned = await agent.waitFor((l) => /no longer in S3/.test(l.msg) && l.file === 'victim.db', 30_000, 'the victim.db warning');
-    expect(warned.level).toBe('warn');
-    expect(Date.now() - t0).toBeLessThan(25_000);
-    const again = await agent.waitFor((l) => l.msg === 'snapshot shipped and confirmed' && l.file !== undefined && path.basename(String(l.file)) === 'victim.db' && l !== first, 60_000, 'victim.db shipped again');
-    expect(again.sha256).toBe(await sha256File(snaps[3]!));
-    expect(await agent.metric('etcdbackup_objects_missing_total')).toBe(1);
-    expect(agent.count('snapshot shipped and confirmed', 'kept.db')).toBe(1);
-    const head = await s.client.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}victim.db` }));
-    expect(head.ContentLength).toBe((await stat(snaps[3]!)).size);
-    await agent.stop();
-  });
+  it.each(['rgw', 'swift'] as const)(
+    '%s: an object deleted in S3 by someone else is shipped again while its local file exists, with a warning and a count',
+    async (which) => {
+      const s = server(which);
+      const bucket = await bucketOn(s, 'deleted');
+      const dirs = await testDirs('trust-deleted-');
+      const node = 'deleted';
+      const prefix = `etcd-backup/test/${node}/`;
+      const { agent } = await agentOn(s, dirs, bucket, node, { s3: { reconcileInterval: '10s' } });
+      await place(snaps[2]!, dirs.snapshots, 'kept.db', Date.now() - 2 * H);
+      await place(snaps[3]!, dirs.snapshots, 'victim.db', Date.now() - H);
+      await agent.waitMsg('snapshot shipped and confirmed', 'kept.db');
+      const first = await agent.waitMsg('snapshot shipped and confirmed', 'victim.db');
+      const t0 = Date.now();
+      await s.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}victim.db` }));
+      const warned = await agent.waitFor((l) => /no longer in S3/.test(l.msg) && l.file === 'victim.db', 30_000, 'the victim.db warning');
+      expect(warned.level).toBe('warn');
+      expect(Date.now() - t0).toBeLessThan(25_000);
+      const again = await agent.waitFor(
+        (l) => l.msg === 'snapshot shipped and confirmed' && l.file !== undefined && path.basename(String(l.file)) === 'victim.db' && l !== first,
+        60_000,
+        'victim.db shipped again',
+      );
+      expect(again.sha256).toBe(await sha256File(snaps[3]!));
+      expect(await agent.metric('etcdbackup_objects_missing_total')).toBe(1);
+      expect(agent.count('snapshot shipped and confirmed', 'kept.db')).toBe(1);
+      const head = await s.client.send(new HeadObjectCommand({ Bucket: bucket, Key: `${prefix}victim.db` }));
+      expect(head.ContentLength).toBe((await stat(snaps[3]!)).size);
+      await agent.stop();
+    },
+  );
 });

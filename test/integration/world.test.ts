@@ -6,17 +6,7 @@ import path from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import {
-  createBucket,
-  emptyAndDeleteBucket,
-  etcdctl,
-  listKeys,
-  putKeys,
-  readWorldEnv,
-  s3Client,
-  saveSnapshot,
-  type World,
-} from '../support/world.js';
+import { createBucket, emptyAndDeleteBucket, etcdctl, listKeys, putKeys, readWorldEnv, s3Client, saveSnapshot, type World } from '../support/world.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 

@@ -54,7 +54,13 @@ function hostileValues(): Record<string, unknown[]> {
 
 /** The config document for one key set to one value (dotted keys nest), on a valid base. */
 function configWith(key: string, value: unknown, dir: string): string {
-  const base: Record<string, any> = { s3: { bucket: 'fuzz-bucket', endpoint: 'http://127.0.0.1:1' }, snapshotDir: path.join(dir, 'snapshots'), stateDir: path.join(dir, 'state'), node: 'fuzz', metrics: { listen: '127.0.0.1:0' } };
+  const base: Record<string, any> = {
+    s3: { bucket: 'fuzz-bucket', endpoint: 'http://127.0.0.1:1' },
+    snapshotDir: path.join(dir, 'snapshots'),
+    stateDir: path.join(dir, 'state'),
+    node: 'fuzz',
+    metrics: { listen: '127.0.0.1:0' },
+  };
   const parts = key.split('.');
   let at = base;
   for (const p of parts.slice(0, -1)) at = at[p] && typeof at[p] === 'object' ? at[p] : (at[p] = {});
@@ -64,8 +70,13 @@ function configWith(key: string, value: unknown, dir: string): string {
 
 // YAML-level hostility: alias bombs (billion laughs), deep nesting, tags, merge keys, duplicate keys
 const YAML_DOCS: Record<string, string> = {
-  'alias bomb': ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', ...'bcdefghi'.split('').map((c, i) => `${c}: &${c} [${Array(9).fill(`*${'abcdefghi'[i]}`).join(',')}]`), 's3: {bucket: x, endpoint: "http://127.0.0.1:1"}'].join('\n'),
-  'alias bomb in a value': 'x: &x [1,1,1,1,1,1,1,1,1,1]\ny: &y [*x,*x,*x,*x,*x,*x,*x,*x,*x,*x]\nz: &z [*y,*y,*y,*y,*y,*y,*y,*y,*y,*y]\ns3: {bucket: *z, endpoint: "http://127.0.0.1:1"}',
+  'alias bomb': [
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    ...'bcdefghi'.split('').map((c, i) => `${c}: &${c} [${Array(9).fill(`*${'abcdefghi'[i]}`).join(',')}]`),
+    's3: {bucket: x, endpoint: "http://127.0.0.1:1"}',
+  ].join('\n'),
+  'alias bomb in a value':
+    'x: &x [1,1,1,1,1,1,1,1,1,1]\ny: &y [*x,*x,*x,*x,*x,*x,*x,*x,*x,*x]\nz: &z [*y,*y,*y,*y,*y,*y,*y,*y,*y,*y]\ns3: {bucket: *z, endpoint: "http://127.0.0.1:1"}',
   'self-referencing alias': 's3: &s {bucket: x, endpoint: "http://127.0.0.1:1", loop: *s}',
   'deep nesting': `a: ${'['.repeat(5000)}${']'.repeat(5000)}\ns3: {bucket: x}`,
   'merge keys': 'base: &b {bucket: x, endpoint: "http://127.0.0.1:1"}\ns3:\n  <<: *b\n  partSize: 5MiB',
@@ -87,9 +98,12 @@ function outputProblems(label: string, r: { code: number | null; stdout: string;
   else if (r.code !== 0 && r.code !== 78) out.push(`${label}: exit ${r.code}, expected 78 (or 0 for a valid config); stderr: ${r.stderr.slice(0, 200)}`);
   const all = r.stdout + r.stderr;
   if (/^fatal:|^\s+at .+:\d+:\d+\)?$/m.test(all)) out.push(`${label}: crash output: ${all.slice(0, 300)}`);
-   
+
   const ctl = /[\x00-\x08\x0b-\x1f\x7f\u202e]/.exec(all);
-  if (ctl) out.push(`${label}: the output carries a raw control character (U+${ctl[0].charCodeAt(0).toString(16).padStart(4, '0')}) into the operator's terminal: ${JSON.stringify(all.slice(Math.max(0, ctl.index - 60), ctl.index + 20))}`);
+  if (ctl)
+    out.push(
+      `${label}: the output carries a raw control character (U+${ctl[0].charCodeAt(0).toString(16).padStart(4, '0')}) into the operator's terminal: ${JSON.stringify(all.slice(Math.max(0, ctl.index - 60), ctl.index + 20))}`,
+    );
   if (all.length > 64 * 1024) out.push(`${label}: ${all.length} bytes of output for one bad value`);
   return out;
 }
@@ -97,7 +111,6 @@ function outputProblems(label: string, r: { code: number | null; stdout: string;
 /** A string of an accepted config that would carry a control or bidi character to a terminal (PEM may have lines). */
 function printedControls(value: unknown, at = ''): string | undefined {
   if (typeof value === 'string') {
-     
     const re = at === 's3.ca' ? /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e]/ : /[\x00-\x1f\x7f\u202a-\u202e]/;
     return re.test(value) ? `${at} holds ${JSON.stringify(value).slice(0, 60)}` : undefined;
   }
@@ -119,9 +132,11 @@ async function checkConfigCli(file: string, text: string | Buffer): Promise<{ co
 
 async function inBatches<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < items.length) await fn(items[next++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }
 
 describe('fault 6: bad input', () => {
@@ -149,12 +164,18 @@ describe('fault 6: bad input', () => {
     const dir = path.join(scratch, 'cli');
     await mkdir(dir, { recursive: true });
     const t0 = performance.now();
-    const outcome = (code: number | null): string => (code === 78 ? 'exit 78: refused, every problem named' : code === 0 ? 'exit 0: a valid config' : `exit ${code}`);
+    const outcome = (code: number | null): string =>
+      code === 78 ? 'exit 78: refused, every problem named' : code === 0 ? 'exit 0: a valid config' : `exit ${code}`;
     // --config itself pointing at something that is not a file
     for (const special of ['/dev/zero', '/dev/urandom', fifoPath, scratch]) {
       const t1 = Date.now();
       const res = await env.cli(['--config', special, 'check-config', '--offline'], { timeoutMs: 20_000 });
-      fault.record(`--config ${special}`, { outcome: outcome(res.code), violations: outputProblems(`--config ${special}`, res, res.code === null && Date.now() - t1 >= 19_000) }, 1, { quiet: true });
+      fault.record(
+        `--config ${special}`,
+        { outcome: outcome(res.code), violations: outputProblems(`--config ${special}`, res, res.code === null && Date.now() - t1 >= 19_000) },
+        1,
+        { quiet: true },
+      );
     }
     let n = 0;
     await inBatches(cases, pick(2, 3), async (c) => {
@@ -177,7 +198,12 @@ describe('fault 6: bad input', () => {
       fc.anything({ maxDepth: 2 }),
       fc.string({ unit: 'binary', maxLength: 300 }),
       fc.string({ unit: 'grapheme-ascii', maxLength: 50 }).map((s) => `/tmp/${s}`),
-      fc.oneof(fc.integer(), fc.double(), fc.bigInt().map(String), fc.constantFrom('5MiB', '0', '-1', '1e3', '10s', '0.5h', '99999999999999999999MiB', '1.5.5')),
+      fc.oneof(
+        fc.integer(),
+        fc.double(),
+        fc.bigInt().map(String),
+        fc.constantFrom('5MiB', '0', '-1', '1e3', '10s', '0.5h', '99999999999999999999MiB', '1.5.5'),
+      ),
       fc.constantFrom(...hostile),
     );
     const t0 = performance.now();
@@ -202,7 +228,7 @@ describe('fault 6: bad input', () => {
             return false;
           }
           invalid++;
-           
+
           if (/[\x00-\x08\x0b-\x1f\x7f]/.test(e.message)) {
             problems.push(`${key}: the error message carries a raw control character: ${JSON.stringify(e.message.slice(0, 200))}`);
             return false;
@@ -212,7 +238,10 @@ describe('fault 6: bad input', () => {
       }),
       { numRuns: runs, seed: inject('reliabilitySeed') | 0 },
     );
-    if (details.failed) problems.unshift(`fast-check counterexample (seed ${details.seed}, path ${details.counterexamplePath}): ${JSON.stringify(details.counterexample)?.slice(0, 300)}`);
+    if (details.failed)
+      problems.unshift(
+        `fast-check counterexample (seed ${details.seed}, path ${details.counterexamplePath}): ${JSON.stringify(details.counterexample)?.slice(0, 300)}`,
+      );
     fault.took((performance.now() - t0) / 1000);
     fault.record('valid', { outcome: 'accepted as a valid config, nothing unprintable in it', violations: [] }, valid);
     fault.record('invalid', { outcome: 'refused with a ConfigError naming the key', violations: problems.slice(0, 5) }, invalid);
@@ -250,8 +279,38 @@ describe('fault 6: bad input', () => {
       await exec('mknod', [d('zero.db'), 'c', '1', '5']);
       await exec('mknod', [d('loop0.db'), 'b', '7', '0']);
       await mkdir(d('dir.db'));
-      for (const n of ['empty.db', 'etcd-snapshot-node-a-1714560000', 'etcd-snapshot-node-a-1714560001.zip', 'rke_etcd_snapshot_2024-05-01T12:00:00Z.zip', 'c-abc12-rl-xyz12_2024-05-01T12:00:00Z.zip']) await writeFile(d(n), '');
-      const expected = { format: ['garbage.db', 'link-outside.db', 'link-inside.db', 'dangling.db', 'loop.db', 'fifo.db', '2024-05-01T12:00:00Z_etcd.zip', 'null.db', 'zero.db', 'loop0.db', 'dir.db'], truncated: ['half.db', 'empty.db', 'etcd-snapshot-node-a-1714560000', 'etcd-snapshot-node-a-1714560001.zip', 'rke_etcd_snapshot_2024-05-01T12:00:00Z.zip', 'c-abc12-rl-xyz12_2024-05-01T12:00:00Z.zip'], corrupt: ['flipped.db'] };
+      for (const n of [
+        'empty.db',
+        'etcd-snapshot-node-a-1714560000',
+        'etcd-snapshot-node-a-1714560001.zip',
+        'rke_etcd_snapshot_2024-05-01T12:00:00Z.zip',
+        'c-abc12-rl-xyz12_2024-05-01T12:00:00Z.zip',
+      ])
+        await writeFile(d(n), '');
+      const expected = {
+        format: [
+          'garbage.db',
+          'link-outside.db',
+          'link-inside.db',
+          'dangling.db',
+          'loop.db',
+          'fifo.db',
+          '2024-05-01T12:00:00Z_etcd.zip',
+          'null.db',
+          'zero.db',
+          'loop0.db',
+          'dir.db',
+        ],
+        truncated: [
+          'half.db',
+          'empty.db',
+          'etcd-snapshot-node-a-1714560000',
+          'etcd-snapshot-node-a-1714560001.zip',
+          'rke_etcd_snapshot_2024-05-01T12:00:00Z.zip',
+          'c-abc12-rl-xyz12_2024-05-01T12:00:00Z.zip',
+        ],
+        corrupt: ['flipped.db'],
+      };
       const total = Object.values(expected).flat().length;
       let seen = 0;
       // the rescan lists the directory itself too, a second chance to trip over the special files
@@ -278,11 +337,20 @@ describe('fault 6: bad input', () => {
           const l = agent.lines.find((x) => x.msg === MSG.rejected && x.file === d(n));
           if (!l) violations.push(`${n} was never reported as rejected`);
           else if (l.reason !== reason) violations.push(`${n} rejected as ${l.reason}, expected ${reason}`);
-          if (!(await lstat(d(n)).then(() => true, () => false))) violations.push(`${n} was deleted`);
+          if (
+            !(await lstat(d(n)).then(
+              () => true,
+              () => false,
+            ))
+          )
+            violations.push(`${n} was deleted`);
         }
       }
       await agent.stop();
-      return { outcome: `${total} rejected with the right reason, none shipped or deleted; real snapshots shipped; the outside snapshot never uploaded`, violations };
+      return {
+        outcome: `${total} rejected with the right reason, none shipped or deleted; real snapshots shipped; the outside snapshot never uploaded`,
+        violations,
+      };
     });
   });
 });

@@ -118,7 +118,11 @@ describe('fault 5: file churn in the snapshot directory', () => {
       const node = 'churn';
       const dirs = await testDirs();
       const snap = await freshSnapshot(env.world, path.join(dirs.snapshots, 'real.db'));
-      const { agent } = await env.start(dirs, { node, detect: { rescanInterval: '10s', settleTimeout: '1h' } }, { env: agentEnv(env.world, { NODE_OPTIONS: '--inspect=127.0.0.1:0' }) });
+      const { agent } = await env.start(
+        dirs,
+        { node, detect: { rescanInterval: '10s', settleTimeout: '1h' } },
+        { env: agentEnv(env.world, { NODE_OPTIONS: '--inspect=127.0.0.1:0' }) },
+      );
       await agent.waitMsg(MSG.shipped, 'real.db', 60_000);
       await idle(agent.child.pid!, 3000);
       const before = await quiet(agent);
@@ -143,7 +147,12 @@ describe('fault 5: file churn in the snapshot directory', () => {
         // only a rescan finds, are all rejected
         const bad = names.filter((n) => typeof n !== 'string').length;
         rejectedSoFar += bad;
-        await until('every non-UTF-8 name rejected', async () => (await agent.metric('etcdbackup_snapshots_rejected_total{reason="name"}')) === rejectedSoFar, 120_000, 500);
+        await until(
+          'every non-UTF-8 name rejected',
+          async () => (await agent.metric('etcdbackup_snapshots_rejected_total{reason="name"}')) === rejectedSoFar,
+          120_000,
+          500,
+        );
         await idle(agent.child.pid!, 2000);
         peak = Math.max(peak, agent.peakRssMiB());
         for (let i = 0; i < full.length; i += 1000) await Promise.all(full.slice(i, i + 1000).map((f) => rm(f)));
@@ -162,10 +171,13 @@ describe('fault 5: file churn in the snapshot directory', () => {
         metrics: { uploadsSuccess: 1, localSnapshots: 1, rejected: { name: rejectedSoFar } },
       });
       if (after.fds > before.fds + 10) violations.push(`${after.fds} open descriptors after the churn, ${before.fds} before`);
-      if (after.inotifyWatches > before.inotifyWatches + 10) violations.push(`${after.inotifyWatches} inotify watches after the churn, ${before.inotifyWatches} before`);
+      if (after.inotifyWatches > before.inotifyWatches + 10)
+        violations.push(`${after.inotifyWatches} inotify watches after the churn, ${before.inotifyWatches} before`);
       // what the agent keeps, without the allocator's slack: per-name state left behind shows here first
-      if (after.heap > before.heap + 10) violations.push(`heap ${after.heap.toFixed(0)} MiB after the churn and a forced GC, ${before.heap.toFixed(0)} MiB before (bound: +10 MiB)`);
-      if (after.rss > before.rss + 50) violations.push(`RSS ${after.rss.toFixed(0)} MiB after the churn and a forced GC, ${before.rss.toFixed(0)} MiB before (bound: +50 MiB)`);
+      if (after.heap > before.heap + 10)
+        violations.push(`heap ${after.heap.toFixed(0)} MiB after the churn and a forced GC, ${before.heap.toFixed(0)} MiB before (bound: +10 MiB)`);
+      if (after.rss > before.rss + 50)
+        violations.push(`RSS ${after.rss.toFixed(0)} MiB after the churn and a forced GC, ${before.rss.toFixed(0)} MiB before (bound: +50 MiB)`);
       const disappeared = agent.lines.filter((l) => /disappeared/.test(l.msg)).length;
       await agent.stop();
       return {

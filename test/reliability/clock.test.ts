@@ -27,7 +27,11 @@ const YEAR = 365 * 24 * HOUR;
 function passes(agent: AgentProcess, n: number): Promise<unknown> {
   const from = agent.lines.length;
   let seen = 0;
-  return agent.waitFor((l) => (l.msg === 'retention pass finished' || l.msg === 'retention pass incomplete') && agent.lines.indexOf(l) >= from && ++seen >= n, 60_000, `${n} retention passes`);
+  return agent.waitFor(
+    (l) => (l.msg === 'retention pass finished' || l.msg === 'retention pass incomplete') && agent.lines.indexOf(l) >= from && ++seen >= n,
+    60_000,
+    `${n} retention passes`,
+  );
 }
 
 describe('fault 7: clock jumps', () => {
@@ -83,7 +87,16 @@ describe('fault 7: clock jumps', () => {
           for (const name of Object.keys(dated)) await agent.waitMsg(MSG.queued, name);
           await agent.waitFor((l) => l.msg === MSG.rejected, 30_000, 'the corrupt file to be rejected');
           await passes(agent, 2);
-          const violations = (await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: [], openUploadsAllowed: true, local: { dir: dirs.snapshots, files: all.map(({ name, sha256 }) => ({ name, sha256 })) } })).map((v) => `while uploads failed: ${v}`);
+          const violations = (
+            await checkInvariants({
+              world: env.world,
+              bucket: env.bucket,
+              prefix: nodePrefix(node),
+              expected: [],
+              openUploadsAllowed: true,
+              local: { dir: dirs.snapshots, files: all.map(({ name, sha256 }) => ({ name, sha256 })) },
+            })
+          ).map((v) => `while uploads failed: ${v}`);
 
           // phase 2: uploads work; the policy may now take the oldest beyond the newest 3 — and nothing else
           proxy.heal();
@@ -91,16 +104,42 @@ describe('fault 7: clock jumps', () => {
           await agent.waitFor((l) => l.msg === MSG.pruned && path.basename(String(l.file)) === 'old-3h.db', 30_000, 'old-3h.db pruned');
           await passes(agent, 2);
           const local = { dir: dirs.snapshots, files: all.map(({ name, sha256 }) => ({ name, sha256, mayBePruned: name === 'old-3h.db' })) };
-          violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: all, local, agent, metrics: { rejected: { corrupt: 1 }, uploadsSuccess: all.length } })));
+          violations.push(
+            ...(await checkInvariants({
+              world: env.world,
+              bucket: env.bucket,
+              prefix: nodePrefix(node),
+              expected: all,
+              local,
+              agent,
+              metrics: { rejected: { corrupt: 1 }, uploadsSuccess: all.length },
+            })),
+          );
           const pruned = agent.lines.filter((l) => l.msg === MSG.pruned).map((l) => path.basename(String(l.file)));
           if (pruned.join() !== 'old-3h.db') violations.push(`pruned ${JSON.stringify(pruned)}, the policy allows only old-3h.db`);
 
           // phase 3: a shipped file touched 10 years ahead; it stays, and the gauges do not follow it into the future
           const touched = now + 10 * YEAR;
           await utimes(path.join(dirs.snapshots, 'recent.db'), touched / 1000, touched / 1000);
-          await agent.waitFor((l) => l.msg === 'snapshot already in S3; not sent again' && path.basename(String(l.file)) === 'recent.db', 30_000, 'recent.db seen again');
+          await agent.waitFor(
+            (l) => l.msg === 'snapshot already in S3; not sent again' && path.basename(String(l.file)) === 'recent.db',
+            30_000,
+            'recent.db seen again',
+          );
           await passes(agent, 2);
-          violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: all, local, agent, metrics: { rejected: { corrupt: 1 }, uploadsSuccess: all.length } })).map((v) => `after the touch: ${v}`));
+          violations.push(
+            ...(
+              await checkInvariants({
+                world: env.world,
+                bucket: env.bucket,
+                prefix: nodePrefix(node),
+                expected: all,
+                local,
+                agent,
+                metrics: { rejected: { corrupt: 1 }, uploadsSuccess: all.length },
+              })
+            ).map((v) => `after the touch: ${v}`),
+          );
           const text = await agent.metrics();
           const limit = Date.now() / 1000 + 60;
           for (const g of ['etcdbackup_last_snapshot_timestamp_seconds', 'etcdbackup_last_upload_success_timestamp_seconds']) {
@@ -117,4 +156,3 @@ describe('fault 7: clock jumps', () => {
     }
   });
 });
-

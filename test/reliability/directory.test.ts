@@ -91,7 +91,11 @@ describe('fault 5: the snapshot directory under stress', () => {
       if (rss > 300) violations.push(`peak RSS ${rss.toFixed(0)} MiB during the burst (bound 300 MiB)`);
       if (worst > 2000) violations.push(`/healthz took ${worst.toFixed(0)} ms to answer during the burst (bound 2 s)`);
       await agent.stop();
-      return { outcome: 'all shipped once', violations, detail: `${count} shipped in ${seconds.toFixed(0)} s, peak RSS ${rss.toFixed(0)} MiB, slowest /healthz ${worst.toFixed(0)} ms` };
+      return {
+        outcome: 'all shipped once',
+        violations,
+        detail: `${count} shipped in ${seconds.toFixed(0)} s, peak RSS ${rss.toFixed(0)} MiB, slowest /healthz ${worst.toFixed(0)} ms`,
+      };
     });
   });
 
@@ -109,7 +113,11 @@ describe('fault 5: the snapshot directory under stress', () => {
       const kinds = ['notes-%.txt', 'app-%.log', 'tmp-%.db.part', '.hidden-%', 'data-%.json'];
       const body = randomBytes(200);
       for (let i = 0; i < count; i += 500) {
-        await Promise.all(Array.from({ length: Math.min(500, count - i) }, (_, j) => writeFile(path.join(dirs.snapshots, kinds[(i + j) % kinds.length]!.replace('%', String(i + j))), body)));
+        await Promise.all(
+          Array.from({ length: Math.min(500, count - i) }, (_, j) =>
+            writeFile(path.join(dirs.snapshots, kinds[(i + j) % kinds.length]!.replace('%', String(i + j))), body),
+          ),
+        );
       }
       const a = await freshSnapshot(env.world, path.join(dirs.snapshots, 'real.db'));
       // no .db, no producer pattern: only sniffing its first bytes finds it
@@ -152,11 +160,18 @@ describe('fault 5: the snapshot directory under stress', () => {
       const readCalls = io1.syscr - io0.syscr;
       // Re-reading the unrelated files on each rescan would be ≥ 3 × count × 200 bytes. Read calls are no
       // measure: libuv's thread pool wakes the loop through an eventfd, 8 bytes a read, for every lstat.
-      if (readBytes > count * 60) violations.push(`${readBytes} bytes read (${readCalls} read calls) over 3 rescans of ${count} unrelated 200-byte files: files are read again on every rescan`);
+      if (readBytes > count * 60)
+        violations.push(
+          `${readBytes} bytes read (${readCalls} read calls) over 3 rescans of ${count} unrelated 200-byte files: files are read again on every rescan`,
+        );
       if (rss > 300) violations.push(`peak RSS ${rss.toFixed(0)} MiB (bound 300 MiB)`);
       if (worst > 2000) violations.push(`/healthz took ${worst.toFixed(0)} ms during the start scan (bound 2 s)`);
       await agent.stop();
-      return { outcome: 'both snapshots shipped; unrelated files read once, never touched', violations, detail: `3 rescans: ${readCalls} read calls, ${(readBytes / 1024).toFixed(0)} KiB; peak RSS ${rss.toFixed(0)} MiB; slowest /healthz ${worst.toFixed(0)} ms` };
+      return {
+        outcome: 'both snapshots shipped; unrelated files read once, never touched',
+        violations,
+        detail: `3 rescans: ${readCalls} read calls, ${(readBytes / 1024).toFixed(0)} KiB; peak RSS ${rss.toFixed(0)} MiB; slowest /healthz ${worst.toFixed(0)} ms`,
+      };
     });
   });
 
@@ -187,11 +202,19 @@ describe('fault 5: the snapshot directory under stress', () => {
           const body = await ready.text();
           if (ready.status !== 503) violations.push(`/readyz answered ${ready.status} while the directory was unreadable`);
           if (!/not watching/.test(body)) violations.push(`/readyz does not say why: ${body.trim()}`);
-          violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: [], agent, metrics: {} })).map((v) => `while unreadable: ${v}`));
+          violations.push(
+            ...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: [], agent, metrics: {} })).map(
+              (v) => `while unreadable: ${v}`,
+            ),
+          );
           const up = await agent.metric('etcdbackup_snapshot_directory_up');
           if (up !== 0) violations.push(`etcdbackup_snapshot_directory_up is ${up} while the directory is unreadable`);
         } else {
-          const rej = await agent.waitFor((l) => l.msg === MSG.rejected && path.basename(String(l.file)) === 'snap.db', 30_000, 'the unreadable snapshot to be reported');
+          const rej = await agent.waitFor(
+            (l) => l.msg === MSG.rejected && path.basename(String(l.file)) === 'snap.db',
+            30_000,
+            'the unreadable snapshot to be reported',
+          );
           if (rej.reason !== 'unreadable') violations.push(`reported as ${rej.reason}, not unreadable`);
           if (!/read access/.test(String(rej.detail))) violations.push(`the log line gives no fix: ${rej.detail}`);
         }
@@ -208,7 +231,11 @@ describe('fault 5: the snapshot directory under stress', () => {
         const ready = await fetch(agent.metricsUrl.replace('/metrics', '/readyz'));
         if (ready.status !== 200) violations.push(`/readyz answered ${ready.status} after the fix`);
         await agent.stop();
-        return { outcome: what === 'directory' ? 'clear error, /readyz 503, directory_up 0; shipped once fixed' : 'reported unreadable with the fix; shipped once fixed', violations };
+        return {
+          outcome:
+            what === 'directory' ? 'clear error, /readyz 503, directory_up 0; shipped once fixed' : 'reported unreadable with the fix; shipped once fixed',
+          violations,
+        };
       });
     }
   });

@@ -97,9 +97,21 @@ describe('fault 3: the snapshot changes while it is uploaded', () => {
   const cases: { change: Change; fault: string; how: string }[] = [
     { change: 'delete', fault: 'snapshot deleted while it is uploaded', how: 'unlink(2) of the file at a random point of its upload' },
     { change: 'truncate', fault: 'snapshot truncated while it is uploaded', how: 'truncate(2) to half its size at a random point of its upload' },
-    { change: 'rename-over', fault: 'snapshot replaced by another (rename over it) while it is uploaded', how: 'another real snapshot written to snap.db.part and renamed over snap.db at a random point of the upload' },
-    { change: 'rewrite-in-place', fault: 'snapshot rewritten in place with other content while it is uploaded', how: 'another real snapshot written over the same file (same inode) at a random point of the upload' },
-    { change: 'rewrite-same-bytes', fault: 'snapshot rewritten in place byte for byte while it is uploaded', how: 'the same bytes written over the same file (mtime changes, content does not) at a random point of the upload' },
+    {
+      change: 'rename-over',
+      fault: 'snapshot replaced by another (rename over it) while it is uploaded',
+      how: 'another real snapshot written to snap.db.part and renamed over snap.db at a random point of the upload',
+    },
+    {
+      change: 'rewrite-in-place',
+      fault: 'snapshot rewritten in place with other content while it is uploaded',
+      how: 'another real snapshot written over the same file (same inode) at a random point of the upload',
+    },
+    {
+      change: 'rewrite-same-bytes',
+      fault: 'snapshot rewritten in place byte for byte while it is uploaded',
+      how: 'the same bytes written over the same file (mtime changes, content does not) at a random point of the upload',
+    },
   ];
   for (const c of cases) {
     it(c.fault, async () => {
@@ -133,28 +145,51 @@ describe('fault 3: the snapshot changes while it is uploaded', () => {
               await agent.waitFor((l) => l.msg === MSG.rejected && path.basename(String(l.file)) === 'snap.db', 60_000, 'snap.db rejected as truncated');
               const now = { name: 'snap.db', sha256: await sha256File(path.join(dir, 'snap.db')) };
               const shipped = shippedA();
-              violations = await checkInvariants({ ...base, expected: shipped ? [exp('snap.db', a)] : [], local: { dir, files: [now] }, metrics: { uploadsSuccess: shipped ? 1 : 0, rejected: { truncated: 1 }, failuresAtLeast: shipped ? {} : { changed: 1 }, localSnapshots: 1 } });
-              outcome = shipped ? 'finished before the truncation; the truncated file was then rejected and kept' : 'upload stopped (changed), nothing in S3; the truncated file was rejected and kept';
+              violations = await checkInvariants({
+                ...base,
+                expected: shipped ? [exp('snap.db', a)] : [],
+                local: { dir, files: [now] },
+                metrics: { uploadsSuccess: shipped ? 1 : 0, rejected: { truncated: 1 }, failuresAtLeast: shipped ? {} : { changed: 1 }, localSnapshots: 1 },
+              });
+              outcome = shipped
+                ? 'finished before the truncation; the truncated file was then rejected and kept'
+                : 'upload stopped (changed), nothing in S3; the truncated file was rejected and kept';
               break;
             }
             case 'rename-over': {
               await agent.waitFor((l) => l.msg === MSG.shipped && l.sha256 === b.sha256, 60_000, 'the new snapshot to be shipped');
               await agent.waitMsg(MSG.shipped, 'snap.db', 60_000);
               const both = [exp('snap.db', a), exp('snap.db', b)];
-              violations = await checkInvariants({ ...base, expected: both, local: { dir, files: [{ name: 'snap.db', sha256: b.sha256 }] }, metrics: { uploadsSuccess: 2, localSnapshots: 1 } });
+              violations = await checkInvariants({
+                ...base,
+                expected: both,
+                local: { dir, files: [{ name: 'snap.db', sha256: b.sha256 }] },
+                metrics: { uploadsSuccess: 2, localSnapshots: 1 },
+              });
               outcome = 'the old file (held open) and its replacement both shipped once, side by side';
               break;
             }
             case 'rewrite-in-place':
             case 'rewrite-same-bytes': {
               const final = c.change === 'rewrite-in-place' ? b : a;
-              await agent.waitFor((l) => (l.msg === MSG.shipped || l.msg === 'snapshot already in S3; not sent again') && l.sha256 === final.sha256, 60_000, 'the rewritten snapshot to be shipped');
+              await agent.waitFor(
+                (l) => (l.msg === MSG.shipped || l.msg === 'snapshot already in S3; not sent again') && l.sha256 === final.sha256,
+                60_000,
+                'the rewritten snapshot to be shipped',
+              );
               const shipped = c.change === 'rewrite-in-place' && shippedA();
               const expected = shipped ? [exp('snap.db', a), exp('snap.db', final)] : [exp('snap.db', final)];
               const stopped = agent.lines.some((l) => l.msg === MSG.changed);
-              violations = await checkInvariants({ ...base, expected, local: { dir, files: [{ name: 'snap.db', sha256: final.sha256 }] }, metrics: { localSnapshots: 1, failuresAtLeast: shippedA() ? {} : { changed: 1 } } });
+              violations = await checkInvariants({
+                ...base,
+                expected,
+                local: { dir, files: [{ name: 'snap.db', sha256: final.sha256 }] },
+                metrics: { localSnapshots: 1, failuresAtLeast: shippedA() ? {} : { changed: 1 } },
+              });
               if (!stopped && !shippedBefore && !shippedA()) violations.push('the in-place change was not noticed during the upload');
-              outcome = stopped ? 'upload stopped (changed), verified again, the final content shipped once' : 'finished before the rewrite; the rewritten content shipped once';
+              outcome = stopped
+                ? 'upload stopped (changed), verified again, the final content shipped once'
+                : 'finished before the rewrite; the rewritten content shipped once';
               break;
             }
           }

@@ -36,6 +36,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await writeFile(path.join(RESULTS_DIR, 'run.json'), JSON.stringify(run, null, 1));
   return async () => {
     const finished = new Date();
-    await writeFile(path.join(RESULTS_DIR, 'run.json'), JSON.stringify({ ...run, finishedAt: finished.toISOString(), seconds: Math.round((finished.getTime() - started.getTime()) / 1000) }, null, 1));
+    await writeFile(
+      path.join(RESULTS_DIR, 'run.json'),
+      JSON.stringify({ ...run, finishedAt: finished.toISOString(), seconds: Math.round((finished.getTime() - started.getTime()) / 1000) }, null, 1),
+    );
   };
 }

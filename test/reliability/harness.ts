@@ -18,7 +18,7 @@ export { RESULTS_DIR };
 export const CAPTURED_DIR = path.join(RESULTS_DIR, 'captured');
 
 export type Mode = 'ci' | 'long';
-export const MODE: Mode = (process.env.RELIABILITY_MODE === 'long' ? 'long' : 'ci');
+export const MODE: Mode = process.env.RELIABILITY_MODE === 'long' ? 'long' : 'ci';
 /** The CI value or the long-pass value of a knob. */
 export const pick = <T>(ci: T, long: T): T => (MODE === 'long' ? long : ci);
 
@@ -146,7 +146,9 @@ export class Fault {
       this.r.runs++;
       this.r.errors++;
       this.r.seconds += (performance.now() - t0) / 1000;
-      const first = String((e as Error)?.message ?? e).split('\n')[0]!.slice(0, 300);
+      const first = String((e as Error)?.message ?? e)
+        .split('\n')[0]!
+        .slice(0, 300);
       this.r.outcomes.error = (this.r.outcomes.error ?? 0) + 1;
       if (this.r.errorSamples.length < 5) this.r.errorSamples.push(`${label}: ${first}`);
       throw e;
@@ -165,7 +167,8 @@ export class Fault {
     this.r.violations += report.violations.length;
     for (const v of report.violations) if (this.r.violationSamples.length < 10) this.r.violationSamples.push(`${label}: ${v}`);
     if (report.detail) this.note(report.detail);
-    if (!opts.quiet || report.violations.length) console.log(`[reliability] ${this.r.id} ${label}: ${report.outcome}${report.violations.length ? `; VIOLATIONS: ${report.violations.join(' | ')}` : ''}`);
+    if (!opts.quiet || report.violations.length)
+      console.log(`[reliability] ${this.r.id} ${label}: ${report.outcome}${report.violations.length ? `; VIOLATIONS: ${report.violations.join(' | ')}` : ''}`);
     expect(report.violations, `${this.r.id} ${label}`).toEqual([]);
     return report;
   }
@@ -247,7 +250,10 @@ export async function setupEnv(file: string): Promise<Env> {
     agents,
     async start(dirs, overrides = {}, opts = {}) {
       const cfg = await writeConfig(dirs, world, bucket, { log: { level: 'info' }, ...overrides }, opts.port);
-      const agent = opts.uid === undefined && opts.umask === undefined ? await startAgent(dirs, opts.env ?? agentEnv(world), cfg) : await startAgentWith(opts, dirs, opts.env ?? agentEnv(world), cfg);
+      const agent =
+        opts.uid === undefined && opts.umask === undefined
+          ? await startAgent(dirs, opts.env ?? agentEnv(world), cfg)
+          : await startAgentWith(opts, dirs, opts.env ?? agentEnv(world), cfg);
       agents.push(agent);
       void agent.exited.then(() => keep(agent, dirs.root));
       return { agent, cfg };
@@ -307,7 +313,10 @@ export class OwnEtcd {
           const i = next++;
           const res = await fetch(`${this.endpoint}/v3/kv/put`, {
             method: 'POST',
-            body: JSON.stringify({ key: Buffer.from(`/registry/${tag}/${String(i).padStart(6, '0')}`).toString('base64'), value: randomBytes(1 << 20).toString('base64') }),
+            body: JSON.stringify({
+              key: Buffer.from(`/registry/${tag}/${String(i).padStart(6, '0')}`).toString('base64'),
+              value: randomBytes(1 << 20).toString('base64'),
+            }),
           });
           if (!res.ok) throw new Error(`etcd put failed: ${res.status} ${await res.text()}`);
           await res.arrayBuffer();
@@ -318,7 +327,10 @@ export class OwnEtcd {
 
   /** One small key, so the next snapshot differs from the last. */
   async put(key: string, value: string): Promise<void> {
-    const res = await fetch(`${this.endpoint}/v3/kv/put`, { method: 'POST', body: JSON.stringify({ key: Buffer.from(key).toString('base64'), value: Buffer.from(value).toString('base64') }) });
+    const res = await fetch(`${this.endpoint}/v3/kv/put`, {
+      method: 'POST',
+      body: JSON.stringify({ key: Buffer.from(key).toString('base64'), value: Buffer.from(value).toString('base64') }),
+    });
     if (!res.ok) throw new Error(`etcd put failed: ${res.status}`);
     await res.arrayBuffer();
   }
@@ -410,6 +422,14 @@ export async function cleanPrefix(env: Env, prefix: string): Promise<void> {
 
 /** The reasons of the upload failures an agent logged, e.g. "network, timeout" ('' when none). */
 export function failureReasons(agent: AgentProcess): string {
-  const reasons = new Set(agent.lines.filter((l) => l.msg === 'upload failed; the snapshot stays pending and will be retried' || l.msg === 'upload stopped: the file changed or could not be read; checking it again').map((l) => String(l.reason)));
+  const reasons = new Set(
+    agent.lines
+      .filter(
+        (l) =>
+          l.msg === 'upload failed; the snapshot stays pending and will be retried' ||
+          l.msg === 'upload stopped: the file changed or could not be read; checking it again',
+      )
+      .map((l) => String(l.reason)),
+  );
   return [...reasons].sort().join(', ');
 }

@@ -18,7 +18,23 @@ import type { AgentProcess, LogLine } from '../support/agent.js';
 import { sha256File } from '../support/snapshots.js';
 import { s3Client, type World } from '../support/world.js';
 
-export const FAILURE_REASONS = ['network', 'timeout', 'tls', 'auth', 'bucket', 'throttled', 'server', 'credentials', 'integrity', 'refused', 'client', 'verify', 'changed', 'local_io', 'aborted'] as const;
+export const FAILURE_REASONS = [
+  'network',
+  'timeout',
+  'tls',
+  'auth',
+  'bucket',
+  'throttled',
+  'server',
+  'credentials',
+  'integrity',
+  'refused',
+  'client',
+  'verify',
+  'changed',
+  'local_io',
+  'aborted',
+] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];
 export const REJECT_REASONS = ['truncated', 'corrupt', 'format', 'unreadable', 'name'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
@@ -183,13 +199,15 @@ async function checkBucket(input: InvariantInput, out: string[]): Promise<Map<st
   for (const f of facts) {
     if (f.contentLength !== f.size) out.push(`object ${f.key}: downloaded ${f.size} bytes but HeadObject says ${f.contentLength}`);
     if (!f.metaSha256) out.push(`object ${f.key} has no manifest (nor sha256 metadata): an upload never confirmed`);
-    else if (f.metaSha256 !== f.sha256) out.push(`object ${f.key} is corrupt or partial: its bytes hash to ${short(f.sha256)}, its manifest says ${short(f.metaSha256)}`);
+    else if (f.metaSha256 !== f.sha256)
+      out.push(`object ${f.key} is corrupt or partial: its bytes hash to ${short(f.sha256)}, its manifest says ${short(f.metaSha256)}`);
   }
   // 1. every expected snapshot exactly once
   for (const e of input.expected) {
     const matching = facts.filter((f) => keyIsFor(f.key, input.prefix, e.name) && f.sha256 === e.sha256);
     if (matching.length === 0) out.push(`verified snapshot ${e.name} (${short(e.sha256)}, ${e.size} bytes) is not in S3`);
-    if (matching.length > 1) out.push(`verified snapshot ${e.name} (${short(e.sha256)}) is in S3 ${matching.length} times: ${matching.map((m) => m.key).join(', ')}`);
+    if (matching.length > 1)
+      out.push(`verified snapshot ${e.name} (${short(e.sha256)}) is in S3 ${matching.length} times: ${matching.map((m) => m.key).join(', ')}`);
     for (const m of matching) if (m.size !== e.size) out.push(`object ${m.key} has ${m.size} bytes, the snapshot ${e.size}`);
   }
   // ... and nothing else
@@ -257,19 +275,29 @@ async function metricViolations(input: InvariantInput, objects: Map<string, Obje
   eq('etcdbackup_uploads_total{result="success"}', shipped.length, `"${MSG.shipped}" lines`);
   eq('etcdbackup_uploads_total{result="already_present"}', count(lines, MSG.present), `"${MSG.present}" lines`);
   eq('etcdbackup_uploads_total{result="failure"}', count(lines, MSG.failed) + count(lines, MSG.changed), 'upload failure lines');
-  eq('etcdbackup_upload_bytes_total', shipped.reduce((n, l) => n + Number(l.size), 0), 'sizes in the shipped lines');
+  eq(
+    'etcdbackup_upload_bytes_total',
+    shipped.reduce((n, l) => n + Number(l.size), 0),
+    'sizes in the shipped lines',
+  );
   const failures = countBy(lines, [MSG.failed, MSG.changed], 'reason');
   for (const r of FAILURE_REASONS) eq(`etcdbackup_upload_failures_total{reason="${r}"}`, failures.get(r) ?? 0, `failure lines with reason ${r}`);
   const rejected = countBy(lines, [MSG.rejected], 'reason');
   for (const r of REJECT_REASONS) eq(`etcdbackup_snapshots_rejected_total{reason="${r}"}`, rejected.get(r) ?? 0, `rejection lines with reason ${r}`);
-  eq('etcdbackup_ledger_write_failures_total', lines.filter((l) => (MSG.ledgerFailures as readonly string[]).includes(l.msg)).length, 'ledger write failure lines');
+  eq(
+    'etcdbackup_ledger_write_failures_total',
+    lines.filter((l) => (MSG.ledgerFailures as readonly string[]).includes(l.msg)).length,
+    'ledger write failure lines',
+  );
   eq('etcdbackup_pruned_files_total{location="local"}', count(lines, MSG.pruned), `"${MSG.pruned}" lines`);
 
   // against the truth the test knows
   eq('etcdbackup_snapshots_pending', want.pending ?? 0, 'verified snapshots not yet in S3');
   eq('etcdbackup_s3_up', want.s3Up ?? 1, want.s3Up === 0 ? 'S3 is down' : 'S3 is up again');
   if (want.uploadsSuccess !== undefined) eq('etcdbackup_uploads_total{result="success"}', want.uploadsSuccess, 'objects this agent sent');
-  if (want.rejected) for (const r of REJECT_REASONS) eq(`etcdbackup_snapshots_rejected_total{reason="${r}"}`, want.rejected[r] ?? 0, `files the test made that must be rejected as ${r}`);
+  if (want.rejected)
+    for (const r of REJECT_REASONS)
+      eq(`etcdbackup_snapshots_rejected_total{reason="${r}"}`, want.rejected[r] ?? 0, `files the test made that must be rejected as ${r}`);
   for (const [r, n] of Object.entries(want.failuresAtLeast ?? {})) {
     const got = metric(text, `etcdbackup_upload_failures_total{reason="${r}"}`) ?? 0;
     if (got < n) out.push(`etcdbackup_upload_failures_total{reason="${r}"} is ${got}, but the fault caused at least ${n}`);
@@ -277,7 +305,8 @@ async function metricViolations(input: InvariantInput, objects: Map<string, Obje
   if (want.localSnapshots !== undefined) eq('etcdbackup_local_snapshots', want.localSnapshots, 'snapshot files in the directory');
   if (want.ledgerWriteFailuresAtLeast !== undefined) {
     const got = metric(text, 'etcdbackup_ledger_write_failures_total') ?? 0;
-    if (got < want.ledgerWriteFailuresAtLeast) out.push(`etcdbackup_ledger_write_failures_total is ${got}, but at least ${want.ledgerWriteFailuresAtLeast} ledger writes failed`);
+    if (got < want.ledgerWriteFailuresAtLeast)
+      out.push(`etcdbackup_ledger_write_failures_total is ${got}, but at least ${want.ledgerWriteFailuresAtLeast} ledger writes failed`);
   }
   // every upload the agent says it confirmed is in S3 with the sha256 it names
   for (const l of shipped) {

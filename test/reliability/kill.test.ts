@@ -5,7 +5,20 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { recorded, s3Client } from '../support/world.js';
-import { bigSnapshot, cleanPrefix, nodePrefix, pick, placeSnapshot, Recorder, rng, setupEnv, testDirs, type Env, type RealSnapshot, type TestDirs } from './harness.js';
+import {
+  bigSnapshot,
+  cleanPrefix,
+  nodePrefix,
+  pick,
+  placeSnapshot,
+  Recorder,
+  rng,
+  setupEnv,
+  testDirs,
+  type Env,
+  type RealSnapshot,
+  type TestDirs,
+} from './harness.js';
 import { checkInvariants, MSG } from './invariants.js';
 
 const rec = new Recorder('kill');
@@ -124,14 +137,19 @@ describe('fault 2: the agent killed or stopped mid-upload', () => {
         const openAfter = await openUploads(prefix);
         let outcome: string;
         if (complete) {
-          outcome = ledger.names.has(name) ? 'killed after the upload was confirmed and recorded' : 'killed between CompleteMultipartUpload and the ledger write';
+          outcome = ledger.names.has(name)
+            ? 'killed after the upload was confirmed and recorded'
+            : 'killed between CompleteMultipartUpload and the ledger write';
           // the upload is over for this name: the next kills go to a copy under a new name
           names.push(`big-${names.length + 1}.db`);
           await placeSnapshot(big, path.join(dirs.snapshots, names.at(-1)!));
         } else if (openAfter > openBefore) {
           outcome = 'killed mid-upload: multipart upload left open';
           midUpload++;
-        } else outcome = agent.lines.some((l) => l.msg === MSG.queued && l.file === path.join(dirs.snapshots, name)) ? 'killed after verification, before the upload began' : 'killed before verification finished';
+        } else
+          outcome = agent.lines.some((l) => l.msg === MSG.queued && l.file === path.join(dirs.snapshots, name))
+            ? 'killed after verification, before the upload began'
+            : 'killed before verification finished';
         if (attempt % cleanupEvery === 0 && openAfter > 0) {
           // the agent's own cleanup for uploads a crash left (retention.staleUploadAge, here forced to 0)
           const p = await env.cli(['--config', dirs.config, 'prune', '--stale-upload-age', '0s']);
@@ -141,7 +159,16 @@ describe('fault 2: the agent killed or stopped mid-upload', () => {
         }
         // every name but the newest has its one complete object; open uploads wait for the cleanup
         const done = names.slice(0, -1).map((n) => ({ name: n, sha256: big.sha256, size: big.size }));
-        violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix, expected: done, openUploadsAllowed: true, local: { dir: dirs.snapshots, files: names.map((n) => ({ name: n, sha256: big.sha256 })) } })));
+        violations.push(
+          ...(await checkInvariants({
+            world: env.world,
+            bucket: env.bucket,
+            prefix,
+            expected: done,
+            openUploadsAllowed: true,
+            local: { dir: dirs.snapshots, files: names.map((n) => ({ name: n, sha256: big.sha256 })) },
+          })),
+        );
         return { outcome, violations };
       });
     }
@@ -151,11 +178,25 @@ describe('fault 2: the agent killed or stopped mid-upload', () => {
       const present = new Set<string>();
       for (const n of names) if (await exists(prefix + n)) present.add(n);
       const { agent } = await env.start(dirs, { node, log: { level: 'debug' } });
-      for (const n of names) await agent.waitFor((l) => path.basename(String(l.file ?? '')) === n && [MSG.shipped, MSG.present, 'already confirmed in S3'].includes(l.msg), 600_000, `${n} shipped or found in S3`);
+      for (const n of names)
+        await agent.waitFor(
+          (l) => path.basename(String(l.file ?? '')) === n && [MSG.shipped, MSG.present, 'already confirmed in S3'].includes(l.msg),
+          600_000,
+          `${n} shipped or found in S3`,
+        );
       const expected = names.map((n) => ({ name: n, sha256: big.sha256, size: big.size }));
       const local = { dir: dirs.snapshots, files: names.map((n) => ({ name: n, sha256: big.sha256 })) };
       // open uploads of the killed runs are still there: the stale-upload cleanup comes next
-      const violations = await checkInvariants({ world: env.world, bucket: env.bucket, prefix, expected, local, agent, openUploadsAllowed: true, metrics: { uploadsSuccess: names.length - present.size } });
+      const violations = await checkInvariants({
+        world: env.world,
+        bucket: env.bucket,
+        prefix,
+        expected,
+        local,
+        agent,
+        openUploadsAllowed: true,
+        metrics: { uploadsSuccess: names.length - present.size },
+      });
       const stop = await agent.stop();
       if (stop.code !== 0) violations.push(`agent exited ${stop.code} on SIGTERM`);
       const p = await env.cli(['--config', dirs.config, 'prune', '--stale-upload-age', '0s']);
@@ -205,15 +246,33 @@ describe('fault 2: the agent killed or stopped mid-upload', () => {
         const complete = await exists(`${nodePrefix(node)}big.db`);
         const one = [{ name: 'big.db', sha256: big.sha256, size: big.size }];
         const local = { dir: dirs.snapshots, files: [{ name: 'big.db', sha256: big.sha256 }] };
-        violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: complete ? one : [], local })).map((v) => `after SIGTERM: ${v}`));
+        violations.push(
+          ...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: complete ? one : [], local })).map(
+            (v) => `after SIGTERM: ${v}`,
+          ),
+        );
         if (finished && !complete) violations.push('the agent said shipped, S3 has no object');
         const port = Number(String((cfg.metrics as { listen: string }).listen).split(':')[1]);
         const again = (await env.start(dirs, { node, log: { level: 'debug' } }, { port })).agent;
         await again.waitFor((l) => [MSG.shipped, MSG.present, 'already confirmed in S3'].includes(l.msg), 300_000, 'big.db shipped or found after the restart');
-        violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: one, local, agent: again, metrics: { uploadsSuccess: complete ? 0 : 1 } })));
+        violations.push(
+          ...(await checkInvariants({
+            world: env.world,
+            bucket: env.bucket,
+            prefix: nodePrefix(node),
+            expected: one,
+            local,
+            agent: again,
+            metrics: { uploadsSuccess: complete ? 0 : 1 },
+          })),
+        );
         await again.stop();
         await cleanPrefix(env, nodePrefix(node));
-        const outcome = finished ? 'finished within the drain time' : complete ? 'aborted as Complete was in flight: the object is whole; found, not resent, after restart' : 'aborted, nothing left open; shipped after restart';
+        const outcome = finished
+          ? 'finished within the drain time'
+          : complete
+            ? 'aborted as Complete was in flight: the object is whole; found, not resent, after restart'
+            : 'aborted, nothing left open; shipped after restart';
         worst = Math.max(worst, took - drainS);
         return { outcome: `${outcome}; exit 0`, violations };
       });

@@ -60,7 +60,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
     const fault = rec.fault({
       id: 's3-outage-start',
       category: '1',
-      fault: 'S3 unreachable from the agent\'s start and for a long outage',
+      fault: "S3 unreachable from the agent's start and for a long outage",
       how: `TCP proxy between agent and RGW refuses connections (ECONNREFUSED) or accepts and forwards nothing (stall) for ${outageMs / 1000} s; snapshots arrive before and during the outage`,
     });
     for (const mode of ['refuse', 'blackhole'] as const) {
@@ -79,7 +79,15 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           await agent.waitMsg(MSG.queued, 'during.db');
           await agent.waitMsg(MSG.failed, undefined, 30_000);
           const files = [before, during].map((s) => ({ name: path.basename(s.path), sha256: s.sha256 }));
-          const inFault = await checkInvariants({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), expected: [], local: { dir: dirs.snapshots, files }, agent, metrics: { pending: 2, s3Up: 0 } });
+          const inFault = await checkInvariants({
+            world: env.world,
+            bucket: env.bucket,
+            prefix: nodePrefix(node),
+            expected: [],
+            local: { dir: dirs.snapshots, files },
+            agent,
+            metrics: { pending: 2, s3Up: 0 },
+          });
           const ready = await fetch(agent.metricsUrl.replace('/metrics', '/readyz'));
           if (ready.status !== 503) inFault.push(`/readyz answered ${ready.status} while S3 was unreachable`);
           // the outage itself: it lasts, whatever the agent does meanwhile
@@ -99,7 +107,10 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           const readyAfter = await fetch(agent.metricsUrl.replace('/metrics', '/readyz'));
           if (readyAfter.status !== 200) after.push(`/readyz answered ${readyAfter.status} after S3 came back`);
           await agent.stop();
-          return { outcome: `${mode}: pending during the outage, both shipped after (${failureReasons(agent)})`, violations: [...inFault.map((v) => `during outage: ${v}`), ...after] };
+          return {
+            outcome: `${mode}: pending during the outage, both shipped after (${failureReasons(agent)})`,
+            violations: [...inFault.map((v) => `during outage: ${v}`), ...after],
+          };
         } finally {
           await proxy.close();
         }
@@ -167,11 +178,24 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
         const shippedEarly = agent.lines.some((l) => l.msg === MSG.shipped);
         await env.world.restartRgw();
         await agent.waitMsg(MSG.shipped, 'big.db', 300_000);
-        const violations = await checkShippedOnce({ world: env.world, bucket: env.bucket, prefix: nodePrefix(node), dir: dirs.snapshots }, 'big.db', big, agent, { uploadsSuccess: 1 });
+        const violations = await checkShippedOnce(
+          { world: env.world, bucket: env.bucket, prefix: nodePrefix(node), dir: dirs.snapshots },
+          'big.db',
+          big,
+          agent,
+          { uploadsSuccess: 1 },
+        );
         await agent.stop();
         await cleanPrefix(env, nodePrefix(node));
         const reasons = failureReasons(agent);
-        return { outcome: shippedEarly ? 'shipped before the restart' : reasons ? `upload failed (${reasons}), retried, shipped once` : 'SDK retries absorbed the restart, shipped once', violations };
+        return {
+          outcome: shippedEarly
+            ? 'shipped before the restart'
+            : reasons
+              ? `upload failed (${reasons}), retried, shipped once`
+              : 'SDK retries absorbed the restart, shipped once',
+          violations,
+        };
       });
     }
   });
@@ -221,7 +245,7 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
       id: 'stall-mid-part',
       category: '1',
       fault: 'S3 connections stall mid-part: nothing arrives, nothing is refused',
-      how: `TCP proxy forwards nothing (blackhole) from a random byte of a ${(medium.size / 2 ** 20).toFixed(0)} MiB upload for 2.5–9 s${pick('', ' (the last run 30 s, longer than the SDK\'s retries and the abort)')}, then passes again; agent runs with s3.requestTimeout 2s so stalls are noticed`,
+      how: `TCP proxy forwards nothing (blackhole) from a random byte of a ${(medium.size / 2 ** 20).toFixed(0)} MiB upload for 2.5–9 s${pick('', " (the last run 30 s, longer than the SDK's retries and the abort)")}, then passes again; agent runs with s3.requestTimeout 2s so stalls are noticed`,
     });
     for (let i = 0; i < runs; i++) {
       const node = `stall-${++runNo}`;
@@ -246,7 +270,10 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           await agent.stop();
           await cleanPrefix(env, nodePrefix(node));
           const reasons = failureReasons(agent);
-          return { outcome: reasons ? `stall detected, upload failed (${reasons}), retried, shipped once` : 'SDK retries outlasted the stall, shipped once', violations };
+          return {
+            outcome: reasons ? `stall detected, upload failed (${reasons}), retried, shipped once` : 'SDK retries outlasted the stall, shipped once',
+            violations,
+          };
         } finally {
           await proxy.close();
         }
@@ -275,7 +302,10 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
           const { agent } = await env.start(dirs, { node, s3: { endpoint: proxy.url, ...FAST_S3 } });
           await agent.waitMsg('S3 reachable');
           proxy.failNext(op, n);
-          const snap = op === 'PutObject' ? await freshSnapshot(env.world, path.join(dirs.snapshots, 'small.db')) : await placeSnapshot(medium, path.join(dirs.snapshots, 'medium.db'));
+          const snap =
+            op === 'PutObject'
+              ? await freshSnapshot(env.world, path.join(dirs.snapshots, 'small.db'))
+              : await placeSnapshot(medium, path.join(dirs.snapshots, 'medium.db'));
           const name = path.basename(snap.path);
           await agent.waitMsg(MSG.shipped, name, 120_000);
           const violations = await checkInvariants({
@@ -287,7 +317,8 @@ describe('fault 1: S3 unreachable, restarted, resetting, stalling, throttling', 
             agent,
             metrics: { uploadsSuccess: 1 },
           });
-          if (proxy.pending(op) !== 0) violations.push(`${proxy.pending(op)} of the ${n} SlowDown answers for ${op} were never asked for: the fault did not happen as planned`);
+          if (proxy.pending(op) !== 0)
+            violations.push(`${proxy.pending(op)} of the ${n} SlowDown answers for ${op} were never asked for: the fault did not happen as planned`);
           const reasons = failureReasons(agent);
           if (reasons && reasons !== 'throttled') violations.push(`503 SlowDown was counted as ${reasons}, not throttled`);
           await agent.stop();

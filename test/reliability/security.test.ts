@@ -41,11 +41,14 @@ function get(url: string, opts: { ca?: Buffer; auth?: string; plain?: boolean })
   return new Promise((resolve) => {
     const u = new URL(url);
     const headers: Record<string, string> = opts.auth ? { Authorization: `Basic ${Buffer.from(opts.auth).toString('base64')}` } : {};
-    const req = (opts.plain ? httpRequest : httpsRequest)({ host: u.hostname, port: u.port, path: u.pathname, headers, ...(opts.plain ? {} : { ca: opts.ca }), timeout: 10_000 }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = (opts.plain ? httpRequest : httpsRequest)(
+      { host: u.hostname, port: u.port, path: u.pathname, headers, ...(opts.plain ? {} : { ca: opts.ca }), timeout: 10_000 },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: 0, body: '', error: e.code ?? e.message }));
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.end();
@@ -68,7 +71,10 @@ describe('security', () => {
     await writeFile(preload, `setTimeout(() => { throw new Error('boom with ' + process.env.AWS_SECRET_ACCESS_KEY); }, 4000);\n`);
     const rejectPreload = path.join(dirs.root, 'reject.cjs');
     await writeFile(rejectPreload, `setTimeout(() => { Promise.reject(new Error('rejected with ' + process.env.AWS_SECRET_ACCESS_KEY)); }, 4000);\n`);
-    for (const [label, file] of [['uncaught exception', preload], ['unhandled rejection', rejectPreload]] as const) {
+    for (const [label, file] of [
+      ['uncaught exception', preload],
+      ['unhandled rejection', rejectPreload],
+    ] as const) {
       await fault.run(`crash: ${label}`, async () => {
         const { agent } = await env.start(dirs, { node: 'crash', log: { level: 'debug' } }, { env: agentEnv(world, { NODE_OPTIONS: `--require=${file}` }) });
         const exit = await agent.exited;
@@ -82,27 +88,40 @@ describe('security', () => {
     }
     await fault.run('wrong secret key', async () => {
       const d = await testDirs();
-      const { agent } = await env.start(d, { node: 'wrong-secret', log: { level: 'debug' } }, { env: agentEnv(world, { AWS_SECRET_ACCESS_KEY: WRONG_SECRET }) });
+      const { agent } = await env.start(
+        d,
+        { node: 'wrong-secret', log: { level: 'debug' } },
+        { env: agentEnv(world, { AWS_SECRET_ACCESS_KEY: WRONG_SECRET }) },
+      );
       await freshSnapshot(world, path.join(d.snapshots, 'a.db'));
       const failed = await agent.waitMsg(MSG.failed, 'a.db');
       const violations: string[] = [];
       if (failed.reason !== 'auth') violations.push(`a refused signature counted as ${failed.reason}, not auth`);
-      if ((await agent.metric('etcdbackup_upload_failures_total{reason="auth"}')) === 0) violations.push('etcdbackup_upload_failures_total{reason="auth"} stayed 0');
+      if ((await agent.metric('etcdbackup_upload_failures_total{reason="auth"}')) === 0)
+        violations.push('etcdbackup_upload_failures_total{reason="auth"} stayed 0');
       const scraped = await agent.metrics();
       await capture(env.file, 'metrics (wrong secret)', scraped);
       await agent.stop();
-      for (const s of [WRONG_SECRET, world.s3.secretAccessKey]) if ((agent.stdout + agent.stderr + scraped).includes(s)) violations.push('a secret key is in the output');
+      for (const s of [WRONG_SECRET, world.s3.secretAccessKey])
+        if ((agent.stdout + agent.stderr + scraped).includes(s)) violations.push('a secret key is in the output');
       return { outcome: 'refused as auth, retried, no key printed', violations };
     });
     await fault.run('secret key in the config file', async () => {
       const d = await testDirs();
       const violations: string[] = [];
-      for (const bad of [{ s3: { secretAccessKey: world.s3.secretAccessKey } }, { s3: { endpoint: `http://${world.s3.accessKeyId}:${world.s3.secretAccessKey}@127.0.0.1:1` } }]) {
-        await writeFile(d.config, JSON.stringify({ snapshotDir: d.snapshots, stateDir: d.state, s3: { bucket: env.bucket, endpoint: world.s3.endpoint, ...bad.s3 } }));
+      for (const bad of [
+        { s3: { secretAccessKey: world.s3.secretAccessKey } },
+        { s3: { endpoint: `http://${world.s3.accessKeyId}:${world.s3.secretAccessKey}@127.0.0.1:1` } },
+      ]) {
+        await writeFile(
+          d.config,
+          JSON.stringify({ snapshotDir: d.snapshots, stateDir: d.state, s3: { bucket: env.bucket, endpoint: world.s3.endpoint, ...bad.s3 } }),
+        );
         for (const verb of [['check-config'], ['run']]) {
           const r = await env.cli(['--config', d.config, ...verb], { timeoutMs: 30_000 });
           if (r.code !== 78) violations.push(`${verb[0]} with ${Object.keys(bad.s3)[0]} holding the secret exited ${r.code}, expected 78`);
-          if ((r.stdout + r.stderr).includes(world.s3.secretAccessKey)) violations.push(`${verb[0]} echoed the secret key from the config (${Object.keys(bad.s3)[0]})`);
+          if ((r.stdout + r.stderr).includes(world.s3.secretAccessKey))
+            violations.push(`${verb[0]} echoed the secret key from the config (${Object.keys(bad.s3)[0]})`);
         }
       }
       return { outcome: 'refused with exit 78, value never echoed', violations };
@@ -117,7 +136,14 @@ describe('security', () => {
       const { agent } = await env.start(d, { node: 'credfile', s3: { credentialsFile: creds }, log: { level: 'debug' } }, { env: env0 });
       const s = await freshSnapshot(world, path.join(d.snapshots, 'a.db'));
       await agent.waitMsg(MSG.shipped, 'a.db');
-      const violations = await checkInvariants({ world, bucket: env.bucket, prefix: nodePrefix('credfile'), expected: [{ name: 'a.db', sha256: s.sha256, size: s.size }], agent, metrics: { uploadsSuccess: 1 } });
+      const violations = await checkInvariants({
+        world,
+        bucket: env.bucket,
+        prefix: nodePrefix('credfile'),
+        expected: [{ name: 'a.db', sha256: s.sha256, size: s.size }],
+        agent,
+        metrics: { uploadsSuccess: 1 },
+      });
       await capture(env.file, 'metrics (credentials file)', await agent.metrics());
       await agent.stop();
       return { outcome: 'shipped with keys from s3.credentialsFile', violations };
@@ -135,16 +161,43 @@ describe('security', () => {
       const dirs = await testDirs();
       const cert = path.join(dirs.root, 'metrics.crt');
       const key = path.join(dirs.root, 'metrics.key');
-      await exec('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert]);
+      await exec('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ]);
       const pwFile = path.join(dirs.root, 'password');
       await writeFile(pwFile, `${PASSWORD}\n`, { mode: 0o600 });
-      const { agent } = await env.start(dirs, { node: 'tls', metrics: { tlsCertFile: cert, tlsKeyFile: key, basicAuthUser: 'prometheus', basicAuthPasswordFile: pwFile }, log: { level: 'debug' } });
+      const { agent } = await env.start(dirs, {
+        node: 'tls',
+        metrics: { tlsCertFile: cert, tlsKeyFile: key, basicAuthUser: 'prometheus', basicAuthPasswordFile: pwFile },
+        log: { level: 'debug' },
+      });
       const ca = await readFile(cert);
       const base = agent.metricsUrl.replace('/metrics', '');
       const httpsBase = base.replace('http://', 'https://');
       const violations: string[] = [];
       for (const p of ['/metrics', '/healthz', '/readyz']) {
-        for (const [label, auth] of [['no credentials', undefined], ['wrong password', 'prometheus:nope'], ['wrong user', `admin:${PASSWORD}`], ['empty password', 'prometheus:']] as const) {
+        for (const [label, auth] of [
+          ['no credentials', undefined],
+          ['wrong password', 'prometheus:nope'],
+          ['wrong user', `admin:${PASSWORD}`],
+          ['empty password', 'prometheus:'],
+        ] as const) {
           const r = await get(httpsBase + p, { ca, auth });
           if (r.status !== 401) violations.push(`${p} with ${label} answered ${r.status || r.error}, expected 401`);
           if (r.body.includes('etcdbackup_')) violations.push(`${p} with ${label} leaked metrics`);
@@ -180,7 +233,8 @@ describe('security', () => {
       const mode = async (p: string): Promise<number> => (await stat(p)).mode & 0o777;
       const expectMode = async (p: string, want: number, what: string): Promise<void> => {
         const m = await mode(p).catch(() => -1);
-        if (m !== want) violations.push(`${what} ${p} has mode ${m < 0 ? 'missing' : m.toString(8).padStart(4, '0')}, expected ${want.toString(8).padStart(4, '0')}`);
+        if (m !== want)
+          violations.push(`${what} ${p} has mode ${m < 0 ? 'missing' : m.toString(8).padStart(4, '0')}, expected ${want.toString(8).padStart(4, '0')}`);
       };
       await expectMode(stateDir, 0o700, 'state directory');
       await expectMode(path.join(dirs.root, 'var'), 0o700, 'state directory parent it created');
@@ -191,7 +245,11 @@ describe('security', () => {
       const out = path.join(dirs.root, 'fetched', 'a.db');
       const cfgArgs = ['--config', dirs.config];
       const sh = (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-        new Promise((resolve) => execFile('sh', ['-c', 'umask 000 && exec "$@"', 'sh', ...agentCommand(args)], { env: agentEnv(env.world) }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })));
+        new Promise((resolve) =>
+          execFile('sh', ['-c', 'umask 000 && exec "$@"', 'sh', ...agentCommand(args)], { env: agentEnv(env.world) }, (err, stdout, stderr) =>
+            resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+          ),
+        );
       const f = await sh([...cfgArgs, 'fetch', '--latest', '--output', out]);
       await capture(env.file, 'fetch', f.stdout + f.stderr);
       if (f.code !== 0) violations.push(`fetch exited ${f.code}: ${f.stderr.slice(0, 200)}`);
@@ -205,7 +263,8 @@ describe('security', () => {
       if (r.code !== 0) violations.push(`import-rke exited ${r.code}: ${r.stderr.slice(0, 200)}`);
       else {
         await expectMode(path.join(imported, 'credentials'), 0o600, 'imported credentials');
-        for (const n of await readdir(imported)) if ((await mode(path.join(imported, n))) & 0o007) violations.push(`import-rke wrote ${n} readable or writable by other users`);
+        for (const n of await readdir(imported))
+          if ((await mode(path.join(imported, n))) & 0o007) violations.push(`import-rke wrote ${n} readable or writable by other users`);
         if ((await mode(imported)) & 0o007) violations.push('import-rke created its directory open to other users');
         if ((r.stdout + r.stderr).includes('myaccesssecret')) violations.push('import-rke printed the secret key');
       }
@@ -233,9 +292,20 @@ describe('security', () => {
     } catch (e) {
       // npm audit exits 1 when it finds anything; the JSON is still on stdout
       out = (e as { stdout?: string }).stdout ?? '';
-      if (!out.trim().startsWith('{')) return cannot(`npm audit did not run: ${String((e as { stderr?: string }).stderr ?? e).trim().split('\n')[0]!.slice(0, 300)}`);
+      if (!out.trim().startsWith('{'))
+        return cannot(
+          `npm audit did not run: ${String((e as { stderr?: string }).stderr ?? e)
+            .trim()
+            .split('\n')[0]!
+            .slice(0, 300)}`,
+        );
     }
-    const report = JSON.parse(out) as { message?: string; statusCode?: number; error?: { code?: string; summary?: string }; metadata?: { vulnerabilities?: Record<string, number>; dependencies?: { prod?: number } } };
+    const report = JSON.parse(out) as {
+      message?: string;
+      statusCode?: number;
+      error?: { code?: string; summary?: string };
+      metadata?: { vulnerabilities?: Record<string, number>; dependencies?: { prod?: number } };
+    };
     if (report.error || !report.metadata) {
       const registry = (await exec('npm', ['config', 'get', 'registry'], { cwd: PROJECT_ROOT })).stdout.trim();
       const why = report.message || report.error?.summary || report.error?.code || 'no report';
@@ -245,7 +315,10 @@ describe('security', () => {
       const v = report.metadata?.vulnerabilities ?? {};
       const violations: string[] = [];
       if ((v.high ?? 0) > 0 || (v.critical ?? 0) > 0) violations.push(`npm audit: ${v.high ?? 0} high, ${v.critical ?? 0} critical in production dependencies`);
-      return { outcome: `${v.critical ?? 0} critical, ${v.high ?? 0} high, ${v.moderate ?? 0} moderate, ${v.low ?? 0} low (${report.metadata?.dependencies?.prod ?? '?'} production dependencies)`, violations };
+      return {
+        outcome: `${v.critical ?? 0} critical, ${v.high ?? 0} high, ${v.moderate ?? 0} moderate, ${v.low ?? 0} low (${report.metadata?.dependencies?.prod ?? '?'} production dependencies)`,
+        violations,
+      };
     });
   });
 
@@ -275,7 +348,11 @@ describe('security', () => {
       }
       // the grep must have seen this file's own provocations at least
       if (!files.includes('security.log') || sections === 0) violations.push('nothing was captured: the grep would pass vacuously');
-      return { outcome: `${files.length} files, ${sections} captured outputs, ${(bytes / 2 ** 20).toFixed(1)} MiB: no secret`, violations, detail: `scanned ${files.length} test files' output` };
+      return {
+        outcome: `${files.length} files, ${sections} captured outputs, ${(bytes / 2 ** 20).toFixed(1)} MiB: no secret`,
+        violations,
+        detail: `scanned ${files.length} test files' output`,
+      };
     });
   });
 });

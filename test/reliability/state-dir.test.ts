@@ -120,10 +120,19 @@ describe('fault 4: state directory full or read-only', () => {
           await agent.waitMsg(MSG.shipped, n);
         }
         const local = { dir: dirs.snapshots, files: snaps.map((s) => ({ name: path.basename(s.path), sha256: s.sha256 })) };
-        const violations = await checkInvariants({ world: env.world, bucket: env.bucket, prefix, expected: snaps.map(expectOf), local, agent, metrics: { uploadsSuccess: 3, ledgerWriteFailuresAtLeast: 2 } });
+        const violations = await checkInvariants({
+          world: env.world,
+          bucket: env.bucket,
+          prefix,
+          expected: snaps.map(expectOf),
+          local,
+          agent,
+          metrics: { uploadsSuccess: 3, ledgerWriteFailuresAtLeast: 2 },
+        });
         // the ledger on disk is the one from before the fault, intact (writes are atomic)
         const onDisk = await ledgerNames(dirs);
-        if (JSON.stringify(onDisk) !== JSON.stringify(['s1.db'])) violations.push(`ledger on disk is ${JSON.stringify(onDisk)} while broken, expected the intact ["s1.db"]`);
+        if (JSON.stringify(onDisk) !== JSON.stringify(['s1.db']))
+          violations.push(`ledger on disk is ${JSON.stringify(onDisk)} while broken, expected the intact ["s1.db"]`);
         const stopped = await agent.stop();
         if (stopped.code !== 0) violations.push(`agent exited ${stopped.code} on SIGTERM with the ledger unsaved`);
 
@@ -131,7 +140,19 @@ describe('fault 4: state directory full or read-only', () => {
         const { agent: second } = await env.start(dirs, { node });
         await second.waitMsg('S3 reachable');
         for (const n of ['s2.db', 's3.db']) await second.waitMsg(MSG.present, n);
-        violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix, expected: snaps.map(expectOf), local, agent: second, metrics: { uploadsSuccess: 0, ledgerWriteFailuresAtLeast: 2 } })).map((v) => `restart while broken: ${v}`));
+        violations.push(
+          ...(
+            await checkInvariants({
+              world: env.world,
+              bucket: env.bucket,
+              prefix,
+              expected: snaps.map(expectOf),
+              local,
+              agent: second,
+              metrics: { uploadsSuccess: 0, ledgerWriteFailuresAtLeast: 2 },
+            })
+          ).map((v) => `restart while broken: ${v}`),
+        );
         await second.stop();
 
         // repaired: the next write brings the ledger up to date with everything the agent knows
@@ -139,9 +160,22 @@ describe('fault 4: state directory full or read-only', () => {
         const { agent: third } = await env.start(dirs, { node });
         snaps.push(await freshSnapshot(env.world, path.join(dirs.snapshots, 's4.db')));
         await third.waitMsg(MSG.shipped, 's4.db');
-        violations.push(...(await checkInvariants({ world: env.world, bucket: env.bucket, prefix, expected: snaps.map(expectOf), local: { ...local, files: snaps.map((s) => ({ name: path.basename(s.path), sha256: s.sha256 })) }, agent: third, metrics: { uploadsSuccess: 1 } })).map((v) => `after repair: ${v}`));
+        violations.push(
+          ...(
+            await checkInvariants({
+              world: env.world,
+              bucket: env.bucket,
+              prefix,
+              expected: snaps.map(expectOf),
+              local: { ...local, files: snaps.map((s) => ({ name: path.basename(s.path), sha256: s.sha256 })) },
+              agent: third,
+              metrics: { uploadsSuccess: 1 },
+            })
+          ).map((v) => `after repair: ${v}`),
+        );
         const repaired = await ledgerNames(dirs);
-        if (JSON.stringify(repaired) !== JSON.stringify(['s1.db', 's2.db', 's3.db', 's4.db'])) violations.push(`ledger after repair is ${JSON.stringify(repaired)}, expected all four snapshots`);
+        if (JSON.stringify(repaired) !== JSON.stringify(['s1.db', 's2.db', 's3.db', 's4.db']))
+          violations.push(`ledger after repair is ${JSON.stringify(repaired)}, expected all four snapshots`);
         await third.stop();
         return { outcome: 'kept shipping, failures counted, ledger intact, no upload repeated after restart, caught up after repair', violations };
       });
@@ -153,7 +187,10 @@ describe('fault 4: state directory full or read-only', () => {
       id: 'state-unusable-at-start',
       category: '4',
       fault: 'state directory read-only or impossible to create when the agent starts',
-      how: how === 'tmpfs' ? 'stateDir on a read-only tmpfs (no ledger can be written), and stateDir below it (cannot be created)' : 'stateDir immutable with chattr +i, and stateDir below it',
+      how:
+        how === 'tmpfs'
+          ? 'stateDir on a read-only tmpfs (no ledger can be written), and stateDir below it (cannot be created)'
+          : 'stateDir immutable with chattr +i, and stateDir below it',
     });
     for (const variant of ['read-only', 'cannot-create'] as const) {
       await fault.run(variant, async () => {

@@ -64,7 +64,13 @@ export async function testDirs(prefix = 'agent-'): Promise<TestDirs> {
 }
 
 /** Writes a config for the world's S3 (deep-merging overrides) and returns it. */
-export async function writeConfig(dirs: TestDirs, world: World, bucket: string, overrides: Record<string, unknown> = {}, metricsPort?: number): Promise<Record<string, unknown>> {
+export async function writeConfig(
+  dirs: TestDirs,
+  world: World,
+  bucket: string,
+  overrides: Record<string, unknown> = {},
+  metricsPort?: number,
+): Promise<Record<string, unknown>> {
   const base: Record<string, unknown> = {
     cluster: 'test',
     node: 'node-a',
@@ -85,7 +91,10 @@ function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<s
   const out: Record<string, unknown> = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const cur = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur) ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+        ? merge(cur as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
   }
   return out;
 }
@@ -177,21 +186,39 @@ export class AgentProcess {
       };
       const timer = setTimeout(() => {
         this.waiters.delete(w);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last lines:\n${this.lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${this.stderr.slice(-2000)}`));
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${what}; last lines:\n${this.lines
+              .slice(-15)
+              .map((l) => JSON.stringify(l))
+              .join('\n')}\nstderr: ${this.stderr.slice(-2000)}`,
+          ),
+        );
       }, timeoutMs);
       this.waiters.add(w);
       void this.exited.then(({ code, signal }) => {
         if (this.waiters.has(w)) {
           this.waiters.delete(w);
           clearTimeout(timer);
-          reject(new Error(`agent exited (${signal ?? code}) while waiting for ${what}; stderr: ${this.stderr.slice(-2000)}\nlast lines:\n${this.lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`));
+          reject(
+            new Error(
+              `agent exited (${signal ?? code}) while waiting for ${what}; stderr: ${this.stderr.slice(-2000)}\nlast lines:\n${this.lines
+                .slice(-15)
+                .map((l) => JSON.stringify(l))
+                .join('\n')}`,
+            ),
+          );
         }
       });
     });
   }
 
   waitMsg(msg: string, file?: string, timeoutMs?: number): Promise<LogLine> {
-    return this.waitFor((l) => l.msg === msg && (file === undefined || l.file === undefined || path.basename(String(l.file)) === file), timeoutMs, `"${msg}"${file ? ` for ${file}` : ''}`);
+    return this.waitFor(
+      (l) => l.msg === msg && (file === undefined || l.file === undefined || path.basename(String(l.file)) === file),
+      timeoutMs,
+      `"${msg}"${file ? ` for ${file}` : ''}`,
+    );
   }
 
   count(msg: string, file?: string): number {

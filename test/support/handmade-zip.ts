@@ -199,7 +199,16 @@ async function writeTo(sink: Sink, inputs: ZipInput[], opts: WriteZipOptions): P
     c.writeUInt32LE((0o100600 << 16) >>> 0, 38);
     c.writeUInt32LE(zip64 ? U32 : localHeaderOffset, 42);
     centrals.push(Buffer.concat([c, name, centralExtra]));
-    written.push({ name: input.name, method, crc32: crc, compressedSize: csize, uncompressedSize: usize, localHeaderOffset, dataOffset, centralHeaderOffset: -1 });
+    written.push({
+      name: input.name,
+      method,
+      crc32: crc,
+      compressedSize: csize,
+      uncompressedSize: usize,
+      localHeaderOffset,
+      dataOffset,
+      centralHeaderOffset: -1,
+    });
   }
 
   const cdOffset = sink.pos;

@@ -127,7 +127,12 @@ export async function startHttpFaultProxy(opts: { target: string; port?: number 
       const id = `fault-${++requestSeq}`;
       const body = errorBody(rejectNow, id);
       // answer before the body is read, then drop the connection: the client is still writing
-      res.writeHead(rejectNow.status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body), Connection: 'close', 'x-amz-request-id': id });
+      res.writeHead(rejectNow.status, {
+        'Content-Type': 'application/xml',
+        'Content-Length': Buffer.byteLength(body),
+        Connection: 'close',
+        'x-amz-request-id': id,
+      });
       res.end(body, () => req.socket.destroy());
       wake();
       return;

@@ -6,7 +6,19 @@ import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import type { CompletedPart, CreateOptions, GetOptions, ObjectInfo, ObjectLock, PartChecksum, Store, UploadInfo } from '../../agent/store/store.js';
 
-export type Op = 'createUpload' | 'uploadPart' | 'completeUpload' | 'abortUpload' | 'listUploads' | 'putObject' | 'head' | 'list' | 'get' | 'delete' | 'setRetention' | 'check';
+export type Op =
+  | 'createUpload'
+  | 'uploadPart'
+  | 'completeUpload'
+  | 'abortUpload'
+  | 'listUploads'
+  | 'putObject'
+  | 'head'
+  | 'list'
+  | 'get'
+  | 'delete'
+  | 'setRetention'
+  | 'check';
 
 /** An error shaped like the SDK's: name, HTTP status, message. */
 export function s3Error(name: string, status: number, message = name): Error {
@@ -91,14 +103,23 @@ export class MemoryStore implements Store {
     return id;
   }
 
-  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, checksum: PartChecksum, signal?: AbortSignal): Promise<{ etag: string }> {
+  async uploadPart(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    body: Uint8Array,
+    checksum: PartChecksum,
+    signal?: AbortSignal,
+  ): Promise<{ etag: string }> {
     this.enter('uploadPart', key);
     signal?.throwIfAborted();
     const u = this.uploads.get(uploadId);
     if (!u || u.key !== key) throw s3Error('NoSuchUpload', 404);
-    if (partNumber > (this.opts.maxParts ?? 10_000)) throw s3Error('InvalidArgument', 400, `Part number must be an integer between 1 and ${this.opts.maxParts ?? 10_000}, inclusive`);
+    if (partNumber > (this.opts.maxParts ?? 10_000))
+      throw s3Error('InvalidArgument', 400, `Part number must be an integer between 1 and ${this.opts.maxParts ?? 10_000}, inclusive`);
     const b = Buffer.from(body);
-    if (this.opts.lockNeedsPartChecksum && u.opts.lock && checksum.kind === 'sha256') throw s3Error('InvalidRequest', 400, 'Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part requests with Object Lock parameters');
+    if (this.opts.lockNeedsPartChecksum && u.opts.lock && checksum.kind === 'sha256')
+      throw s3Error('InvalidRequest', 400, 'Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part requests with Object Lock parameters');
     if (checksum.kind === 'sha256' && createHash('sha256').update(b).digest('hex') !== checksum.value) throw s3Error('XAmzContentSHA256Mismatch', 400);
     if (checksum.kind === 'md5' && createHash('md5').update(b).digest('base64') !== checksum.value) throw s3Error('BadDigest', 400);
     if (checksum.kind === 'crc32' && this.opts.checksCrc32) {
@@ -127,8 +148,16 @@ export class MemoryStore implements Store {
       bodies.push(stored.body);
     }
     const body = Buffer.concat(bodies);
-    const digest = createHash('md5').update(Buffer.concat(parts.map((p) => Buffer.from(u.parts.get(p.partNumber)!.etag.replace(/"/g, ''), 'hex')))).digest('hex');
-    this.objects.set(key, { body, metadata: { ...u.opts.metadata }, lastModified: this.now(), etag: `"${digest}-${parts.length}"`, ...(u.opts.lock && !this.opts.dropsMultipartLock ? { retainUntil: u.opts.lock.until, lockMode: u.opts.lock.mode } : {}) });
+    const digest = createHash('md5')
+      .update(Buffer.concat(parts.map((p) => Buffer.from(u.parts.get(p.partNumber)!.etag.replace(/"/g, ''), 'hex'))))
+      .digest('hex');
+    this.objects.set(key, {
+      body,
+      metadata: { ...u.opts.metadata },
+      lastModified: this.now(),
+      etag: `"${digest}-${parts.length}"`,
+      ...(u.opts.lock && !this.opts.dropsMultipartLock ? { retainUntil: u.opts.lock.until, lockMode: u.opts.lock.mode } : {}),
+    });
     this.uploads.delete(uploadId);
   }
 
@@ -149,14 +178,27 @@ export class MemoryStore implements Store {
     const old = this.objects.get(key);
     if (old?.retainUntil && old.retainUntil > this.now()) throw s3Error('AccessDenied', 403, 'Access Denied because object protected by object lock');
     const b = Buffer.from(body);
-    this.objects.set(key, { body: b, metadata: { ...opts.metadata }, lastModified: this.now(), etag: `"${md5(b)}"`, ...(opts.lock ? { retainUntil: opts.lock.until, lockMode: opts.lock.mode } : {}) });
+    this.objects.set(key, {
+      body: b,
+      metadata: { ...opts.metadata },
+      lastModified: this.now(),
+      etag: `"${md5(b)}"`,
+      ...(opts.lock ? { retainUntil: opts.lock.until, lockMode: opts.lock.mode } : {}),
+    });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     this.enter('head', key);
     const o = this.objects.get(key);
     if (!o) return undefined;
-    return { key, size: o.body.length, lastModified: o.lastModified, etag: o.etag, metadata: { ...o.metadata }, ...(o.retainUntil ? { retainUntil: o.retainUntil, lockMode: o.lockMode } : {}) };
+    return {
+      key,
+      size: o.body.length,
+      lastModified: o.lastModified,
+      etag: o.etag,
+      metadata: { ...o.metadata },
+      ...(o.retainUntil ? { retainUntil: o.retainUntil, lockMode: o.lockMode } : {}),
+    };
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {

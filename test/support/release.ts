@@ -20,7 +20,11 @@ let built: Promise<string> | undefined;
 
 /** Runs scripts/package.sh --if-stale once per test process; resolves with its output. */
 export function ensureRelease(): Promise<string> {
-  built ??= exec('bash', [path.join(PROJECT_ROOT, 'scripts/package.sh'), '--if-stale'], { cwd: PROJECT_ROOT, maxBuffer: 16 * 1024 * 1024, timeout: 600_000 }).then(
+  built ??= exec('bash', [path.join(PROJECT_ROOT, 'scripts/package.sh'), '--if-stale'], {
+    cwd: PROJECT_ROOT,
+    maxBuffer: 16 * 1024 * 1024,
+    timeout: 600_000,
+  }).then(
     ({ stdout, stderr }) => stdout + stderr,
     (e: { stdout?: string; stderr?: string; message: string }) => {
       throw new Error(`scripts/package.sh failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
@@ -59,9 +63,18 @@ export interface Run {
 }
 
 /** Runs a program and returns its exit code and output (never rejects on a non-zero exit). */
-export async function runProgram(file: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number; input?: string } = {}): Promise<Run> {
+export async function runProgram(
+  file: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number; input?: string } = {},
+): Promise<Run> {
   try {
-    const { stdout, stderr } = await exec(file, args, { env: opts.env ?? process.env, cwd: opts.cwd, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 });
+    const { stdout, stderr } = await exec(file, args, {
+      env: opts.env ?? process.env,
+      cwd: opts.cwd,
+      timeout: opts.timeoutMs ?? 120_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code?: number | string; stdout?: string; stderr?: string; message: string };

@@ -72,12 +72,22 @@ export const CHECKS: readonly Check[] = [
       const p1 = await store.uploadPart(key, id, 1, a, sha(a));
       const p2 = await store.uploadPart(key, id, 2, b, sha(b));
       must(!(await store.head(key)), 'no object before Complete');
-      await store.completeUpload(key, id, [{ partNumber: 1, ...p1 }, { partNumber: 2, ...p2 }]);
+      await store.completeUpload(key, id, [
+        { partNumber: 1, ...p1 },
+        { partNumber: 2, ...p2 },
+      ]);
       const h = await store.head(key);
       must(h?.size === a.length + b.length, `size ${h?.size}`);
       must(h!.metadata?.sha256 === 'xxx', 'metadata from Create');
       const all = await readAll(store, key);
-      must(all && createHash('md5').update(all).digest('hex') === createHash('md5').update(Buffer.concat([a, b])).digest('hex'), 'bytes match');
+      must(
+        all &&
+          createHash('md5').update(all).digest('hex') ===
+            createHash('md5')
+              .update(Buffer.concat([a, b]))
+              .digest('hex'),
+        'bytes match',
+      );
       must(!(await store.listUploads(prefix)).some((u) => u.uploadId === id), 'upload gone after Complete');
     },
   },
@@ -126,7 +136,10 @@ export const CHECKS: readonly Check[] = [
       const id = await store.createUpload(key, { metadata: {} });
       await store.uploadPart(key, id, 1, Buffer.from('x'), sha(Buffer.from('x')));
       const listed = await store.listUploads(prefix);
-      must(listed.some((u) => u.key === key && u.uploadId === id && u.initiated instanceof Date), 'listed with its start');
+      must(
+        listed.some((u) => u.key === key && u.uploadId === id && u.initiated instanceof Date),
+        'listed with its start',
+      );
       must(!(await store.listUploads(`${prefix}other/`)).some((u) => u.uploadId === id), 'not under another prefix');
       await store.abortUpload(key, id);
       must(!(await store.listUploads(prefix)).some((u) => u.uploadId === id), 'gone after abort');

@@ -67,8 +67,7 @@ export async function startProxy(opts: ProxyOptions): Promise<TcpProxy> {
   const conns = new Set<Conn>();
   const stats: ProxyStats = { accepted: 0, active: 0, resets: 0, bytesUp: 0, bytesDown: 0, upstreamErrors: 0 };
   let mode: ProxyMode = 'pass';
-  let rule: { bytes: number; left: number } | null =
-    opts.resetAfterBytes === undefined ? null : { bytes: opts.resetAfterBytes, left: Infinity };
+  let rule: { bytes: number; left: number } | null = opts.resetAfterBytes === undefined ? null : { bytes: opts.resetAfterBytes, left: Infinity };
   let listening = false;
   const upWaiters: { at: number; resolve: () => void }[] = [];
   const countUp = (n: number): void => {

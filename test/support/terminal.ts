@@ -21,14 +21,22 @@ const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
  * Runs argv in a `cols`×`rows` terminal with exactly `env` (plus tmux's own TERM) and samples the screen every
  * `everyMs` until the command exits.
  */
-export async function onTerminal(argv: readonly string[], env: NodeJS.ProcessEnv, opts: { cols?: number; rows?: number; everyMs?: number; timeoutMs?: number } = {}): Promise<TerminalRun> {
+export async function onTerminal(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  opts: { cols?: number; rows?: number; everyMs?: number; timeoutMs?: number } = {},
+): Promise<TerminalRun> {
   const socket = `ebt-${process.pid}-${randomBytes(3).toString('hex')}`;
   const marker = `__exit_${randomBytes(3).toString('hex')}__`;
   // the shell prints the exit code and keeps the pane open so the last screen can be read
   const script = `${argv.map(quote).join(' ')}; echo "${marker}$?"; sleep 60`;
   const tmux = (...args: string[]) => run('tmux', ['-L', socket, '-f', '/dev/null', ...args], { env });
   await new Promise<void>((resolve, reject) => {
-    const p = spawn('tmux', ['-L', socket, '-f', '/dev/null', 'new-session', '-d', '-s', 't', '-x', String(opts.cols ?? 160), '-y', String(opts.rows ?? 40), 'sh', '-c', script], { env, stdio: 'ignore' });
+    const p = spawn(
+      'tmux',
+      ['-L', socket, '-f', '/dev/null', 'new-session', '-d', '-s', 't', '-x', String(opts.cols ?? 160), '-y', String(opts.rows ?? 40), 'sh', '-c', script],
+      { env, stdio: 'ignore' },
+    );
     p.on('error', reject);
     p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`tmux new-session exited ${code}`))));
   });

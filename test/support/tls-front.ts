@@ -24,7 +24,23 @@ export function makePrivateCa(): PrivateCa {
   ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=etcd-backup test CA', '-keyout', f('ca.key'), '-out', f('ca.pem'));
   ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', f('server.key'), '-out', f('server.csr'));
   writeFileSync(f('san.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  ssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('san.ext'), '-out', f('server.pem'));
+  ssl(
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    f('san.ext'),
+    '-out',
+    f('server.pem'),
+  );
   return { dir, caFile: f('ca.pem'), caPem: readFileSync(f('ca.pem'), 'utf8'), certFile: f('server.pem'), keyFile: f('server.key') };
 }
 
@@ -44,7 +60,11 @@ export interface TlsFront {
  * Without a CA: the same front in plain HTTP, to look at how requests are signed there. `allowFrom`: the only
  * source addresses let through (e.g. the address a proxy connects from); others are closed at once.
  */
-export async function startTlsFront(ca: PrivateCa | undefined, target: { host: string; port: number }, opts: { allowFrom?: readonly string[] } = {}): Promise<TlsFront> {
+export async function startTlsFront(
+  ca: PrivateCa | undefined,
+  target: { host: string; port: number },
+  opts: { allowFrom?: readonly string[] } = {},
+): Promise<TlsFront> {
   const heads: string[] = [];
   const refused: string[] = [];
   const accepted: string[] = [];
@@ -75,7 +95,9 @@ export async function startTlsFront(ca: PrivateCa | undefined, target: { host: s
     client.on('close', end);
     upstream.on('close', end);
   };
-  const server: Server | NetServer = ca ? createServer({ cert: readFileSync(ca.certFile), key: readFileSync(ca.keyFile) }, onClient) : createNetServer(onClient);
+  const server: Server | NetServer = ca
+    ? createServer({ cert: readFileSync(ca.certFile), key: readFileSync(ca.keyFile) }, onClient)
+    : createNetServer(onClient);
   // over TLS the gate acts on the TCP connection, before any handshake
   if (ca) server.on('connection', (s: Socket) => void gate(s));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));

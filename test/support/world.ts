@@ -85,12 +85,7 @@ export function run(file: string, args: readonly string[], opts: RunOptions = {}
       clearTimeout(timer);
       const res = { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
       if (code === 0) resolve(res);
-      else
-        reject(
-          new Error(
-            `${path.basename(file)} ${args.join(' ')} failed (${signal ?? `exit ${code}`}):\n${res.stderr || res.stdout}`,
-          ),
-        );
+      else reject(new Error(`${path.basename(file)} ${args.join(' ')} failed (${signal ?? `exit ${code}`}):\n${res.stderr || res.stdout}`));
     });
     // EPIPE when the child exits without reading stdin is reported by 'close' already
     child.stdin.on('error', () => {});
@@ -169,10 +164,7 @@ function swiftFromEnv(env: Record<string, string>, file: string): SwiftServer {
 
 /** The world's Swift; a clear failure when the world runs without one. */
 export function requireSwift(world: World): SwiftServer {
-  if (!world.swift)
-    throw new Error(
-      `the world in ${world.dir} has no Swift: it was started with WORLD_SWIFT=0, or WORLD_DIR points to an older world`,
-    );
+  if (!world.swift) throw new Error(`the world in ${world.dir} has no Swift: it was started with WORLD_SWIFT=0, or WORLD_DIR points to an older world`);
   return world.swift;
 }
 
@@ -223,15 +215,9 @@ export async function createBucket(world: World, name: string): Promise<void> {
 export async function emptyAndDeleteBucket(world: World, name: string): Promise<void> {
   const s3 = client(world);
   try {
-    for (let keyMarker: string | undefined, idMarker: string | undefined; ; ) {
-      const r = await s3.send(
-        new ListMultipartUploadsCommand({ Bucket: name, KeyMarker: keyMarker, UploadIdMarker: idMarker }),
-      );
-      await Promise.all(
-        (r.Uploads ?? []).map((u) =>
-          s3.send(new AbortMultipartUploadCommand({ Bucket: name, Key: u.Key!, UploadId: u.UploadId! })),
-        ),
-      );
+    for (let keyMarker: string | undefined, idMarker: string | undefined; ;) {
+      const r = await s3.send(new ListMultipartUploadsCommand({ Bucket: name, KeyMarker: keyMarker, UploadIdMarker: idMarker }));
+      await Promise.all((r.Uploads ?? []).map((u) => s3.send(new AbortMultipartUploadCommand({ Bucket: name, Key: u.Key!, UploadId: u.UploadId! }))));
       if (!r.IsTruncated) break;
       keyMarker = r.NextKeyMarker;
       idMarker = r.NextUploadIdMarker;
@@ -267,8 +253,7 @@ export function addContentMd5ForDeleteObjects(client: S3Client): void {
       const req = args.request as { headers?: Record<string, string>; body?: unknown };
       if (context.commandName === 'DeleteObjectsCommand' && req.headers) {
         const body = req.body;
-        if (typeof body === 'string' || body instanceof Uint8Array)
-          req.headers['content-md5'] = createHash('md5').update(body).digest('base64');
+        if (typeof body === 'string' || body instanceof Uint8Array) req.headers['content-md5'] = createHash('md5').update(body).digest('base64');
       }
       return next(args);
     },
@@ -310,15 +295,9 @@ export async function createSwiftBucket(swift: S3Server, name: string): Promise<
 export async function emptyAndDeleteSwiftBucket(swift: S3Server, name: string): Promise<void> {
   const s3 = sharedSwiftClient(swift);
   try {
-    for (let keyMarker: string | undefined, idMarker: string | undefined; ; ) {
-      const r = await s3.send(
-        new ListMultipartUploadsCommand({ Bucket: name, KeyMarker: keyMarker, UploadIdMarker: idMarker }),
-      );
-      await Promise.all(
-        (r.Uploads ?? []).map((u) =>
-          s3.send(new AbortMultipartUploadCommand({ Bucket: name, Key: u.Key!, UploadId: u.UploadId! })),
-        ),
-      );
+    for (let keyMarker: string | undefined, idMarker: string | undefined; ;) {
+      const r = await s3.send(new ListMultipartUploadsCommand({ Bucket: name, KeyMarker: keyMarker, UploadIdMarker: idMarker }));
+      await Promise.all((r.Uploads ?? []).map((u) => s3.send(new AbortMultipartUploadCommand({ Bucket: name, Key: u.Key!, UploadId: u.UploadId! }))));
       if (!r.IsTruncated) break;
       keyMarker = r.NextKeyMarker;
       idMarker = r.NextUploadIdMarker;
@@ -381,9 +360,7 @@ export async function listKeys(world: World, bucket: string, prefix = '', opts: 
   const keys: string[] = [];
   let token: string | undefined;
   do {
-    const r = await client(world).send(
-      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
-    );
+    const r = await client(world).send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
     for (const o of r.Contents ?? []) if (opts.all || !/\.(manifest\.json|sig)$/.test(o.Key!)) keys.push(o.Key!);
     token = r.IsTruncated ? r.NextContinuationToken : undefined;
   } while (token);
@@ -459,13 +436,24 @@ export async function saveSnapshot(world: World, file: string): Promise<number> 
  * What the agent recorded for a snapshot object when it confirmed it: its manifest (`<key>.manifest.json`,
  * plain JSON any client can read), or the `sha256` metadata of objects written before manifests.
  */
-export async function recorded(world: World, bucket: string, key: string, client: S3Client = s3Client(world)): Promise<{ sha256?: string; size?: number; storedSize?: number; producer?: string; node?: string; manifest?: Record<string, any> }> {
+export async function recorded(
+  world: World,
+  bucket: string,
+  key: string,
+  client: S3Client = s3Client(world),
+): Promise<{ sha256?: string; size?: number; storedSize?: number; producer?: string; node?: string; manifest?: Record<string, any> }> {
   const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
   try {
     const r = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `${key.replace(/\.age$/, '')}.manifest.json` }));
     const m = JSON.parse(await r.Body!.transformToString()) as Record<string, any>;
     return { sha256: m.snapshot.sha256, size: m.snapshot.size, storedSize: head.ContentLength, producer: m.snapshot.producer, node: m.node, manifest: m };
   } catch {
-    return { sha256: head.Metadata?.sha256, size: head.ContentLength, storedSize: head.ContentLength, producer: head.Metadata?.producer, node: head.Metadata?.node };
+    return {
+      sha256: head.Metadata?.sha256,
+      size: head.ContentLength,
+      storedSize: head.ContentLength,
+      producer: head.Metadata?.producer,
+      node: head.Metadata?.node,
+    };
   }
 }

@@ -105,7 +105,11 @@ export async function bootContainer(lower: string): Promise<Container> {
   // nspawn names a runtime directory after the machine: unique, so parallel runs do not meet
   const machine = `eba-${randomBytes(4).toString('hex')}`;
   const t0 = performance.now();
-  const child: ChildProcess = spawn('systemd-nspawn', ['-D', merged, '-b', '--keep-unit', '--register=no', `--machine=${machine}`, '--hostname=etcd-host', '--link-journal=no', '--console=read-only'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(
+    'systemd-nspawn',
+    ['-D', merged, '-b', '--keep-unit', '--register=no', `--machine=${machine}`, '--hostname=etcd-host', '--link-journal=no', '--console=read-only'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let consoleText = '';
   child.stdout!.on('data', (d: Buffer) => (consoleText += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (consoleText += d.toString()));
@@ -147,21 +151,37 @@ export async function bootContainer(lower: string): Promise<Container> {
 
   let leader: number | undefined;
   try {
-    for (const deadline = Date.now() + 60_000; !leader; ) {
+    for (const deadline = Date.now() + 60_000; !leader;) {
       if (exited) throw new Error(`${exited}:\n${consoleText.slice(-2000)}`);
       if (Date.now() > deadline) throw new Error(`no systemd in the container after 60 s:\n${consoleText.slice(-2000)}`);
       leader = findLeader(child.pid!);
       if (!leader) await sleep(50);
     }
     // is-system-running --wait blocks until boot is done; before PID 1 listens it fails at once
-    for (const deadline = Date.now() + 90_000; ; ) {
+    for (const deadline = Date.now() + 90_000; ;) {
       if (exited) throw new Error(`${exited}:\n${consoleText.slice(-2000)}`);
-      const r = await runProgram('nsenter', ['-t', String(leader), '-a', '--', 'env', '-i', `PATH=${PATH_IN_CONTAINER}`, 'systemctl', 'is-system-running', '--wait'], { timeoutMs: 90_000 });
+      const r = await runProgram(
+        'nsenter',
+        ['-t', String(leader), '-a', '--', 'env', '-i', `PATH=${PATH_IN_CONTAINER}`, 'systemctl', 'is-system-running', '--wait'],
+        { timeoutMs: 90_000 },
+      );
       const state = r.stdout.trim();
       if (state === 'running') break;
       // "degraded": a unit failed while booting; the test must know which
       if (state === 'degraded') {
-        const failed = await runProgram('nsenter', ['-t', String(leader), '-a', '--', 'env', '-i', `PATH=${PATH_IN_CONTAINER}`, 'systemctl', '--failed', '--no-legend', '--plain']);
+        const failed = await runProgram('nsenter', [
+          '-t',
+          String(leader),
+          '-a',
+          '--',
+          'env',
+          '-i',
+          `PATH=${PATH_IN_CONTAINER}`,
+          'systemctl',
+          '--failed',
+          '--no-legend',
+          '--plain',
+        ]);
         throw new Error(`the container booted degraded: ${failed.stdout.trim()}`);
       }
       if (Date.now() > deadline) throw new Error(`the container did not finish booting (${state || r.stderr.trim()}):\n${consoleText.slice(-2000)}`);

@@ -57,7 +57,8 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | false
   for (;;) {
     const v = await probe();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${c ? `\n--- journal ---\n${(await journal(c, 40)).raw}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${c ? `\n--- journal ---\n${(await journal(c, 40)).raw}` : ''}`);
     await sleep(everyMs);
   }
 }
@@ -84,7 +85,12 @@ async function journal(h: Container, tail?: number): Promise<{ lines: LogLine[];
 
 async function show(h: Container, ...props: string[]): Promise<Record<string, string>> {
   const r = await h.exec(['systemctl', 'show', UNIT, ...props.map((p) => `--property=${p}`)]);
-  return Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return Object.fromEntries(
+    r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 }
 
 function ok(r: Run, what: string): Run {
@@ -117,7 +123,11 @@ async function snapshot(h: Container, name: string): Promise<Buffer> {
   return readFile(file);
 }
 
-const localExists = (h: Container, name: string): Promise<boolean> => stat(h.path(path.join(SNAPSHOTS, name))).then(() => true, () => false);
+const localExists = (h: Container, name: string): Promise<boolean> =>
+  stat(h.path(path.join(SNAPSHOTS, name))).then(
+    () => true,
+    () => false,
+  );
 
 async function openUploads(): Promise<string[]> {
   const r = await s3Client(world).send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: PREFIX }));
@@ -145,8 +155,18 @@ interface AnsibleReport {
  * header as one line of JSON, and PLAY RECAP has the counts.
  */
 async function ansible(h: Container, tarball: string, check: boolean): Promise<AnsibleReport> {
-  const vars = JSON.stringify({ agent_hosts: 'localhost', agent_tarball: tarball, agent_s3_bucket: bucket, agent_s3_access_key: world.s3.accessKeyId, agent_s3_secret_key: world.s3.secretAccessKey, agent_config: agentConfig() });
-  const run = await h.exec(['ansible-playbook', '-v', '-i', 'localhost,', '-c', 'local', ...(check ? ['--check'] : []), '-e', vars, `${DEPLOY}/playbook.yml`], { env: { ANSIBLE_NOCOLOR: '1', ANSIBLE_RETRY_FILES_ENABLED: 'false' }, timeoutMs: 300_000 });
+  const vars = JSON.stringify({
+    agent_hosts: 'localhost',
+    agent_tarball: tarball,
+    agent_s3_bucket: bucket,
+    agent_s3_access_key: world.s3.accessKeyId,
+    agent_s3_secret_key: world.s3.secretAccessKey,
+    agent_config: agentConfig(),
+  });
+  const run = await h.exec(['ansible-playbook', '-v', '-i', 'localhost,', '-c', 'local', ...(check ? ['--check'] : []), '-e', vars, `${DEPLOY}/playbook.yml`], {
+    env: { ANSIBLE_NOCOLOR: '1', ANSIBLE_RETRY_FILES_ENABLED: 'false' },
+    timeoutMs: 300_000,
+  });
   const tasks = new Map<string, { status: string; result: Record<string, unknown> }>();
   let task = '';
   let stats: AnsibleReport['stats'] | undefined;
@@ -166,7 +186,7 @@ async function ansible(h: Container, tarball: string, check: boolean): Promise<A
 }
 
 const INSTALL_TASK = 'Run install.sh (with --check under ansible-playbook --check)';
-const installOutput = (r: AnsibleReport): string => ((r.tasks.get(INSTALL_TASK)?.result.stdout as string | undefined) ?? '');
+const installOutput = (r: AnsibleReport): string => (r.tasks.get(INSTALL_TASK)?.result.stdout as string | undefined) ?? '';
 
 beforeAll(async () => {
   const reason = cannotBoot();
@@ -225,8 +245,12 @@ describe.sequential('the unit under a real systemd (Debian 12 in systemd-nspawn)
     expect(install).toContain('would create user etcd-backup');
     expect(install).toMatch(/^install\.sh: \d+ changes \(--check: none made\)$/m);
     // nothing on the host: no binary, no user, no config, no unit, no scratch directory left
-    const after = await h.sh(`ls -A /usr/local/bin; ls /etc/etcd-backup-agent /etc/systemd/system/${UNIT} 2>&1; getent passwd etcd-backup; ls /tmp | grep '[.]etcd-backup-agent$'`);
-    expect(after.stdout).toMatch(/^ls: cannot access '\/etc\/etcd-backup-agent': No such file or directory\nls: cannot access '\/etc\/systemd\/system\/etcd-backup-agent\.service': No such file or directory\n$/);
+    const after = await h.sh(
+      `ls -A /usr/local/bin; ls /etc/etcd-backup-agent /etc/systemd/system/${UNIT} 2>&1; getent passwd etcd-backup; ls /tmp | grep '[.]etcd-backup-agent$'`,
+    );
+    expect(after.stdout).toMatch(
+      /^ls: cannot access '\/etc\/etcd-backup-agent': No such file or directory\nls: cannot access '\/etc\/systemd\/system\/etcd-backup-agent\.service': No such file or directory\n$/,
+    );
   });
 
   it('installs with install.sh; the unit runs as etcd-backup with only CAP_DAC_OVERRIDE and creates the missing snapshot directory', async (ctx) => {
@@ -234,7 +258,10 @@ describe.sequential('the unit under a real systemd (Debian 12 in systemd-nspawn)
     const r = ok(await h.sh(`cd ${DEPLOY}/${TARBALL_NAME} && ./install.sh`), 'install.sh');
     expect(r.stdout).toMatch(/^reloaded +systemd units/m);
     await writeAgentConfig(h);
-    await writeFile(h.path('/etc/etcd-backup-agent/credentials'), `[default]\naws_access_key_id = ${world.s3.accessKeyId}\naws_secret_access_key = ${world.s3.secretAccessKey}\n`);
+    await writeFile(
+      h.path('/etc/etcd-backup-agent/credentials'),
+      `[default]\naws_access_key_id = ${world.s3.accessKeyId}\naws_secret_access_key = ${world.s3.secretAccessKey}\n`,
+    );
     ok(await h.exec(['etcd-backup-agent', '--config', CONFIG, 'check-config', '--offline']), 'check-config --offline');
     // RKE has not run on this host yet: no snapshot directory
     expect((await h.sh('test -e /opt/rke')).code).toBe(1);
@@ -271,15 +298,28 @@ describe.sequential('the unit under a real systemd (Debian 12 in systemd-nspawn)
 
   it('the old unit, without ExecStartPre=, leaves a snapshot directory created after the start read-only: prunes fail with EROFS until a restart', async (ctx) => {
     const h = host(ctx);
-    ok(await h.sh(`mkdir -p ${DROPIN} && printf '[Service]\\nExecStartPre=\\n' >${DROPIN}/old-unit.conf && systemctl daemon-reload && systemctl stop ${UNIT} && rm -rf /opt/rke && systemctl start ${UNIT}`), 'start the old unit without a snapshot directory');
-    await until('the watcher waiting for the directory', async () => (await journal(h, 20)).lines.find((l) => /does not exist; waiting for it/.test(l.msg)), 30_000);
+    ok(
+      await h.sh(
+        `mkdir -p ${DROPIN} && printf '[Service]\\nExecStartPre=\\n' >${DROPIN}/old-unit.conf && systemctl daemon-reload && systemctl stop ${UNIT} && rm -rf /opt/rke && systemctl start ${UNIT}`,
+      ),
+      'start the old unit without a snapshot directory',
+    );
+    await until(
+      'the watcher waiting for the directory',
+      async () => (await journal(h, 20)).lines.find((l) => /does not exist; waiting for it/.test(l.msg)),
+      30_000,
+    );
     // RKE's Docker creates it when it first mounts it
     await mkdir(h.path(SNAPSHOTS), { recursive: true, mode: 0o755 });
     await snapshot(h, 'c.db');
     await until('c.db in S3', async () => (await listKeys(world, bucket, PREFIX)).includes(`${PREFIX}c.db`), 30_000);
     await putKeys(world, 10, 256, '/registry/system-c/');
     await snapshot(h, 'd.db');
-    const refused = await until('a refused prune', async () => (await journal(h, 30)).lines.find((l) => l.msg === 'retention: cannot delete local snapshot'), 30_000);
+    const refused = await until(
+      'a refused prune',
+      async () => (await journal(h, 30)).lines.find((l) => l.msg === 'retention: cannot delete local snapshot'),
+      30_000,
+    );
     expect(refused).toMatchObject({ error: 'EROFS' });
     expect(await localExists(h, 'c.db')).toBe(true);
     // the shipped unit again: a restart is what it took with the old one
@@ -290,7 +330,11 @@ describe.sequential('the unit under a real systemd (Debian 12 in systemd-nspawn)
   it('systemctl stop mid-upload: the agent aborts within shutdownTimeout, exits 0, leaves no multipart upload open; the next start ships the snapshot', async (ctx) => {
     const h = host(ctx);
     // slow the upload down (1 MiB/s, 5 MiB parts) so that a stop lands in the middle of it
-    await writeAgentConfig(h, { upload: { bandwidthLimit: '1MiB', retryInitial: '500ms', retryMax: '2s' }, s3: { bucket, endpoint: world.s3.endpoint, partSize: '5MiB' }, shutdownTimeout: '5s' });
+    await writeAgentConfig(h, {
+      upload: { bandwidthLimit: '1MiB', retryInitial: '500ms', retryMax: '2s' },
+      s3: { bucket, endpoint: world.s3.endpoint, partSize: '5MiB' },
+      shutdownTimeout: '5s',
+    });
     ok(await h.exec(['systemctl', 'restart', UNIT]), 'restart with the slow config');
     await putKeys(world, 20_000, 1024, '/registry/system-big/');
     const big = await snapshot(h, 'big.db');
@@ -320,10 +364,15 @@ describe.sequential('the unit under a real systemd (Debian 12 in systemd-nspawn)
     const before = await show(h, 'MainPID', 'NRestarts');
     const t0 = performance.now();
     ok(await h.sh(`kill -9 ${before.MainPID}`), 'kill -9');
-    await until('the restart', async () => {
-      const now = await show(h, 'MainPID', 'ActiveState', 'SubState');
-      return now.ActiveState === 'active' && now.SubState === 'running' && now.MainPID !== '0' && now.MainPID !== before.MainPID && now;
-    }, 60_000, 500);
+    await until(
+      'the restart',
+      async () => {
+        const now = await show(h, 'MainPID', 'ActiveState', 'SubState');
+        return now.ActiveState === 'active' && now.SubState === 'running' && now.MainPID !== '0' && now.MainPID !== before.MainPID && now;
+      },
+      60_000,
+      500,
+    );
     const restartMs = performance.now() - t0;
     note(`restart after kill -9: ${(restartMs / 1000).toFixed(1)} s (RestartSec=30s)`);
     expect(restartMs).toBeGreaterThanOrEqual(29_000);
@@ -347,13 +396,19 @@ describe.sequential('the unit under a real systemd (Debian 12 in systemd-nspawn)
     expect(refusedAt, 'the old unit refused no restart: the check above proves nothing').toBeGreaterThan(0);
     expect(await show(h, 'ActiveState', 'Result')).toEqual({ ActiveState: 'failed', Result: 'start-limit-hit' });
     note(`without the reset, restart number ${refusedAt} in a row failed with start-limit-hit`);
-    ok(await h.sh(`rm ${DROPIN}/no-reset.conf && systemctl daemon-reload && systemctl reset-failed ${UNIT} && systemctl start ${UNIT}`), 'back to the shipped unit');
+    ok(
+      await h.sh(`rm ${DROPIN}/no-reset.conf && systemctl daemon-reload && systemctl reset-failed ${UNIT} && systemctl start ${UNIT}`),
+      'back to the shipped unit',
+    );
   });
 
   it('a crash loop does hit the start limit: exit 69 at every start while the metrics port is taken; 5 starts, then it stays down', async (ctx) => {
     const h = host(ctx);
     // RestartSec=1s for the test only: as shipped (30 s) the same loop takes two and a half minutes
-    ok(await h.sh(`printf '[Service]\\nRestartSec=1s\\n' >${DROPIN}/fast-restart.conf && systemctl daemon-reload && systemctl stop ${UNIT}`), 'fast restarts, stopped');
+    ok(
+      await h.sh(`printf '[Service]\\nRestartSec=1s\\n' >${DROPIN}/fast-restart.conf && systemctl daemon-reload && systemctl stop ${UNIT}`),
+      'fast restarts, stopped',
+    );
     const cursor = /-- cursor: (\S+)/.exec((await h.exec(['journalctl', '-u', UNIT, '-n', '0', '--show-cursor'])).stdout)![1]!;
     const squatter: Server = createServer();
     await new Promise<void>((resolve, reject) => squatter.once('error', reject).listen(metricsPort, '127.0.0.1', resolve));
@@ -371,7 +426,15 @@ describe.sequential('the unit under a real systemd (Debian 12 in systemd-nspawn)
     // and it stays down until an operator resets it, even with the port free again
     expect((await h.exec(['systemctl', 'start', UNIT])).code).not.toBe(0);
     ok(await h.sh(`rm ${DROPIN}/fast-restart.conf && systemctl daemon-reload && systemctl reset-failed ${UNIT} && systemctl start ${UNIT}`), 'reset and start');
-    await until('the agent serving metrics again', async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.ok, () => false)), 30_000);
+    await until(
+      'the agent serving metrics again',
+      async () =>
+        await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      30_000,
+    );
   });
 
   it('Ansible converges; --check on the installed host reports nothing to do; --check with a newer release previews the upgrade and changes nothing', async (ctx) => {

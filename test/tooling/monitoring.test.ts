@@ -75,7 +75,13 @@ function metricNames(expr: string): string[] {
   for (const m of s.matchAll(/[A-Za-z_:][A-Za-z0-9_:]*/g)) {
     const before = s[m.index - 1];
     if (before && /[0-9.]/.test(before)) continue; // 1e12, 6h
-    if (s.slice(m.index + m[0].length).trimStart().startsWith('(')) continue; // a function
+    if (
+      s
+        .slice(m.index + m[0].length)
+        .trimStart()
+        .startsWith('(')
+    )
+      continue; // a function
     if (KEYWORDS.has(m[0].toLowerCase())) continue;
     out.push(m[0]);
   }
@@ -107,7 +113,10 @@ const promtoolTests = TESTS.flatMap((f) => (parse(readFileSync(f, 'utf8')) as { 
 
 describe('metric name extraction (used by the checks below)', () => {
   it.each([
-    ['time() - etcdbackup_last_upload_success_timestamp_seconds{job=~"$job"} > scalar(etcdbackup:stale_threshold:seconds)', ['etcdbackup_last_upload_success_timestamp_seconds', 'etcdbackup:stale_threshold:seconds']],
+    [
+      'time() - etcdbackup_last_upload_success_timestamp_seconds{job=~"$job"} > scalar(etcdbackup:stale_threshold:seconds)',
+      ['etcdbackup_last_upload_success_timestamp_seconds', 'etcdbackup:stale_threshold:seconds'],
+    ],
     ['sum by (instance, reason) (increase(etcdbackup_upload_failures_total{reason!="x"}[1h])) > 0', ['etcdbackup_upload_failures_total']],
     ['increase(a_total[30m]) > 0 and ignoring(reason) b > 1e12', ['a_total', 'b']],
     ['histogram_quantile(0.95, sum(rate(h_bucket[$__rate_interval])) by (le))', ['h_bucket']],
@@ -162,8 +171,14 @@ describe('alert rules', () => {
   it('every alert has a promtool case where it fires and one where it stays silent', () => {
     for (const a of alerts) {
       const cases = promtoolTests.flatMap((t) => t.alert_rule_test ?? []).filter((c) => c.alertname === a.alert);
-      expect(cases.some((c) => c.exp_alerts.length > 0), `${a.alert} never fires in monitoring/tests`).toBe(true);
-      expect(cases.some((c) => c.exp_alerts.length === 0), `${a.alert} is never checked silent in monitoring/tests`).toBe(true);
+      expect(
+        cases.some((c) => c.exp_alerts.length > 0),
+        `${a.alert} never fires in monitoring/tests`,
+      ).toBe(true);
+      expect(
+        cases.some((c) => c.exp_alerts.length === 0),
+        `${a.alert} is never checked silent in monitoring/tests`,
+      ).toBe(true);
     }
   });
 

@@ -65,7 +65,10 @@ describe('systemd unit', () => {
 
   it('a weakened copy scores worse, so the check above can fail', async () => {
     const copy = await verifiableCopy();
-    const weak = (await readFile(copy, 'utf8')).replace(/^(ProtectSystem|ProtectHome|SystemCallFilter|CapabilityBoundingSet|PrivateDevices|ProtectKernel\w+|RestrictNamespaces)=.*$/gm, '');
+    const weak = (await readFile(copy, 'utf8')).replace(
+      /^(ProtectSystem|ProtectHome|SystemCallFilter|CapabilityBoundingSet|PrivateDevices|ProtectKernel\w+|RestrictNamespaces)=.*$/gm,
+      '',
+    );
     await writeFile(copy, weak);
     const { stdout } = await exec('systemd-analyze', ['security', '--offline=true', '--no-pager', copy]);
     expect(Number(/Overall exposure level for \S+: (\d+\.\d+)/.exec(stdout)![1])).toBeGreaterThan(MAX_EXPOSURE);

@@ -28,10 +28,12 @@ function byCli(plain: Buffer): Buffer {
 }
 
 let reads = 0;
-const reader = (ct: Buffer) => async (pos: number, len: number): Promise<Buffer> => {
-  reads++;
-  return Buffer.from(ct.subarray(pos, pos + len));
-};
+const reader =
+  (ct: Buffer) =>
+  async (pos: number, len: number): Promise<Buffer> => {
+    reads++;
+    return Buffer.from(ct.subarray(pos, pos + len));
+  };
 const open = (ct: Buffer) => AgeRandomAccess.open(reader(ct), ct.length, ids);
 
 async function refusal(p: Promise<unknown>): Promise<AgeError> {

@@ -261,9 +261,11 @@ describe('encrypt and decrypt (ours with ours)', () => {
     });
     expect(Buffer.concat(got).equals(plain)).toBe(true);
     const bad = flip(ct, ct.length - 10);
-    await expect(pipeline(Readable.from([bad]), ageDecryptor(aliceIds), async function (src: AsyncIterable<unknown>) {
-      for await (const _ of src) void _;
-    })).rejects.toMatchObject({ reason: 'tampered', message: expect.stringContaining('chunk 5 ') });
+    await expect(
+      pipeline(Readable.from([bad]), ageDecryptor(aliceIds), async function (src: AsyncIterable<unknown>) {
+        for await (const _ of src) void _;
+      }),
+    ).rejects.toMatchObject({ reason: 'tampered', message: expect.stringContaining('chunk 5 ') });
   });
 });
 
@@ -297,7 +299,10 @@ describe('refusals', () => {
     expect(failure(swapped)).toMatchObject({ reason: 'tampered', message: expect.stringContaining('chunk 2 (') });
     const p1 = partCts[1]!;
     const chunkSwap = Buffer.concat([p1.subarray(ENC_CHUNK_SIZE), p1.subarray(0, ENC_CHUNK_SIZE)]);
-    expect(failure(Buffer.concat([partCts[0]!, chunkSwap, partCts[2]!, partCts[3]!]))).toMatchObject({ reason: 'tampered', message: expect.stringContaining('chunk 2 (') });
+    expect(failure(Buffer.concat([partCts[0]!, chunkSwap, partCts[2]!, partCts[3]!]))).toMatchObject({
+      reason: 'tampered',
+      message: expect.stringContaining('chunk 2 ('),
+    });
   });
 
   it('a changed header, the wrong identity, trailing data', () => {
@@ -309,10 +314,16 @@ describe('refusals', () => {
     macChanged[macAt + 10] = macChanged[macAt + 10] === 0x41 ? 0x42 : 0x41; // another base64 letter
     expect(failure(macChanged)).toMatchObject({ reason: 'header_mac' });
     const carol = parseIdentities(generateAgeIdentity().identity, 'carol.txt');
-    expect(failure(ct, carol)).toMatchObject({ reason: 'no_identity', message: expect.stringMatching(/^no identity matches: the file is encrypted to 2 X25519 recipient/) });
+    expect(failure(ct, carol)).toMatchObject({
+      reason: 'no_identity',
+      message: expect.stringMatching(/^no identity matches: the file is encrypted to 2 X25519 recipient/),
+    });
     expect(failure(Buffer.concat([ct, Buffer.from('x')]))).toMatchObject({ reason: 'tampered' });
     const full = encrypt(randomBytes(2 * CHUNK_SIZE));
-    expect(failure(Buffer.concat([full, Buffer.alloc(ENC_CHUNK_SIZE)]))).toMatchObject({ reason: 'trailing_data', message: expect.stringContaining('data follows the final chunk (1)') });
+    expect(failure(Buffer.concat([full, Buffer.alloc(ENC_CHUNK_SIZE)]))).toMatchObject({
+      reason: 'trailing_data',
+      message: expect.stringContaining('data follows the final chunk (1)'),
+    });
     expect(failure(Buffer.concat([full, Buffer.alloc(20)]))).toMatchObject({ reason: 'trailing_data' });
   });
 
@@ -325,9 +336,17 @@ describe('refusals', () => {
     expect(failure(h('age-encryption.org/v1\n-> X25519 abc\nAAA=\n'))).toMatchObject({ message: expect.stringMatching(/^malformed header line 3: /) });
     expect(failure(h('age-encryption.org/v1\n->  X25519\n\n'))).toMatchObject({ message: expect.stringMatching(/^malformed header line 2: /) });
     expect(failure(h('age-encryption.org/v1\r\n'))).toMatchObject({ reason: 'header_syntax' });
-    expect(failure(h(`age-encryption.org/v1\n-> X25519 ${'A'.repeat(43)}\n${'A'.repeat(43)}\n--- ${'A'.repeat(42)}\n`))).toMatchObject({ message: expect.stringMatching(/^malformed header line 4: /) });
-    expect(failure(h(`age-encryption.org/v1\n-> scrypt AAAAAAAAAAAAAAAAAAAAAA 10\n${'A'.repeat(43)}\n--- ${'A'.repeat(43)}\n`))).toMatchObject({ reason: 'unsupported', message: expect.stringContaining('passphrase') });
-    expect(failure(h(`age-encryption.org/v1\n-> X25519 AAAA\n${'A'.repeat(43)}\n--- ${'A'.repeat(43)}\n`))).toMatchObject({ reason: 'header_syntax', message: expect.stringContaining('malformed X25519 stanza') });
+    expect(failure(h(`age-encryption.org/v1\n-> X25519 ${'A'.repeat(43)}\n${'A'.repeat(43)}\n--- ${'A'.repeat(42)}\n`))).toMatchObject({
+      message: expect.stringMatching(/^malformed header line 4: /),
+    });
+    expect(failure(h(`age-encryption.org/v1\n-> scrypt AAAAAAAAAAAAAAAAAAAAAA 10\n${'A'.repeat(43)}\n--- ${'A'.repeat(43)}\n`))).toMatchObject({
+      reason: 'unsupported',
+      message: expect.stringContaining('passphrase'),
+    });
+    expect(failure(h(`age-encryption.org/v1\n-> X25519 AAAA\n${'A'.repeat(43)}\n--- ${'A'.repeat(43)}\n`))).toMatchObject({
+      reason: 'header_syntax',
+      message: expect.stringContaining('malformed X25519 stanza'),
+    });
     expect(failure(Buffer.alloc(2 << 20, 0x41))).toMatchObject({ reason: 'header_syntax' });
   });
 });
@@ -342,7 +361,13 @@ describe('structure check without a key', () => {
   it('reports stanzas and sizes of a valid file', () => {
     const plain = randomBytes(2 * PART + 99);
     const ct = encrypt(plain);
-    expect(check(ct, 777)).toMatchObject({ ok: true, plaintextSize: plain.length, ciphertextSize: ct.length, stanzas: [{ type: 'X25519', count: 2 }], summary: '2 X25519' });
+    expect(check(ct, 777)).toMatchObject({
+      ok: true,
+      plaintextSize: plain.length,
+      ciphertextSize: ct.length,
+      stanzas: [{ type: 'X25519', count: 2 }],
+      summary: '2 X25519',
+    });
     expect(check(encrypt(Buffer.alloc(0)))).toMatchObject({ ok: true, plaintextSize: 0 });
   });
 

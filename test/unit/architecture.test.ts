@@ -72,7 +72,9 @@ describe('architecture', () => {
     for (const f of all) {
       if (f.file === 'cli/main.ts') continue;
       // a statement at the start of a line that calls something: the shape of an import-time side effect
-      for (const line of f.text.split('\n')) if (/^(?!export |import |const |let |function |async function |class |interface |type |\/\/|\/\*| \*|\}|\)|\]|$)[A-Za-z_$][\w$.]*\(/.test(line)) offenders.push(`${f.file}: ${line.trim()}`);
+      for (const line of f.text.split('\n'))
+        if (/^(?!export |import |const |let |function |async function |class |interface |type |\/\/|\/\*| \*|\}|\)|\]|$)[A-Za-z_$][\w$.]*\(/.test(line))
+          offenders.push(`${f.file}: ${line.trim()}`);
     }
     expect(offenders).toEqual([]);
   });

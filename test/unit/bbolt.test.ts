@@ -33,8 +33,24 @@ async function makeSnapshot(out: string): Promise<void> {
   const peer = `http://127.0.0.1:${pport}`;
   const etcd = spawn(
     'etcd',
-    ['--name', 't', '--data-dir', join(dir, 'etcd'), '--listen-client-urls', client, '--advertise-client-urls', client,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `t=${peer}`, '--log-level', 'error'],
+    [
+      '--name',
+      't',
+      '--data-dir',
+      join(dir, 'etcd'),
+      '--listen-client-urls',
+      client,
+      '--advertise-client-urls',
+      client,
+      '--listen-peer-urls',
+      peer,
+      '--initial-advertise-peer-urls',
+      peer,
+      '--initial-cluster',
+      `t=${peer}`,
+      '--log-level',
+      'error',
+    ],
     { stdio: 'ignore' },
   );
   const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
@@ -118,20 +134,23 @@ function checkChunked(b: Buffer, sizes: number[], hash = true): DeepResult {
 }
 
 describe('real etcd snapshots', () => {
-  it.each(['etcd-small.db', 'etcd-medium.db', 'made by etcd in this test'])('%s: revision, keys, hash and size equal `etcdctl snapshot status`', async (name) => {
-    const file = name.endsWith('.db') ? fixturePath(name) : made;
-    const st = etcdctlStatus(file);
-    const f = ok(check(real[name]!));
-    expect({ hash: f.hash, revision: f.revision, totalKey: f.totalKeys, totalSize: f.totalSize }).toEqual(st);
-    expect(f.buckets.map((b) => b.name)).toContain('key');
-    expect(f.buckets.reduce((n, b) => n + b.keys, 0)).toBe(f.totalKeys);
-    expect(f.consistentIndex).toBeGreaterThan(0);
-    expect(f.memberIds).toHaveLength(1);
-    expect(f.clusterVersion).toMatch(/^3\.\d+\.\d+$/);
-    // without the hash: the same facts less the hash
-    const { hash: _h, ...rest } = f;
-    expect(ok(check(real[name]!, false))).toEqual(rest);
-  });
+  it.each(['etcd-small.db', 'etcd-medium.db', 'made by etcd in this test'])(
+    '%s: revision, keys, hash and size equal `etcdctl snapshot status`',
+    async (name) => {
+      const file = name.endsWith('.db') ? fixturePath(name) : made;
+      const st = etcdctlStatus(file);
+      const f = ok(check(real[name]!));
+      expect({ hash: f.hash, revision: f.revision, totalKey: f.totalKeys, totalSize: f.totalSize }).toEqual(st);
+      expect(f.buckets.map((b) => b.name)).toContain('key');
+      expect(f.buckets.reduce((n, b) => n + b.keys, 0)).toBe(f.totalKeys);
+      expect(f.consistentIndex).toBeGreaterThan(0);
+      expect(f.memberIds).toHaveLength(1);
+      expect(f.clusterVersion).toMatch(/^3\.\d+\.\d+$/);
+      // without the hash: the same facts less the hash
+      const { hash: _h, ...rest } = f;
+      expect(ok(check(real[name]!, false))).toEqual(rest);
+    },
+  );
 
   it('the snapshot made here has overflow pages, a compaction and live keys a real etcd wrote', () => {
     const b = real['made by etcd in this test']!;
@@ -398,7 +417,10 @@ describe('databases etcd does not write (made by the test writer, confirmed by b
       list.forEach((id, i) => b.writeBigUInt64LE(id, o + 16 + 8 * i));
       return b;
     };
-    const freeIds = (): bigint[] => freePages(readLive(writeBbolt(tree, { freePages: 4, freelist: true }))).slice(0, 4).map(BigInt);
+    const freeIds = (): bigint[] =>
+      freePages(readLive(writeBbolt(tree, { freePages: 4, freelist: true })))
+        .slice(0, 4)
+        .map(BigInt);
 
     it('the 0xFFFF count form (count in the first id slot)', () => {
       expect(ok(check(withFreelist(freeIds(), true))).freePages).toBe(4);
@@ -454,59 +476,71 @@ const TIMEOUT = 10_000 + RUNS * 10;
 describe.each(['etcd-medium.db', 'made by etcd in this test'])('random corruption of %s (property)', (name) => {
   const space = (f: DeepFacts): object => ({ ...f, freePages: 0, leakedPages: 0 });
 
-  it('is detected, or harmless (same facts), or changes the content etcdctl hashes', () => {
-    const orig = ok(check(real[name]!));
-    const src = real[name]!;
-    fc.assert(
-      fc.property(fc.array(fc.tuple(fc.nat(src.length - 1), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }), (flips) => {
-        const b = Buffer.from(src);
-        for (const [at, x] of flips) b[at]! ^= x;
-        const r = check(b);
-        if (!r.ok) return;
-        if (r.facts.hash !== orig.hash) return; // content changed: only the SHA-256 trailer can tell
-        expect(space(r.facts)).toEqual(space(orig));
-      }),
-      { numRuns: RUNS },
-    );
-  }, TIMEOUT);
+  it(
+    'is detected, or harmless (same facts), or changes the content etcdctl hashes',
+    () => {
+      const orig = ok(check(real[name]!));
+      const src = real[name]!;
+      fc.assert(
+        fc.property(fc.array(fc.tuple(fc.nat(src.length - 1), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }), (flips) => {
+          const b = Buffer.from(src);
+          for (const [at, x] of flips) b[at]! ^= x;
+          const r = check(b);
+          if (!r.ok) return;
+          if (r.facts.hash !== orig.hash) return; // content changed: only the SHA-256 trailer can tell
+          expect(space(r.facts)).toEqual(space(orig));
+        }),
+        { numRuns: RUNS },
+      );
+    },
+    TIMEOUT,
+  );
 
-  it('in free pages and in the unused tail of live pages: always accepted, facts unchanged', () => {
-    const src = real[name]!;
-    const l = readLive(src);
-    const spare: Array<[number, number]> = freePages(l).map((p) => [p * l.ps, (p + 1) * l.ps]);
-    for (const p of l.live.values()) spare.push([p.dataEnd, (p.pgid + p.overflow + 1) * l.ps]);
-    spare.push([80, l.ps], [l.ps + 80, 2 * l.ps]); // meta pages after their fields
-    const orig = ok(check(src));
-    fc.assert(
-      fc.property(fc.array(fc.tuple(fc.nat(spare.length - 1), fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 6 }), (flips) => {
-        const b = Buffer.from(src);
-        for (const [r, off, x] of flips) {
-          const [s, e] = spare[r]!;
-          if (e > s) b[s + (off % (e - s))]! ^= x;
-        }
-        expect(ok(check(b))).toEqual(orig);
-      }),
-      { numRuns: RUNS },
-    );
-  }, TIMEOUT);
+  it(
+    'in free pages and in the unused tail of live pages: always accepted, facts unchanged',
+    () => {
+      const src = real[name]!;
+      const l = readLive(src);
+      const spare: Array<[number, number]> = freePages(l).map((p) => [p * l.ps, (p + 1) * l.ps]);
+      for (const p of l.live.values()) spare.push([p.dataEnd, (p.pgid + p.overflow + 1) * l.ps]);
+      spare.push([80, l.ps], [l.ps + 80, 2 * l.ps]); // meta pages after their fields
+      const orig = ok(check(src));
+      fc.assert(
+        fc.property(fc.array(fc.tuple(fc.nat(spare.length - 1), fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 6 }), (flips) => {
+          const b = Buffer.from(src);
+          for (const [r, off, x] of flips) {
+            const [s, e] = spare[r]!;
+            if (e > s) b[s + (off % (e - s))]! ^= x;
+          }
+          expect(ok(check(b))).toEqual(orig);
+        }),
+        { numRuns: RUNS },
+      );
+    },
+    TIMEOUT,
+  );
 
-  it('in the header or element positions of a live page: always detected', () => {
-    const src = real[name]!;
-    const l = readLive(src);
-    const spots: number[] = [];
-    for (const p of l.live.values()) {
-      const o = p.pgid * l.ps;
-      for (let i = 0; i < 16; i++) spots.push(o + i);
-      for (let e = 0; e < p.count; e++) for (let i = 0; i < 4; i++) spots.push(o + 16 + 16 * e + (p.kind === 'leaf' ? 4 : 0) + i);
-    }
-    expect(header(src, l.ps, l.root).flags).toBe(2); // the root bucket fits one leaf
-    fc.assert(
-      fc.property(fc.nat(spots.length - 1), fc.integer({ min: 1, max: 255 }), (i, x) => {
-        const b = Buffer.from(src);
-        b[spots[i]!]! ^= x;
-        expect(check(b).ok).toBe(false);
-      }),
-      { numRuns: RUNS },
-    );
-  }, TIMEOUT);
+  it(
+    'in the header or element positions of a live page: always detected',
+    () => {
+      const src = real[name]!;
+      const l = readLive(src);
+      const spots: number[] = [];
+      for (const p of l.live.values()) {
+        const o = p.pgid * l.ps;
+        for (let i = 0; i < 16; i++) spots.push(o + i);
+        for (let e = 0; e < p.count; e++) for (let i = 0; i < 4; i++) spots.push(o + 16 + 16 * e + (p.kind === 'leaf' ? 4 : 0) + i);
+      }
+      expect(header(src, l.ps, l.root).flags).toBe(2); // the root bucket fits one leaf
+      fc.assert(
+        fc.property(fc.nat(spots.length - 1), fc.integer({ min: 1, max: 255 }), (i, x) => {
+          const b = Buffer.from(src);
+          b[spots[i]!]! ^= x;
+          expect(check(b).ok).toBe(false);
+        }),
+        { numRuns: RUNS },
+      );
+    },
+    TIMEOUT,
+  );
 });

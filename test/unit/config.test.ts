@@ -154,6 +154,6 @@ describe('config', () => {
     }
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     writeFileSync(join(dir, 'c.yaml'), 's3:\n  bucket: bkt\n  region: us-east-1\n');
-    expect(loadConfig(join(dir, 'c.yaml')).s3.bucket).toBe("bkt");
+    expect(loadConfig(join(dir, 'c.yaml')).s3.bucket).toBe('bkt');
   });
 });

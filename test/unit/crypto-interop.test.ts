@@ -173,7 +173,12 @@ describe('what the reference implementations refuse, ours refuses too', () => {
     expect(runFails('age', ['-d', '-i', cliKeyFile], cut)).toMatch(/unexpected EOF/);
     expect(() => oursDecrypt(cut, ours.cli)).toThrow('not marked final');
     const p = 2 * (CHUNK_SIZE + 16);
-    const swapped = Buffer.concat([ct.subarray(0, headerLen + p), ct.subarray(headerLen + 2 * p, headerLen + 3 * p), ct.subarray(headerLen + p, headerLen + 2 * p), ct.subarray(headerLen + 3 * p)]);
+    const swapped = Buffer.concat([
+      ct.subarray(0, headerLen + p),
+      ct.subarray(headerLen + 2 * p, headerLen + 3 * p),
+      ct.subarray(headerLen + p, headerLen + 2 * p),
+      ct.subarray(headerLen + 3 * p),
+    ]);
     expect(runFails('age', ['-d', '-i', cliKeyFile], swapped)).toMatch(/failed to decrypt and authenticate payload chunk/);
     expect(() => oursDecrypt(swapped, ours.cli)).toThrow('chunk 2 (');
     const other = join(dir, 'other.txt');
@@ -206,7 +211,11 @@ describe('headers with stanzas of unknown types', () => {
     const fileKey = randomBytes(16);
     const nonce = randomBytes(16);
     const plain = randomBytes(1000);
-    const stanzas = [{ type: 'example.com/grease', args: ['+/='], body: randomBytes(48) }, ...recipients.map((r) => r.wrap(fileKey)), { type: 'x', args: [], body: Buffer.alloc(0) }];
+    const stanzas = [
+      { type: 'example.com/grease', args: ['+/='], body: randomBytes(48) },
+      ...recipients.map((r) => r.wrap(fileKey)),
+      { type: 'x', args: [], body: Buffer.alloc(0) },
+    ];
     const payload = Buffer.alloc(plain.length + 16);
     sealChunks(payloadKey(fileKey, nonce), payload, plain, 0, true);
     const ct = Buffer.concat([writeHeader(fileKey, stanzas), nonce, payload]);
@@ -267,7 +276,9 @@ describe.runIf(process.env.RUN_LARGE === '1')('1 GiB through the CLI both ways',
     const child = spawn('age', ['-d', '-i', cliKeyFile, ctFile]);
     await pipeline(child.stdout, decHash);
     expect(decHash.digest('hex')).toBe(want);
-    console.log(`ours encrypt 1 GiB: ${(1024 / encSeconds).toFixed(0)} MiB/s (encryption only), ${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1)} s with CLI decrypt`);
+    console.log(
+      `ours encrypt 1 GiB: ${(1024 / encSeconds).toFixed(0)} MiB/s (encryption only), ${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1)} s with CLI decrypt`,
+    );
 
     const cliCt = join(dir, 'big-cli.age');
     const enc2 = spawn('age', ['-r', cliRecipient, '-o', cliCt]);

@@ -30,7 +30,13 @@ describe('docs', () => {
   });
 
   it('every relative link in the README, CONTRIBUTING.md and docs/ resolves', () => {
-    const pages = ['README.md', 'CONTRIBUTING.md', ...readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+    const pages = [
+      'README.md',
+      'CONTRIBUTING.md',
+      ...readdirSync(path.join(ROOT, 'docs'))
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => `docs/${f}`),
+    ];
     const broken: string[] = [];
     for (const p of pages) {
       for (const m of read(p).matchAll(/\]\(([^)#\s]+)(#[^)]*)?\)/g)) {

@@ -37,13 +37,19 @@ const files: Record<string, string> = {};
 let zeroedPage = 0;
 
 function etcdctlStatus(file: string): { revision: number; totalKey: number; hash: number } {
-  const s = JSON.parse(execFileSync('etcdctl', ['snapshot', 'status', '-w', 'json', file], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' })) as { revision: number; totalKey: number; hash: number };
+  const s = JSON.parse(
+    execFileSync('etcdctl', ['snapshot', 'status', '-w', 'json', file], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' }),
+  ) as { revision: number; totalKey: number; hash: number };
   return { revision: s.revision, totalKey: s.totalKey, hash: s.hash };
 }
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'drill-test-'));
-  cfg = parseConfig(stringify({ cluster: 'c1', node: 'node-a', snapshotDir: join(dir, 'snaps'), stateDir: join(dir, 'state'), s3: { bucket: 'backups' } }), 'test', {});
+  cfg = parseConfig(
+    stringify({ cluster: 'c1', node: 'node-a', snapshotDir: join(dir, 'snaps'), stateDir: join(dir, 'state'), s3: { bucket: 'backups' } }),
+    'test',
+    {},
+  );
   for (const f of ['etcd-small.db', 'etcd-medium.db']) {
     files[f] = fixturePath(f);
     status[f] = etcdctlStatus(files[f]);
@@ -73,13 +79,37 @@ afterAll(async () => {
 let clock = Date.parse('2024-06-01T00:00:00Z');
 
 /** Ships `path` as `name` with the real Uploader; each call's snapshot is an hour newer than the last. */
-async function ship(store: MemoryStore, path: string, name: string, o: { deep?: DeepCheck; sealing?: Sealing; partSize?: number; time?: Date } = {}): Promise<ShipOutcome> {
+async function ship(
+  store: MemoryStore,
+  path: string,
+  name: string,
+  o: { deep?: DeepCheck; sealing?: Sealing; partSize?: number; time?: Date } = {},
+): Promise<ShipOutcome> {
   const { fh, st } = await openRegular(path);
   clock += 3600_000;
   try {
     return await new Uploader(store).ship(
-      { fh, fp: fingerprint(st), name, producer: name.endsWith('.zip') ? 'rke1' : 'etcdctl', snapshotTime: o.time ?? new Date(clock), key: objectKey(cfg, name), node: cfg.node, cluster: cfg.cluster, agent: 'test', format: formatFromName(name) },
-      { timeoutMs: 30_000, partSize: o.partSize ?? 8 << 20, queueSize: 2, maxParts: 10_000, integrity: 'sha256', ...(o.deep ? { deep: o.deep } : {}), ...(o.sealing ? { sealing: o.sealing } : {}) },
+      {
+        fh,
+        fp: fingerprint(st),
+        name,
+        producer: name.endsWith('.zip') ? 'rke1' : 'etcdctl',
+        snapshotTime: o.time ?? new Date(clock),
+        key: objectKey(cfg, name),
+        node: cfg.node,
+        cluster: cfg.cluster,
+        agent: 'test',
+        format: formatFromName(name),
+      },
+      {
+        timeoutMs: 30_000,
+        partSize: o.partSize ?? 8 << 20,
+        queueSize: 2,
+        maxParts: 10_000,
+        integrity: 'sha256',
+        ...(o.deep ? { deep: o.deep } : {}),
+        ...(o.sealing ? { sealing: o.sealing } : {}),
+      },
     );
   } finally {
     await fh.close();
@@ -182,7 +212,9 @@ describe('verifyEntry on objects the Uploader shipped', () => {
     const { store, e } = await shipped('damaged.db', files['damaged.db']!);
     const r = await verifyEntry(store, e);
     expect(r).toMatchObject({ ok: false, depth: 'deep', reason: 'corrupt' });
-    expect(r.detail).toMatch(new RegExp(`^corrupt: bbolt pages: page ${zeroedPage} \\(element \\d+ of branch page \\d+, bucket "key"\\): the page header is all zeros$`));
+    expect(r.detail).toMatch(
+      new RegExp(`^corrupt: bbolt pages: page ${zeroedPage} \\(element \\d+ of branch page \\d+, bucket "key"\\): the page header is all zeros$`),
+    );
   });
 
   it('the same damage inside an RKE zip: the zip is sound, the snapshot in it is not', async () => {
@@ -232,7 +264,7 @@ describe('verifyEntry on objects the Uploader shipped', () => {
     expect(r.detail).toBe(`${e.object.key}: the bytes read do not match the recorded sha256 (${sha256(damaged)} != ${e.sha256})`);
   });
 
-  it('a manifest whose sha256 is not the object\'s', async () => {
+  it("a manifest whose sha256 is not the object's", async () => {
     const { store, e } = await shipped('etcd-small.db', files['etcd-small.db']!);
     rewriteManifest(store, e, (m) => {
       m.snapshot.sha256 = 'ab'.repeat(32);
@@ -298,7 +330,15 @@ describe('an age-encrypted object read with its identity', () => {
     const reader = await plainReader(store, e, parseIdentities(identity, 'test'));
     expect(reader.size).toBe(plain.length);
     const C = 64 * 1024;
-    for (const [pos, len] of [[0, 10], [C - 5, 10], [3 * C - 1, C + 2], [plain.length - 100, 200], [plain.length - 32, 32], [0, plain.length], [plain.length, 5]] as const) {
+    for (const [pos, len] of [
+      [0, 10],
+      [C - 5, 10],
+      [3 * C - 1, C + 2],
+      [plain.length - 100, 200],
+      [plain.length - 32, 32],
+      [0, plain.length],
+      [plain.length, 5],
+    ] as const) {
       expect((await reader.read(pos, len)).equals(plain.subarray(pos, pos + len)), `${pos}+${len}`).toBe(true);
     }
     const obj = store.objects.get(e.object.key)!;
@@ -312,16 +352,23 @@ describe('an age-encrypted object read with its identity', () => {
     const sealing = sealingFrom({ encryption: { recipients: [recipient] }, signing: {} })!;
     const { store, e } = await shipped('2024-05-01T12:00:00Z_etcd.zip', files['rke.zip']!, { sealing });
     const r = await verifyEntry(store, e, { identities: parseIdentities(identity, 'test') });
-    expect(r, r.detail).toMatchObject({ ok: true, depth: 'deep', db: { revision: status['etcd-medium.db']!.revision, keys: status['etcd-medium.db']!.totalKey } });
+    expect(r, r.detail).toMatchObject({
+      ok: true,
+      depth: 'deep',
+      db: { revision: status['etcd-medium.db']!.revision, keys: status['etcd-medium.db']!.totalKey },
+    });
     const wrong = await verifyEntry(store, e, { identities: parseIdentities(generateAgeIdentity().identity, 'test') });
     expect(wrong).toMatchObject({ ok: false, reason: 'decrypt' });
   });
 });
 
 describe('verifyEntry --restore', () => {
-  it('restores with Debian\'s etcdctl in a temp dir and removes everything it wrote', async () => {
+  it("restores with Debian's etcdctl in a temp dir and removes everything it wrote", async () => {
     const before = await tempDirsLeft();
-    for (const [file, name] of [['etcd-small.db', 'etcd-small.db'], ['rke.zip', '2024-05-01T12:00:00Z_etcd.zip']] as const) {
+    for (const [file, name] of [
+      ['etcd-small.db', 'etcd-small.db'],
+      ['rke.zip', '2024-05-01T12:00:00Z_etcd.zip'],
+    ] as const) {
       const { store, e } = await shipped(name, files[file]!);
       const r = await verifyEntry(store, e, { restore: true });
       expect(r, r.detail).toMatchObject({ ok: true, restore: { ok: true } });
@@ -408,7 +455,13 @@ describe('DrillScheduler', () => {
     expect(await value(metrics, 'etcdbackup_verify_failures_total', { reason: 'hash' })).toBe(0);
     expect(Math.abs(Date.now() / 1000 - (await value(metrics, 'etcdbackup_last_verify_run_timestamp_seconds'))!)).toBeLessThan(10);
     const ok = lines.find((l) => l.msg === 'restore drill: backup verified')!;
-    expect(ok).toMatchObject({ key: objectKey(cfg, 'newest.db'), depth: 'deep', revision: status['etcd-medium.db']!.revision, keys: status['etcd-medium.db']!.totalKey, snapshotTime: newest.toISOString() });
+    expect(ok).toMatchObject({
+      key: objectKey(cfg, 'newest.db'),
+      depth: 'deep',
+      revision: status['etcd-medium.db']!.revision,
+      keys: status['etcd-medium.db']!.totalKey,
+      snapshotTime: newest.toISOString(),
+    });
     const bad = lines.find((l) => l.msg === 'restore drill: backup FAILED verification; it would not restore')!;
     expect(bad).toMatchObject({ level: 'error', key: objectKey(cfg, 'older.db'), reason: 'corrupt', snapshotTime: older.toISOString() });
     expect(String(bad.detail)).toContain('all zeros');
@@ -565,7 +618,12 @@ describe('DrillScheduler', () => {
 
     it('a record of another bucket, or one that is not JSON, is ignored', async () => {
       await mkdir(cfg.stateDir, { recursive: true });
-      const other = { location: { endpoint: 'aws:us-east-1', bucket: 'elsewhere', prefix: nodePrefix(cfg) }, lastRunMs: 5000, lastVerifiedMs: 4000, failed: [{ key: 'k', reason: 'hash' }] };
+      const other = {
+        location: { endpoint: 'aws:us-east-1', bucket: 'elsewhere', prefix: nodePrefix(cfg) },
+        lastRunMs: 5000,
+        lastVerifiedMs: 4000,
+        failed: [{ key: 'k', reason: 'hash' }],
+      };
       for (const text of [JSON.stringify(other), '{"location":', '']) {
         await writeFile(stateFile(), text);
         const { d, metrics } = drill(new MemoryStore());
@@ -584,7 +642,9 @@ describe('DrillScheduler', () => {
       const d = new DrillScheduler({ cfg: { ...cfg, stateDir: join(dir, 'no', 'such', 'dir') }, store, log, metrics, exclusive: (fn) => fn() });
       expect(await d.runNow('test')).toHaveLength(1);
       expect(await value(metrics, 'etcdbackup_last_verify_failed_objects')).toBe(0);
-      expect(lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toEqual(["could not record the drill's result in the state directory; a restart shows no verified backup until the next drill"]);
+      expect(lines.filter((l) => l.level === 'warn').map((l) => l.msg)).toEqual([
+        "could not record the drill's result in the state directory; a restart shows no verified backup until the next drill",
+      ]);
     });
   });
 });

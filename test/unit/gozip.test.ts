@@ -76,7 +76,11 @@ async function quick(path: string) {
 }
 
 const sha256sum = (path: string): string => execFileSync('sha256sum', [path], { encoding: 'utf8' }).split(' ')[0]!;
-const exists = (path: string): Promise<boolean> => stat(path).then(() => true, () => false);
+const exists = (path: string): Promise<boolean> =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
 
 /** Our reading of the directory, in the terms Go's reader reports. */
 function ours(d: ZipDirectory) {
@@ -91,7 +95,15 @@ function ours(d: ZipDirectory) {
   }));
 }
 const goView = (entries: GoListedEntry[]) =>
-  entries.map(({ name, method, flags, crc32, compressedSize, uncompressedSize, dataOffset }) => ({ name, method, flags, crc32, compressedSize, uncompressedSize, dataOffset }));
+  entries.map(({ name, method, flags, crc32, compressedSize, uncompressedSize, dataOffset }) => ({
+    name,
+    method,
+    flags,
+    crc32,
+    compressedSize,
+    uncompressedSize,
+    dataOffset,
+  }));
 
 describe.each(FIXTURES)('Go-made zips of %s', (fixture) => {
   let size: number;
@@ -102,7 +114,14 @@ describe.each(FIXTURES)('Go-made zips of %s', (fixture) => {
   it('RKE (rke-tools): verified, the snapshot entry found, the zip hashed as stored', async () => {
     const { zip, result } = await rkeZipOf(fixture);
     expect(result.ok).toBe(true);
-    expect(await verifyPath(zip)).toEqual({ ok: true, format: 'zip', size: (await stat(zip)).size, sha256: sha256sum(zip), dbSize: size, entry: `/backup/${RKE_NAME}` });
+    expect(await verifyPath(zip)).toEqual({
+      ok: true,
+      format: 'zip',
+      size: (await stat(zip)).size,
+      sha256: sha256sum(zip),
+      dbSize: size,
+      entry: `/backup/${RKE_NAME}`,
+    });
     expect(await quick(zip)).toBeUndefined();
   });
 
@@ -133,7 +152,9 @@ describe.each(FIXTURES)('Go-made zips of %s', (fixture) => {
     const { zip } = await k3sZipOf(fixture);
     const go = await goList(zip);
     expect(ours(await readDirectory(zip))).toEqual(goView(go));
-    expect(go).toMatchObject([{ name: K3S_NAME, method: 8, flags: FLAG_DATA_DESCRIPTOR, uncompressedSize: size, modified: K3S_TIME.getTime() / 1000, read: 'ok' }]);
+    expect(go).toMatchObject([
+      { name: K3S_NAME, method: 8, flags: FLAG_DATA_DESCRIPTOR, uncompressedSize: size, modified: K3S_TIME.getTime() / 1000, read: 'ok' },
+    ]);
   });
 });
 

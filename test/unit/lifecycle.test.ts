@@ -30,14 +30,29 @@ describe('decide', () => {
     ['checks pass', { quick: ok }, 'queued', 'ship'],
     ['checks fail, changed recently: the writer is still at it', { quick: incomplete, changedAtMs: NOW - 1_000 }, 'settling', 'wait'],
     ['checks fail, quiet for settleTimeout: rejected', { quick: incomplete, changedAtMs: NOW - 200_000 }, 'rejected', 'reject'],
-    ['the read pass found it corrupt, recently changed', { quick: ok, failed: { ok: false, reason: 'corrupt', detail: 'x' }, changedAtMs: NOW - 1_000 }, 'settling', 'wait'],
-    ['the read pass found it corrupt, quiet since', { quick: ok, failed: { ok: false, reason: 'corrupt', detail: 'x' }, changedAtMs: NOW - 200_000 }, 'rejected', 'reject'],
+    [
+      'the read pass found it corrupt, recently changed',
+      { quick: ok, failed: { ok: false, reason: 'corrupt', detail: 'x' }, changedAtMs: NOW - 1_000 },
+      'settling',
+      'wait',
+    ],
+    [
+      'the read pass found it corrupt, quiet since',
+      { quick: ok, failed: { ok: false, reason: 'corrupt', detail: 'x' }, changedAtMs: NOW - 200_000 },
+      'rejected',
+      'reject',
+    ],
     ['named explicitly: no waiting for a writer', { quick: incomplete, changedAtMs: NOW - 1_000, explicit: true }, 'rejected', 'reject'],
     ['raw of a zipping producer, just seen, no zip yet: held', { zipping: true, zip: 'absent', firstSeenMs: NOW - 1_000 }, 'held', 'wait'],
     ['raw of a zipping producer, its zip is being written', { zipping: true, zip: 'pending' }, 'superseded', 'none'],
     ['raw of a zipping producer, its zip is good', { zipping: true, zip: 'good', quick: ok }, 'superseded', 'none'],
     ['raw of a zipping producer, no zip came within zipWait: shipped', { zipping: true, zip: 'absent', quick: ok }, 'queued', 'ship'],
-    ['raw whose zip failed verification (a full disk cut it): shipped', { zipping: true, zip: 'rejected', firstSeenMs: NOW - 1_000, quick: ok }, 'queued', 'ship'],
+    [
+      'raw whose zip failed verification (a full disk cut it): shipped',
+      { zipping: true, zip: 'rejected', firstSeenMs: NOW - 1_000, quick: ok },
+      'queued',
+      'ship',
+    ],
     ['named explicitly, a zip beside it: shipped all the same', { zipping: true, zip: 'good', explicit: true, quick: ok }, 'queued', 'ship'],
   ])('%s', (_what, over, state, action) => {
     const d = decide(base(over));

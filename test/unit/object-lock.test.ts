@@ -21,7 +21,17 @@ import { MemoryStore, s3Error } from '../support/memory-store.js';
 const FIXTURE = join(import.meta.dirname, '../fixtures/etcd-small.db');
 
 function config(extra: Record<string, unknown> = {}) {
-  return parseConfig(stringify({ cluster: 'c1', node: 'node-a', snapshotDir: tmpdir(), stateDir: tmpdir(), s3: { bucket: 'backups', objectLock: { mode: 'COMPLIANCE', retainFor: '7d' }, ...extra } }), 'test', {});
+  return parseConfig(
+    stringify({
+      cluster: 'c1',
+      node: 'node-a',
+      snapshotDir: tmpdir(),
+      stateDir: tmpdir(),
+      s3: { bucket: 'backups', objectLock: { mode: 'COMPLIANCE', retainFor: '7d' }, ...extra },
+    }),
+    'test',
+    {},
+  );
 }
 
 function logger() {
@@ -40,7 +50,10 @@ async function ship(store: MemoryStore, integrity: PartIntegrity, cfg = config()
   try {
     const fp = fingerprint(await fh.stat());
     const key = objectKey(cfg, 'etcd-small.db');
-    return await new Uploader(store).ship({ fh, fp, name: 'etcd-small.db', producer: 'etcdctl', snapshotTime: new Date(fp.mtimeMs), key, node: cfg.node, cluster: cfg.cluster, agent: 'test' }, shipOptions(cfg, { integrity }));
+    return await new Uploader(store).ship(
+      { fh, fp, name: 'etcd-small.db', producer: 'etcdctl', snapshotTime: new Date(fp.mtimeMs), key, node: cfg.node, cluster: cfg.cluster, agent: 'test' },
+      shipOptions(cfg, { integrity }),
+    );
   } finally {
     await fh.close();
   }
@@ -61,7 +74,9 @@ describe('part proof under Object Lock', () => {
     expect(await resolveIntegrity(new MemoryStore({ objectLock: false }), config({ objectLock: undefined }), log)).toBe('sha256');
     // a server that checks CRC32 (AWS) keeps it: it satisfies the lock's requirement too
     expect(await resolveIntegrity(new MemoryStore({ objectLock: true, checksCrc32: true }), config(), log)).toBe('crc32');
-    expect(lines.filter((l) => l.msg === 'part integrity').map((l) => l.proof)).toContain('Content-MD5 (objects are written under Object Lock, where S3 wants it on every part)');
+    expect(lines.filter((l) => l.msg === 'part integrity').map((l) => l.proof)).toContain(
+      'Content-MD5 (objects are written under Object Lock, where S3 wants it on every part)',
+    );
   });
 
   it('AWS refuses a locked upload whose parts carry only the signed payload; with md5 it ships', async () => {
@@ -108,14 +123,31 @@ describe('retention on every object the upload writes', () => {
 describe('remote retention and locked objects', () => {
   async function twoShipped(store: MemoryStore) {
     const root = await mkdtemp(join(tmpdir(), 'lock-retention-'));
-    const cfg = parseConfig(stringify({ cluster: 'c1', node: 'node-a', snapshotDir: root, stateDir: join(root, 'state'), s3: { bucket: 'backups', objectLock: { mode: 'GOVERNANCE', retainFor: '1d' } }, retention: { remote: { enabled: true, keep: 1 } } }), 'test', {});
+    const cfg = parseConfig(
+      stringify({
+        cluster: 'c1',
+        node: 'node-a',
+        snapshotDir: root,
+        stateDir: join(root, 'state'),
+        s3: { bucket: 'backups', objectLock: { mode: 'GOVERNANCE', retainFor: '1d' } },
+        retention: { remote: { enabled: true, keep: 1 } },
+      }),
+      'test',
+      {},
+    );
     const { ledger } = await Ledger.open(cfg.stateDir, ledgerLocation(cfg));
     // two objects of this node: older and newer, by their snapshot time in the manifest
     const fh = await open(FIXTURE, 'r');
     const fp = fingerprint(await fh.stat());
     const up = new Uploader(store);
-    for (const [name, t] of [['old.db', Date.now() - 3 * 86_400_000], ['new.db', Date.now() - 3_600_000]] as const) {
-      await up.ship({ fh, fp, name, producer: 'etcdctl', snapshotTime: new Date(t), key: objectKey(cfg, name), node: cfg.node, cluster: cfg.cluster, agent: 'test' }, shipOptions(cfg, { integrity: 'md5' }));
+    for (const [name, t] of [
+      ['old.db', Date.now() - 3 * 86_400_000],
+      ['new.db', Date.now() - 3_600_000],
+    ] as const) {
+      await up.ship(
+        { fh, fp, name, producer: 'etcdctl', snapshotTime: new Date(t), key: objectKey(cfg, name), node: cfg.node, cluster: cfg.cluster, agent: 'test' },
+        shipOptions(cfg, { integrity: 'md5' }),
+      );
     }
     await fh.close();
     return { cfg, ledger };
@@ -141,7 +173,9 @@ describe('remote retention and locked objects', () => {
     const { log, lines } = logger();
     const report = await prunePass({ cfg, store, ledger, log, now: () => later }, []);
     const old = report.remote!.kept.find((k) => k.key.endsWith('/old.db'));
-    expect(old?.reason).toMatch(/^S3 refused to delete it \(S3 refused the credentials or access .*AccessDenied.*\); an Object Lock or a bucket policy protects it\. Kept; the next retention pass tries once more$/);
+    expect(old?.reason).toMatch(
+      /^S3 refused to delete it \(S3 refused the credentials or access .*AccessDenied.*\); an Object Lock or a bucket policy protects it\. Kept; the next retention pass tries once more$/,
+    );
     expect(store.calls.filter((c) => c.op === 'delete' && c.key?.endsWith('/old.db'))).toHaveLength(1);
     expect(lines.filter((l) => l.msg === 'retention: S3 refused to delete a remote snapshot; kept')).toHaveLength(1);
     expect(report.remote!.deleted).toEqual([]);

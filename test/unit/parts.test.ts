@@ -15,7 +15,9 @@ function sum(kind: Kind, b: Buffer): string {
     out.writeUInt32BE(crc32(b) >>> 0);
     return out.toString('base64');
   }
-  return createHash(kind).update(b).digest(kind === 'sha256' ? 'hex' : 'base64');
+  return createHash(kind)
+    .update(b)
+    .digest(kind === 'sha256' ? 'hex' : 'base64');
 }
 
 /** A manifest's object record for `body` cut into a first part of `first` bytes and then parts of `each`. */
@@ -23,7 +25,16 @@ function layout(body: Buffer, first: number, each: number, kind: Kind): Manifest
   const cuts = [0, Math.min(first, body.length)];
   while (cuts[cuts.length - 1]! < body.length) cuts.push(Math.min(body.length, cuts[cuts.length - 1]! + each));
   const partChecksums = cuts.slice(1).map((end, i) => sum(kind, body.subarray(cuts[i], end)));
-  return { key: 'k.age', size: body.length, parts: partChecksums.length, partSize: each, integrity: kind, partChecksums, firstPartBytes: first, partBytes: each };
+  return {
+    key: 'k.age',
+    size: body.length,
+    parts: partChecksums.length,
+    partSize: each,
+    integrity: kind,
+    partChecksums,
+    firstPartBytes: first,
+    partBytes: each,
+  };
 }
 
 function run(o: Manifest['object'], stored: Buffer, splits: number[]): string | undefined {

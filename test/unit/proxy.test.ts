@@ -34,7 +34,9 @@ describe('chooseProxy', () => {
   it('a proxy without a scheme is http://; other schemes are refused with a reason that hides credentials', () => {
     const d = chooseProxy(ep('https://s3.example.com'), undefined, { HTTPS_PROXY: 'proxy.corp:3128' });
     expect('proxy' in d && d.proxy.url.protocol).toBe('http:');
-    expect(() => chooseProxy(ep('https://s3.example.com'), undefined, { HTTPS_PROXY: 'socks5://u:hunter2hunter2@p:1080' })).toThrow(/HTTPS_PROXY uses socks5.*http:\/\/ or https:\/\//);
+    expect(() => chooseProxy(ep('https://s3.example.com'), undefined, { HTTPS_PROXY: 'socks5://u:hunter2hunter2@p:1080' })).toThrow(
+      /HTTPS_PROXY uses socks5.*http:\/\/ or https:\/\//,
+    );
     try {
       chooseProxy(ep('https://s3.example.com'), undefined, { HTTPS_PROXY: 'http://u:hunter2hunter2@[bad' });
     } catch (e) {
@@ -44,8 +46,12 @@ describe('chooseProxy', () => {
   });
 
   it('NO_PROXY turns the proxy off for a listed endpoint, and says which entry', () => {
-    expect(via(chooseProxy(ep('http://127.0.0.1:7480'), undefined, { http_proxy: 'http://p:1', no_proxy: 'localhost,127.0.0.1' }))).toBe('direct: no_proxy lists 127.0.0.1');
-    expect(describeProxy(chooseProxy(ep('http://127.0.0.1:7480'), undefined, { http_proxy: 'http://u:secretsecret@p:1' }))).toBe('http://p:1 (with credentials) (from http_proxy)');
+    expect(via(chooseProxy(ep('http://127.0.0.1:7480'), undefined, { http_proxy: 'http://p:1', no_proxy: 'localhost,127.0.0.1' }))).toBe(
+      'direct: no_proxy lists 127.0.0.1',
+    );
+    expect(describeProxy(chooseProxy(ep('http://127.0.0.1:7480'), undefined, { http_proxy: 'http://u:secretsecret@p:1' }))).toBe(
+      'http://p:1 (with credentials) (from http_proxy)',
+    );
   });
 });
 
@@ -92,7 +98,9 @@ describe('failures at the proxy', () => {
 
   it("a proxy's own error page is told from S3's by the missing request id", () => {
     expect(proxyOwnAnswer({ statusCode: 407, headers: { 'proxy-authenticate': 'Basic realm="x"' } }, 'P')?.reason).toBe('auth');
-    expect(proxyOwnAnswer({ statusCode: 500, reason: 'Unable to connect', headers: { server: 'tinyproxy/1.11.1' } }, 'P')?.message).toBe('the proxy P answered instead of S3: the proxy could not reach the S3 endpoint (500 Unable to connect)');
+    expect(proxyOwnAnswer({ statusCode: 500, reason: 'Unable to connect', headers: { server: 'tinyproxy/1.11.1' } }, 'P')?.message).toBe(
+      'the proxy P answered instead of S3: the proxy could not reach the S3 endpoint (500 Unable to connect)',
+    );
     expect(proxyOwnAnswer({ statusCode: 503, headers: { server: 'squid/5.7', 'x-squid-error': 'ERR_CONNECT_FAIL 111' } }, 'P')?.reason).toBe('network');
     // a load balancer in front of S3 answering 502 is not the proxy
     expect(proxyOwnAnswer({ statusCode: 502, headers: { server: 'nginx' } }, 'P')).toBeUndefined();
@@ -111,7 +119,11 @@ describe('failures at the proxy', () => {
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     const port = (srv.address() as AddressInfo).port;
     await new Promise<void>((r) => srv.close(() => r()));
-    const cfg = parseConfig(`s3: { bucket: bkt, endpoint: "http://127.0.0.1:1", proxy: "http://agent:pr0xy-passw0rd@127.0.0.1:${port}" }\nupload: { attempts: 2 }\nnode: n\n`, 'c', {});
+    const cfg = parseConfig(
+      `s3: { bucket: bkt, endpoint: "http://127.0.0.1:1", proxy: "http://agent:pr0xy-passw0rd@127.0.0.1:${port}" }\nupload: { attempts: 2 }\nnode: n\n`,
+      'c',
+      {},
+    );
     const store = new S3Store(cfg);
     const t0 = Date.now();
     const err = await store.check().then(
@@ -134,7 +146,11 @@ describe('failures at the proxy', () => {
     const srv = createServer((s) => held.push(s));
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     const port = (srv.address() as AddressInfo).port;
-    const cfg = parseConfig(`s3: { bucket: bkt, endpoint: "https://127.0.0.1:1", proxy: "http://127.0.0.1:${port}", connectTimeout: 500ms }\nupload: { attempts: 1 }\nnode: n\n`, 'c', {});
+    const cfg = parseConfig(
+      `s3: { bucket: bkt, endpoint: "https://127.0.0.1:1", proxy: "http://127.0.0.1:${port}", connectTimeout: 500ms }\nupload: { attempts: 1 }\nnode: n\n`,
+      'c',
+      {},
+    );
     const store = new S3Store(cfg);
     const t0 = Date.now();
     const err = await store.check().then(
@@ -146,6 +162,8 @@ describe('failures at the proxy', () => {
     srv.close();
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(classifyError(err)).toBe('timeout');
-    expect(describeError(err, { location: store.location })).toMatch(new RegExp(`the proxy http://127\\.0\\.0\\.1:${port} \\(from s3\\.proxy\\) did not connect to 127\\.0\\.0\\.1:1 within 500 ms`));
+    expect(describeError(err, { location: store.location })).toMatch(
+      new RegExp(`the proxy http://127\\.0\\.0\\.1:${port} \\(from s3\\.proxy\\) did not connect to 127\\.0\\.0\\.1:1 within 500 ms`),
+    );
   });
 });

@@ -7,16 +7,32 @@ import { restoreHints } from '../../agent/cli/restore-hints.js';
 import { parseConfig } from '../../agent/config/parse.js';
 import type { CatalogEntry } from '../../agent/store/catalog.js';
 
-const cfg = (s3: Record<string, unknown> = {}) => parseConfig(stringify({ cluster: 'prod', node: 'node-a', snapshotDir: '/snap', stateDir: '/state', s3: { bucket: 'backups', ...s3 } }), 'test', {});
+const cfg = (s3: Record<string, unknown> = {}) =>
+  parseConfig(stringify({ cluster: 'prod', node: 'node-a', snapshotDir: '/snap', stateDir: '/state', s3: { bucket: 'backups', ...s3 } }), 'test', {});
 
 function entry(key: string, o: Partial<CatalogEntry> = {}): CatalogEntry {
   const name = key.slice(key.lastIndexOf('/') + 1);
-  return { key, object: { key, size: 10 }, encrypted: false, hasSignature: false, name, size: 10, time: new Date('2024-05-01T12:00:00Z'), node: 'node-a', cluster: 'prod', complete: true, ...o };
+  return {
+    key,
+    object: { key, size: 10 },
+    encrypted: false,
+    hasSignature: false,
+    name,
+    size: 10,
+    time: new Date('2024-05-01T12:00:00Z'),
+    node: 'node-a',
+    cluster: 'prod',
+    complete: true,
+    ...o,
+  };
 }
 
 describe('restoreHints', () => {
   it('RKE: --folder is the object prefix, --name the snapshot without .zip, the endpoint host and CA file as RKE takes them', () => {
-    const lines = restoreHints(cfg({ endpoint: 'minio.example:9000', caFile: '/etc/ca.pem', region: 'eu-1' }), entry('etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip', { producer: 'rke1' }));
+    const lines = restoreHints(
+      cfg({ endpoint: 'minio.example:9000', caFile: '/etc/ca.pem', region: 'eu-1' }),
+      entry('etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip', { producer: 'rke1' }),
+    );
     expect(lines).toEqual([
       'newest snapshot of node node-a: etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip (taken 2024-05-01T12:00:00.000Z)',
       'check it first (streamed back and checked page by page, nothing written): etcd-backup-agent verify etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip',
@@ -30,13 +46,19 @@ describe('restoreHints', () => {
   });
 
   it('RKE over plain HTTP: says RKE cannot, and still gives the file route', () => {
-    const lines = restoreHints(cfg({ endpoint: 'http://10.0.0.5:7480' }), entry('etcd-backup/prod/node-a/rke_etcd_snapshot_2024-05-01T12:00:00Z.zip', { producer: 'rke1-oneshot' }));
+    const lines = restoreHints(
+      cfg({ endpoint: 'http://10.0.0.5:7480' }),
+      entry('etcd-backup/prod/node-a/rke_etcd_snapshot_2024-05-01T12:00:00Z.zip', { producer: 'rke1-oneshot' }),
+    );
     expect(lines.find((l) => l.includes('rke etcd snapshot-restore'))).toContain('--s3-endpoint 10.0.0.5:7480 ');
     expect(lines).toContain('  (RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front, or restore from the fetched file below)');
   });
 
   it('RKE2/k3s: --cluster-reset-restore-path is the object name, --etcd-s3-folder its prefix, --etcd-s3-insecure for http', () => {
-    const lines = restoreHints(cfg({ endpoint: 'http://10.0.0.5:7480', ca: '-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----' }), entry('etcd-backup/prod/node-a/etcd-snapshot-node-a-1714564800.zip', { producer: 'rke2' }));
+    const lines = restoreHints(
+      cfg({ endpoint: 'http://10.0.0.5:7480', ca: '-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----' }),
+      entry('etcd-backup/prod/node-a/etcd-snapshot-node-a-1714564800.zip', { producer: 'rke2' }),
+    );
     expect(lines.slice(2, 5)).toEqual([
       'restore with RKE2 (stop rke2-server on every server node first; on a rebuilt node add --token=<the cluster token>):',
       '  rke2 server --cluster-reset --cluster-reset-restore-path=etcd-snapshot-node-a-1714564800.zip --etcd-s3 --etcd-s3-bucket=backups --etcd-s3-folder=etcd-backup/prod/node-a --etcd-s3-endpoint=10.0.0.5:7480 --etcd-s3-endpoint-ca=/path/to/ca.pem --etcd-s3-insecure --etcd-s3-region=us-east-1 --etcd-s3-access-key=ACCESS_KEY --etcd-s3-secret-key=SECRET_KEY',
@@ -44,7 +66,7 @@ describe('restoreHints', () => {
     ]);
   });
 
-  it('AWS (no endpoint): no endpoint flag; an object of another node (list --cluster) gets that node\'s prefix', () => {
+  it("AWS (no endpoint): no endpoint flag; an object of another node (list --cluster) gets that node's prefix", () => {
     const lines = restoreHints(cfg(), entry('etcd-backup/prod/node-b/etcd-snapshot-node-b-1714564800', { producer: 'rke2', node: 'node-b' }));
     expect(lines[0]).toMatch(/^newest snapshot of node node-b: /);
     const cmd = lines.find((l) => l.startsWith('  rke2 server'))!;
@@ -53,7 +75,9 @@ describe('restoreHints', () => {
     expect(cmd).not.toContain('--etcd-s3-insecure');
     // a raw object: restored as it is, nothing to unzip
     expect(lines.some((l) => l.includes('unzip'))).toBe(false);
-    expect(lines.at(-1)).toBe('  etcdutl snapshot restore /tmp/etcd-snapshot-node-b-1714564800 --data-dir /var/lib/etcd-restored   # etcd 3.4: etcdctl snapshot restore');
+    expect(lines.at(-1)).toBe(
+      '  etcdutl snapshot restore /tmp/etcd-snapshot-node-b-1714564800 --data-dir /var/lib/etcd-restored   # etcd 3.4: etcdctl snapshot restore',
+    );
   });
 
   it('another key template: the folder follows the object', () => {
@@ -62,9 +86,18 @@ describe('restoreHints', () => {
   });
 
   it('encrypted: only the file route, with the identity', () => {
-    const lines = restoreHints(cfg(), entry('etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip', { producer: 'rke1', encrypted: true, object: { key: 'etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip.age', size: 10 } }));
+    const lines = restoreHints(
+      cfg(),
+      entry('etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip', {
+        producer: 'rke1',
+        encrypted: true,
+        object: { key: 'etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip.age', size: 10 },
+      }),
+    );
     expect(lines.some((l) => l.includes('rke etcd'))).toBe(false);
-    expect(lines).toContain('  etcd-backup-agent fetch etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip.age --identity /path/to/age-identity.txt --output /tmp/2024-05-01T12:00:00Z_etcd.zip');
+    expect(lines).toContain(
+      '  etcd-backup-agent fetch etcd-backup/prod/node-a/2024-05-01T12:00:00Z_etcd.zip.age --identity /path/to/age-identity.txt --output /tmp/2024-05-01T12:00:00Z_etcd.zip',
+    );
     expect(lines[1]).toMatch(/verify etcd-backup\/prod\/node-a\/2024-05-01T12:00:00Z_etcd\.zip\.age --identity /);
   });
 

@@ -70,7 +70,11 @@ async function setup(retention: Record<string, unknown> = {}) {
   const root = await mkdtemp(join(tmpdir(), 'retention-'));
   const snapshots = join(root, 'snapshots');
   await mkdir(snapshots);
-  const cfg = parseConfig(stringify({ cluster: 'c1', node: 'node-a', snapshotDir: snapshots, stateDir: join(root, 'state'), s3: { bucket: 'backups' }, retention }), 'test', {});
+  const cfg = parseConfig(
+    stringify({ cluster: 'c1', node: 'node-a', snapshotDir: snapshots, stateDir: join(root, 'state'), s3: { bucket: 'backups' }, retention }),
+    'test',
+    {},
+  );
   const { ledger } = await Ledger.open(cfg.stateDir, ledgerLocation(cfg));
   const store = new RetentionStore();
   const lines: Record<string, unknown>[] = [];
@@ -148,13 +152,21 @@ describe('retention executor', () => {
   it('dry run: logs what would go, deletes and counts nothing', async () => {
     const t = await setup({ maxAge: '2h', remote: { enabled: true, keep: 1 } });
     const files = [await t.add('a.db', 1), await t.add('b.db', 3)];
-    t.store.seed('etcd-backup/c1/node-a/gone.db', Buffer.from('gone!'), { sha256: 'f'.repeat(64), node: 'node-a', cluster: 'c1', name: 'gone.db' }, new Date(NOW - 100 * H));
+    t.store.seed(
+      'etcd-backup/c1/node-a/gone.db',
+      Buffer.from('gone!'),
+      { sha256: 'f'.repeat(64), node: 'node-a', cluster: 'c1', name: 'gone.db' },
+      new Date(NOW - 100 * H),
+    );
     const report = await prunePass(t.deps, files, { dryRun: true });
     expect(report.local.deleted.map((d) => d.name)).toEqual(['b.db']);
     expect(report.remote!.deleted.map((d) => d.key)).toEqual(['etcd-backup/c1/node-a/gone.db']);
     expect(await readdir(t.snapshots)).toHaveLength(2);
     expect(t.store.objects.size).toBe(3);
-    expect(t.lines.filter((l) => String(l.msg).startsWith('retention (dry run): would')).map((l) => l.key)).toEqual(['etcd-backup/c1/node-a/b.db', 'etcd-backup/c1/node-a/gone.db']);
+    expect(t.lines.filter((l) => String(l.msg).startsWith('retention (dry run): would')).map((l) => l.key)).toEqual([
+      'etcd-backup/c1/node-a/b.db',
+      'etcd-backup/c1/node-a/gone.db',
+    ]);
     expect(await t.value('etcdbackup_pruned_files_total', { location: 'local' })).toBe(0);
   });
 
@@ -173,7 +185,15 @@ describe('retention executor', () => {
     const files = [await t.add('new.db', 1)];
     for (const [i, name] of ['old1.db', 'old2.db', 'old3.db'].entries()) {
       const key = objectKey(t.cfg, name);
-      await t.ledger.record({ name, key, size: 5, sha256: String(i).repeat(64), mtimeMs: 0, producer: 'etcdctl', confirmedAt: new Date(NOW - (10 + i) * H).toISOString() });
+      await t.ledger.record({
+        name,
+        key,
+        size: 5,
+        sha256: String(i).repeat(64),
+        mtimeMs: 0,
+        producer: 'etcdctl',
+        confirmedAt: new Date(NOW - (10 + i) * H).toISOString(),
+      });
       t.store.seed(key, Buffer.from('12345'), { sha256: String(i).repeat(64), node: 'node-a', cluster: 'c1', name }, new Date(NOW - (10 + i) * H));
     }
     const foreign = ['etcd-backup/c1/node-b/old.db', 'etcd-backup/c1/node-a/notes.txt'];

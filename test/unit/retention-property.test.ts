@@ -19,7 +19,16 @@ const pick = <T>(...pairs: [T, number][]): fc.Arbitrary<T> => fc.oneof(...pairs.
 const localCase = fc.record({
   files: fc.array(
     fc.record({
-      state: pick<FileState>(['confirmed', 8], ['queued', 1], ['shipping', 1], ['unrecognised', 1], ['held', 1], ['settling', 1], ['rejected', 1], ['superseded', 1]),
+      state: pick<FileState>(
+        ['confirmed', 8],
+        ['queued', 1],
+        ['shipping', 1],
+        ['unrecognised', 1],
+        ['held', 1],
+        ['settling', 1],
+        ['rejected', 1],
+        ['superseded', 1],
+      ),
       // whole hours make ties; negative ages are future mtimes (clock jumps)
       ageHours: fc.oneof(fc.integer({ min: -72, max: 400 }), fc.integer({ min: -2, max: 6 })),
       size: fc.integer({ min: 1, max: 4 }),
@@ -40,7 +49,13 @@ function build(c: typeof localCase extends fc.Arbitrary<infer T> ? T : never) {
   const ledger: LedgerFact[] = [];
   const heads = new Map<string, HeadFact>();
   c.files.forEach((g, i) => {
-    const f: LocalFile = { name: `f${String(i).padStart(2, '0')}`, state: g.state, size: g.size, mtimeMs: NOW - g.ageHours * H, sha256: g.state === 'unrecognised' ? undefined : sha(g.content) };
+    const f: LocalFile = {
+      name: `f${String(i).padStart(2, '0')}`,
+      state: g.state,
+      size: g.size,
+      mtimeMs: NOW - g.ageHours * H,
+      sha256: g.state === 'unrecognised' ? undefined : sha(g.content),
+    };
     files.push(f);
     const key = `k/${f.name}`;
     const e = { name: f.name, key, size: f.size, sha256: sha(g.content) };
@@ -48,7 +63,14 @@ function build(c: typeof localCase extends fc.Arbitrary<infer T> ? T : never) {
     if (g.ledger === 'other-sha') ledger.push({ ...e, sha256: sha(g.content + 10) });
     if (g.ledger === 'other-size') ledger.push({ ...e, size: f.size + 1 });
     if (g.ledger === 'other-name') ledger.push({ ...e, name: `g${i}` });
-    const head: Record<string, HeadFact | undefined> = { match: { size: f.size, sha256: e.sha256 }, unchecked: undefined, missing: null, 'other-sha': { size: f.size, sha256: sha(99) }, 'other-size': { size: f.size + 1, sha256: e.sha256 }, 'no-sha': { size: f.size } };
+    const head: Record<string, HeadFact | undefined> = {
+      match: { size: f.size, sha256: e.sha256 },
+      unchecked: undefined,
+      missing: null,
+      'other-sha': { size: f.size, sha256: sha(99) },
+      'other-size': { size: f.size + 1, sha256: e.sha256 },
+      'no-sha': { size: f.size },
+    };
     if (head[g.head] !== undefined) heads.set(key, head[g.head]!);
   });
   const policy = { keep: c.keep, maxAgeMs: c.maxAgeHours === undefined ? undefined : c.maxAgeHours * H, confirmRemote: c.confirmRemote };
@@ -94,7 +116,8 @@ describe('local planner properties', () => {
           const rank = ranked.indexOf(f);
           return rank >= 0 && ((policy.keep !== undefined && rank >= policy.keep) || (policy.maxAgeMs !== undefined && NOW - f.mtimeMs > policy.maxAgeMs));
         };
-        const safe = (f: LocalFile): boolean => f.state === 'confirmed' && f !== newest && !!copyOf(f) && (!policy.confirmRemote || (!s3Unavailable && headOk(f)));
+        const safe = (f: LocalFile): boolean =>
+          f.state === 'confirmed' && f !== newest && !!copyOf(f) && (!policy.confirmRemote || (!s3Unavailable && headOk(f)));
         const expected = files.filter((f) => policySays(f) && safe(f)).map((f) => f.name);
         expect(plan.delete.map((d) => d.name).sort()).toEqual(expected.sort());
       }),
@@ -137,7 +160,12 @@ describe('remote planner properties', () => {
           if (g.meta === 'bad-sha') md.sha256 = 'not-a-sha';
           if (g.meta === 'forged-node') md.node = 'node-b';
           if (g.meta === 'forged-cluster') md.cluster = 'c2';
-          return { key: PLACES[g.place]!(name), size: 1, lastModifiedMs: g.ageHours === undefined ? undefined : NOW - g.ageHours * H, metadata: g.meta === 'none' ? {} : md };
+          return {
+            key: PLACES[g.place]!(name),
+            size: 1,
+            lastModifiedMs: g.ageHours === undefined ? undefined : NOW - g.ageHours * H,
+            metadata: g.meta === 'none' ? {} : md,
+          };
         });
         const localNames = new Set(objects.filter((_, i) => c.objects[i]!.local).map((o) => o.metadata?.name ?? ''));
         const policy = { keep: c.keep, maxAgeMs: c.maxAgeHours === undefined ? undefined : c.maxAgeHours * H };
@@ -146,7 +174,13 @@ describe('remote planner properties', () => {
         expect([...plan.delete, ...plan.keep].map((d) => d.key).sort()).toEqual(objects.map((o) => o.key).sort());
         const isOurs = (o: RemoteObject): boolean => {
           const rest = o.key.startsWith(P) ? o.key.slice(P.length) : '/';
-          return rest !== '' && !rest.includes('/') && /^[0-9a-f]{64}$/.test(o.metadata?.sha256 ?? '') && o.metadata?.node === 'node-a' && o.metadata?.cluster === 'c1';
+          return (
+            rest !== '' &&
+            !rest.includes('/') &&
+            /^[0-9a-f]{64}$/.test(o.metadata?.sha256 ?? '') &&
+            o.metadata?.node === 'node-a' &&
+            o.metadata?.cluster === 'c1'
+          );
         };
         const byKey = new Map(objects.map((o) => [o.key, o]));
         for (const d of plan.delete) expect(isOurs(byKey.get(d.key)!)).toBe(true);
@@ -172,15 +206,33 @@ describe('stale upload planner properties', () => {
   it(`aborts exactly this node's uploads at least as old as the threshold and not in flight (${RUNS} cases)`, () => {
     const uploadCase = fc.record({
       // small ranges too, so that an age equal to the threshold comes up
-      uploads: fc.array(fc.record({ place: fc.constantFrom(...Object.keys(PLACES)), ageMin: optional(fc.oneof(fc.integer({ min: -10, max: 3000 }), fc.integer({ min: 0, max: 3 }))), busy: fc.boolean() }), { maxLength: 20 }),
+      uploads: fc.array(
+        fc.record({
+          place: fc.constantFrom(...Object.keys(PLACES)),
+          ageMin: optional(fc.oneof(fc.integer({ min: -10, max: 3000 }), fc.integer({ min: 0, max: 3 }))),
+          busy: fc.boolean(),
+        }),
+        { maxLength: 20 },
+      ),
       maxAgeMin: fc.oneof(fc.integer({ min: 0, max: 2000 }), fc.integer({ min: 0, max: 3 })),
     });
     fc.assert(
       fc.property(uploadCase, (c) => {
-        const uploads = c.uploads.map((g, i) => ({ key: PLACES[g.place]!(`u${i}`), uploadId: `id${i}`, initiatedMs: g.ageMin === undefined ? undefined : NOW - g.ageMin * 60_000 }));
+        const uploads = c.uploads.map((g, i) => ({
+          key: PLACES[g.place]!(`u${i}`),
+          uploadId: `id${i}`,
+          initiatedMs: g.ageMin === undefined ? undefined : NOW - g.ageMin * 60_000,
+        }));
         const inFlightKeys = new Set(uploads.filter((_, i) => c.uploads[i]!.busy).map((u) => u.key));
         const plan = planStaleUploads({ uploads, prefix: P, now: NOW, maxAgeMs: c.maxAgeMin * 60_000, inFlightKeys });
-        const expected = uploads.filter((u) => u.key.startsWith(P) && !u.key.slice(P.length).includes('/') && !inFlightKeys.has(u.key) && u.initiatedMs !== undefined && NOW - u.initiatedMs >= c.maxAgeMin * 60_000);
+        const expected = uploads.filter(
+          (u) =>
+            u.key.startsWith(P) &&
+            !u.key.slice(P.length).includes('/') &&
+            !inFlightKeys.has(u.key) &&
+            u.initiatedMs !== undefined &&
+            NOW - u.initiatedMs >= c.maxAgeMin * 60_000,
+        );
         expect(plan.abort.map((u) => u.uploadId).sort()).toEqual(expected.map((u) => u.uploadId).sort());
         expect(plan.abort.length + plan.keep.length).toBe(uploads.length);
       }),

@@ -2,7 +2,16 @@
 // ledgers, S3 states and policies (retention-property.test.ts).
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/parse.js';
-import { LOCAL_RULES, planPrune, keysToConfirm, type FileState, type HeadFact, type LedgerFact, type LocalFile, type LocalPolicy } from '../../agent/retention/local.js';
+import {
+  LOCAL_RULES,
+  planPrune,
+  keysToConfirm,
+  type FileState,
+  type HeadFact,
+  type LedgerFact,
+  type LocalFile,
+  type LocalPolicy,
+} from '../../agent/retention/local.js';
 import { REMOTE_RULES, planRemote, type RemoteObject } from '../../agent/retention/remote.js';
 import { planStaleUploads } from '../../agent/retention/uploads.js';
 
@@ -13,7 +22,8 @@ const sha = (s: string): string => Buffer.from(s).toString('hex').padEnd(64, '0'
 function file(name: string, hoursAgo: number, state: FileState = 'confirmed', extra: Partial<LocalFile> = {}): LocalFile {
   return { name, state, size: 100, mtimeMs: NOW - hoursAgo * H, sha256: state === 'unrecognised' ? undefined : sha(name), ...extra };
 }
-const shipped = (files: LocalFile[]): LedgerFact[] => files.filter((f) => f.state === 'confirmed').map((f) => ({ name: f.name, key: `p/${f.name}`, size: f.size, sha256: f.sha256! }));
+const shipped = (files: LocalFile[]): LedgerFact[] =>
+  files.filter((f) => f.state === 'confirmed').map((f) => ({ name: f.name, key: `p/${f.name}`, size: f.size, sha256: f.sha256! }));
 const headsFor = (ledger: LedgerFact[]): Map<string, HeadFact> => new Map(ledger.map((e) => [e.key, { size: e.size, sha256: e.sha256 }]));
 
 function plan(files: LocalFile[], policy: Partial<LocalPolicy>, o: { ledger?: LedgerFact[]; heads?: Map<string, HeadFact>; s3Unavailable?: string } = {}) {
@@ -22,7 +32,8 @@ function plan(files: LocalFile[], policy: Partial<LocalPolicy>, o: { ledger?: Le
 }
 const gone = (p: { delete: { name: string }[] }): string[] => p.delete.map((d) => d.name).sort();
 const why = (p: { keep: { name: string; reason: string }[] }, name: string): string => p.keep.find((k) => k.name === name)?.reason ?? '(deleted)';
-const hourly = (n: number, state: FileState = 'confirmed'): LocalFile[] => Array.from({ length: n }, (_, i) => file(`s${String(i).padStart(3, '0')}`, i, state));
+const hourly = (n: number, state: FileState = 'confirmed'): LocalFile[] =>
+  Array.from({ length: n }, (_, i) => file(`s${String(i).padStart(3, '0')}`, i, state));
 
 describe('local planner: the policy', () => {
   it('keep N keeps the newest N', () => {
@@ -43,7 +54,9 @@ describe('local planner: the policy', () => {
     const files = [file('a', 1), file('b', 3), file('c', 5), file('d', 7)];
     expect(gone(plan(files, { keep: 3, maxAgeMs: 2 * H }))).toEqual(['b', 'c', 'd']);
     expect(gone(plan(files, { keep: 1, maxAgeMs: 6 * H }))).toEqual(['b', 'c', 'd']);
-    expect(plan(files, { keep: 3, maxAgeMs: 4 * H }).delete.find((d) => d.name === 'd')!.reason).toMatch(/^beyond the newest 3 \(it is number 4\) and older than maxAge 4h/);
+    expect(plan(files, { keep: 3, maxAgeMs: 4 * H }).delete.find((d) => d.name === 'd')!.reason).toMatch(
+      /^beyond the newest 3 \(it is number 4\) and older than maxAge 4h/,
+    );
   });
 
   it('no policy: nothing goes', () => {
@@ -68,7 +81,11 @@ describe('local planner: safety rules', () => {
       const p = plan(files, { keep: 1, maxAgeMs: H }, { ledger: [...shipped(files), { name: 'odd', key: 'p/odd', size: 100, sha256: sha('odd') }] });
       expect(gone(p), state).toEqual([]);
     }
-    const files = [file('new', 0), file('notes.txt', 500, 'unrecognised', { detail: 'unrecognised name and content' }), file('bad.db', 500, 'rejected', { detail: 'corrupt: trailer mismatch' })];
+    const files = [
+      file('new', 0),
+      file('notes.txt', 500, 'unrecognised', { detail: 'unrecognised name and content' }),
+      file('bad.db', 500, 'rejected', { detail: 'corrupt: trailer mismatch' }),
+    ];
     const p = plan(files, { keep: 1 });
     expect(why(p, 'notes.txt')).toBe('not an etcd snapshot (unrecognised name and content); the agent never deletes it');
     expect(why(p, 'bad.db')).toBe('failed verification (corrupt: trailer mismatch); kept for inspection, never deleted');
@@ -96,7 +113,11 @@ describe('local planner: safety rules', () => {
   it('the ledger must confirm this very content: same name, sha256 and size', () => {
     const files = [file('new', 0), file('old', 10)];
     const entry = { name: 'old', key: 'p/old', size: 100, sha256: sha('old') };
-    for (const [label, e] of [['other sha256', { ...entry, sha256: sha('x') }], ['other size', { ...entry, size: 99 }], ['other name', { ...entry, name: 'older' }]] as const) {
+    for (const [label, e] of [
+      ['other sha256', { ...entry, sha256: sha('x') }],
+      ['other size', { ...entry, size: 99 }],
+      ['other name', { ...entry, name: 'older' }],
+    ] as const) {
       const p = plan(files, { keep: 1 }, { ledger: [e], heads: headsFor([e]) });
       expect(gone(p), label).toEqual([]);
       expect(why(p, 'old')).toMatch(/ledger has no confirmed upload with this sha256 and size/);
@@ -151,7 +172,13 @@ describe('local planner: safety rules', () => {
     expect([...p.delete, ...p.keep].map((d) => d.name).sort()).toEqual(files.map((f) => f.name).sort());
     for (const d of [...p.delete, ...p.keep]) expect(d.reason.length).toBeGreaterThan(10);
     const ledger = shipped(files);
-    expect(keysToConfirm({ files, ledger, policy: { keep: 3, confirmRemote: true }, now: NOW }).sort()).toEqual(['p/s003', 'p/s004', 'p/s005', 'p/s006', 'p/s007']);
+    expect(keysToConfirm({ files, ledger, policy: { keep: 3, confirmRemote: true }, now: NOW }).sort()).toEqual([
+      'p/s003',
+      'p/s004',
+      'p/s005',
+      'p/s006',
+      'p/s007',
+    ]);
   });
 
   it('the rules read as a list', () => {
@@ -184,11 +211,17 @@ describe('local planner: safety rules', () => {
 
 describe('remote planner', () => {
   const P = 'etcd-backup/c1/node-a/';
-  const ours = (name: string, hoursAgo: number, md: Record<string, string> = {}): RemoteObject => ({ key: `${P}${name}`, size: 10, lastModifiedMs: NOW - hoursAgo * H, metadata: { sha256: sha(name), node: 'node-a', cluster: 'c1', name, ...md } });
-  const remote = (objects: RemoteObject[], policy: { keep?: number; maxAgeMs?: number }, localNames: string[] = []) => planRemote({ objects, prefix: P, node: 'node-a', cluster: 'c1', policy, now: NOW, localNames: new Set(localNames) });
+  const ours = (name: string, hoursAgo: number, md: Record<string, string> = {}): RemoteObject => ({
+    key: `${P}${name}`,
+    size: 10,
+    lastModifiedMs: NOW - hoursAgo * H,
+    metadata: { sha256: sha(name), node: 'node-a', cluster: 'c1', name, ...md },
+  });
+  const remote = (objects: RemoteObject[], policy: { keep?: number; maxAgeMs?: number }, localNames: string[] = []) =>
+    planRemote({ objects, prefix: P, node: 'node-a', cluster: 'c1', policy, now: NOW, localNames: new Set(localNames) });
   const keys = (p: { delete: { key: string }[] }): string[] => p.delete.map((d) => d.key.slice(P.length)).sort();
 
-  it('keep N: deletes this node\'s objects beyond the newest N', () => {
+  it("keep N: deletes this node's objects beyond the newest N", () => {
     const p = remote([ours('a', 1), ours('b', 2), ours('c', 3), ours('d', 4)], { keep: 2 });
     expect(keys(p)).toEqual(['c', 'd']);
     expect(p.delete.find((d) => d.key.endsWith('/c'))!.reason).toBe('beyond the newest 2 of this node (number 3)');
@@ -233,8 +266,12 @@ describe('remote planner', () => {
 
 describe('stale multipart uploads', () => {
   const P = 'etcd-backup/c1/node-a/';
-  const up = (key: string, hoursAgo: number | undefined) => ({ key, uploadId: `id-${key}`, initiatedMs: hoursAgo === undefined ? undefined : NOW - hoursAgo * H });
-  it('aborts only this node\'s uploads older than the threshold and not in flight', () => {
+  const up = (key: string, hoursAgo: number | undefined) => ({
+    key,
+    uploadId: `id-${key}`,
+    initiatedMs: hoursAgo === undefined ? undefined : NOW - hoursAgo * H,
+  });
+  it("aborts only this node's uploads older than the threshold and not in flight", () => {
     const uploads = [up(`${P}old`, 25), up(`${P}young`, 23), up(`${P}busy`, 30), up('etcd-backup/c1/node-b/old', 100), up(`${P}unknown`, undefined)];
     const p = planStaleUploads({ uploads, prefix: P, now: NOW, maxAgeMs: 24 * H, inFlightKeys: new Set([`${P}busy`]) });
     expect(p.abort.map((u) => u.key)).toEqual([`${P}old`]);

@@ -112,13 +112,33 @@ describe('import-rke mapping (planRkeImport)', () => {
   });
 
   it.each([
-    ['a typo in s3backupconfig', v02('s3backupconfig:\n  bucket_name: b\n  acess_key: k'), EXIT.CONFIG, /s3backupconfig\.acess_key: unknown key; RKE knows access_key/],
+    [
+      'a typo in s3backupconfig',
+      v02('s3backupconfig:\n  bucket_name: b\n  acess_key: k'),
+      EXIT.CONFIG,
+      /s3backupconfig\.acess_key: unknown key; RKE knows access_key/,
+    ],
     ['a typo in backup_config', v02('intervals_hours: 6'), EXIT.CONFIG, /backup_config\.intervals_hours: unknown key/],
     ['missing bucket_name', v02('s3backupconfig:\n  endpoint: minio:9000'), EXIT.CONFIG, /bucket_name is not set\); pass --bucket NAME/],
-    ['retention as an age in backup_config', v02('retention: 24h\ns3backupconfig:\n  bucket_name: b'), EXIT.CONFIG, /backup_config\.retention: "24h" is not a whole number; .*number of snapshots/],
+    [
+      'retention as an age in backup_config',
+      v02('retention: 24h\ns3backupconfig:\n  bucket_name: b'),
+      EXIT.CONFIG,
+      /backup_config\.retention: "24h" is not a whole number; .*number of snapshots/,
+    ],
     ['a count as v0.1 retention', 'services:\n  etcd:\n    snapshot: true\n    retention: 24\n', EXIT.CONFIG, /services\.etcd\.retention: "24" is not an age/],
-    ['access_key without secret_key', v02('s3backupconfig:\n  bucket_name: b\n  access_key: AKIAEXAMPLEEXAMPLE'), EXIT.CONFIG, /secret_key: missing while its partner is set/],
-    ['an endpoint with a foreign scheme', v02('s3backupconfig:\n  bucket_name: b\n  endpoint: ftp://x'), EXIT.CONFIG, /endpoint: scheme ftp: is not http or https/],
+    [
+      'access_key without secret_key',
+      v02('s3backupconfig:\n  bucket_name: b\n  access_key: AKIAEXAMPLEEXAMPLE'),
+      EXIT.CONFIG,
+      /secret_key: missing while its partner is set/,
+    ],
+    [
+      'an endpoint with a foreign scheme',
+      v02('s3backupconfig:\n  bucket_name: b\n  endpoint: ftp://x'),
+      EXIT.CONFIG,
+      /endpoint: scheme ftp: is not http or https/,
+    ],
     ['a custom_ca that is no PEM at all', v02('s3backupconfig:\n  bucket_name: b\n  custom_ca: hello'), EXIT.CONFIG, /custom_ca: is not a PEM certificate/],
     ['malformed YAML', 'services:\n  etcd:\n    backup_config: [1, 2\n', EXIT.DATA, /not valid YAML at line \d+/],
     ['duplicate keys', 'services:\n  etcd: {}\nservices: {}\n', EXIT.DATA, /not valid YAML at line 3 \(DUPLICATE_KEY\)/],

@@ -21,7 +21,9 @@ function tool(cmd: string, args: string[], input?: Buffer): Buffer {
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'seal-'));
   tool('age-keygen', ['-o', f('age.txt')]);
-  recipient = tool('age-keygen', ['-y', f('age.txt')]).toString().trim();
+  recipient = tool('age-keygen', ['-y', f('age.txt')])
+    .toString()
+    .trim();
   tool('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'signer', '-f', f('sign')]);
   tool('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'pw', '-f', f('locked')]);
   tool('ssh-keygen', ['-q', '-t', 'ecdsa', '-N', '', '-f', f('ecdsa')]);
@@ -32,7 +34,10 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const cfg = (encryption: { recipients?: string[]; recipientsFile?: string }, keyFile?: string) => ({ encryption: { recipients: encryption.recipients ?? [], ...(encryption.recipientsFile ? { recipientsFile: encryption.recipientsFile } : {}) }, signing: keyFile ? { keyFile } : {} });
+const cfg = (encryption: { recipients?: string[]; recipientsFile?: string }, keyFile?: string) => ({
+  encryption: { recipients: encryption.recipients ?? [], ...(encryption.recipientsFile ? { recipientsFile: encryption.recipientsFile } : {}) },
+  signing: keyFile ? { keyFile } : {},
+});
 
 function issues(c: ReturnType<typeof cfg>): { key: string; problem: string; fix: string }[] {
   try {

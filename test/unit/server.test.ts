@@ -22,7 +22,29 @@ const PASSWORD = 'correct horse: battery staple';
 function makeCert(name: string, cn: string): { cert: string; key: string } {
   const cert = path.join(dir, `${name}.crt`);
   const key = path.join(dir, `${name}.key`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${cn}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${cn}`,
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
+    { stdio: 'ignore' },
+  );
   return { cert, key };
 }
 
@@ -176,9 +198,19 @@ describe('TLS', () => {
   });
 
   it('a missing or mismatched certificate stops the start with the config key in the message', async () => {
-    const missing = new MetricsServer({ listen: '127.0.0.1:0', tls: { certFile: path.join(dir, 'nope.crt'), keyFile: first.key } }, new Registry(), fakeHealth, createLogger('error', new LogCapture()));
+    const missing = new MetricsServer(
+      { listen: '127.0.0.1:0', tls: { certFile: path.join(dir, 'nope.crt'), keyFile: first.key } },
+      new Registry(),
+      fakeHealth,
+      createLogger('error', new LogCapture()),
+    );
     await expect(missing.start()).rejects.toThrow(/^metrics\.tlsCertFile: .*nope\.crt does not exist/);
-    const mismatched = new MetricsServer({ listen: '127.0.0.1:0', tls: { certFile: first.cert, keyFile: second.key } }, new Registry(), fakeHealth, createLogger('error', new LogCapture()));
+    const mismatched = new MetricsServer(
+      { listen: '127.0.0.1:0', tls: { certFile: first.cert, keyFile: second.key } },
+      new Registry(),
+      fakeHealth,
+      createLogger('error', new LogCapture()),
+    );
     const err = await mismatched.start().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ServerSetupError);
     expect(String((err as Error).message)).toMatch(/not a usable PEM certificate and matching key/);
@@ -204,7 +236,7 @@ describe('basic auth', () => {
     }
   });
 
-  it('accepts the right user and password (the file\'s trailing newline is not part of it)', async () => {
+  it("accepts the right user and password (the file's trailing newline is not part of it)", async () => {
     const { url } = await serve({ basicAuth: { user: 'prometheus', passwordFile: passwordFile(`${PASSWORD}\n`) } });
     const r = await request(`${url}/metrics`, { auth: `prometheus:${PASSWORD}` });
     expect(r.status).toBe(200);
@@ -240,9 +272,19 @@ describe('basic auth', () => {
   });
 
   it('an empty or missing password file stops the start', async () => {
-    const empty = new MetricsServer({ listen: '127.0.0.1:0', basicAuth: { user: 'u', passwordFile: passwordFile(' \n') } }, new Registry(), fakeHealth, createLogger('error', new LogCapture()));
+    const empty = new MetricsServer(
+      { listen: '127.0.0.1:0', basicAuth: { user: 'u', passwordFile: passwordFile(' \n') } },
+      new Registry(),
+      fakeHealth,
+      createLogger('error', new LogCapture()),
+    );
     await expect(empty.start()).rejects.toThrow(/^metrics\.basicAuthPasswordFile: .* is empty/);
-    const missing = new MetricsServer({ listen: '127.0.0.1:0', basicAuth: { user: 'u', passwordFile: path.join(dir, 'nope') } }, new Registry(), fakeHealth, createLogger('error', new LogCapture()));
+    const missing = new MetricsServer(
+      { listen: '127.0.0.1:0', basicAuth: { user: 'u', passwordFile: path.join(dir, 'nope') } },
+      new Registry(),
+      fakeHealth,
+      createLogger('error', new LogCapture()),
+    );
     await expect(missing.start()).rejects.toThrow(/^metrics\.basicAuthPasswordFile: .* does not exist/);
   });
 

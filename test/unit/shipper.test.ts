@@ -23,7 +23,17 @@ async function world(extra: Record<string, unknown> = {}) {
   const dir = join(root, 'snapshots');
   await (await import('node:fs/promises')).mkdir(dir);
   const cfg = parseConfig(
-    stringify({ cluster: 'c1', node: 'n1', snapshotDir: dir, stateDir: join(root, 'state'), s3: { bucket: 'backups', endpoint: 'http://127.0.0.1:9', partSize: '5MiB' }, detect: { settleTimeout: '2s', pollInterval: '100ms', zipWait: '1s', rescanInterval: '1m' }, upload: { retryInitial: '100ms', retryMax: '1s' }, metrics: { enabled: false }, ...extra }),
+    stringify({
+      cluster: 'c1',
+      node: 'n1',
+      snapshotDir: dir,
+      stateDir: join(root, 'state'),
+      s3: { bucket: 'backups', endpoint: 'http://127.0.0.1:9', partSize: '5MiB' },
+      detect: { settleTimeout: '2s', pollInterval: '100ms', zipWait: '1s', rescanInterval: '1m' },
+      upload: { retryInitial: '100ms', retryMax: '1s' },
+      metrics: { enabled: false },
+      ...extra,
+    }),
     'test',
     {},
   );
@@ -44,7 +54,13 @@ async function world(extra: Record<string, unknown> = {}) {
     for (;;) {
       const hit = lines.find(pred);
       if (hit) return hit;
-      if (Date.now() > end) throw new Error(`timed out; last lines:\n${lines.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`);
+      if (Date.now() > end)
+        throw new Error(
+          `timed out; last lines:\n${lines
+            .slice(-8)
+            .map((l) => JSON.stringify(l))
+            .join('\n')}`,
+        );
       await new Promise((r) => setTimeout(r, 10));
     }
   };
@@ -110,7 +126,11 @@ describe('shipper on the memory store', { timeout: 30_000 }, () => {
     await w.waitFor(() => shippedKeys(w.store).includes('c.db') && shippedKeys(w.store).includes('d.db'), 30_000);
     const order = shippedKeys(w.store);
     expect(order.indexOf('c.db')).toBeLessThan(order.indexOf('d.db'));
-    expect(w.lines.some((l) => l.msg === 'upload failed; the snapshot stays pending and will be retried' && l.reason === 'integrity' && String(l.file).endsWith('d.db'))).toBe(true);
+    expect(
+      w.lines.some(
+        (l) => l.msg === 'upload failed; the snapshot stays pending and will be retried' && l.reason === 'integrity' && String(l.file).endsWith('d.db'),
+      ),
+    ).toBe(true);
   });
 
   it('stop() drains: an upload that cannot finish within the timeout is aborted, nothing is left open or recorded', async () => {
@@ -121,7 +141,10 @@ describe('shipper on the memory store', { timeout: 30_000 }, () => {
     const orig = w.store.uploadPart.bind(w.store);
     w.store.uploadPart = async (...a: Parameters<MemoryStore['uploadPart']>) => {
       const signal = a[5];
-      await Promise.race([gate, new Promise((_, reject) => signal?.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' }))))]);
+      await Promise.race([
+        gate,
+        new Promise((_, reject) => signal?.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' })))),
+      ]);
       return orig(...a);
     };
     w.shipper.seen(join(w.dir, 'slow.db'));

@@ -171,7 +171,11 @@ describe('verifying', () => {
     expect(verify(lines.join('\n'), data)).toMatchObject({ ok: false });
     const blob = Buffer.from(theirs.split('\n').slice(1, -2).join(''), 'base64');
     const rearmor = (b: Buffer): string => `-----BEGIN SSH SIGNATURE-----\n${b.toString('base64')}\n-----END SSH SIGNATURE-----\n`;
-    expect(verify(rearmor(Buffer.concat([blob, Buffer.from([0])])), data)).toMatchObject({ ok: false, reason: 'format', detail: expect.stringContaining('after the signature') });
+    expect(verify(rearmor(Buffer.concat([blob, Buffer.from([0])])), data)).toMatchObject({
+      ok: false,
+      reason: 'format',
+      detail: expect.stringContaining('after the signature'),
+    });
     const v2 = Buffer.from(blob);
     v2[9] = 2;
     expect(verify(rearmor(v2), data)).toMatchObject({ ok: false, reason: 'format', detail: expect.stringContaining('version 2') });

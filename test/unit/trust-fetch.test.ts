@@ -42,7 +42,15 @@ let cfg: Config;
 let store: SteppedStore;
 const lines: { out: string[]; err: string[] } = { out: [], err: [] };
 const io: Out = { out: (l) => lines.out.push(l), err: (l) => lines.err.push(l) };
-const opts = (output: string, extra: Partial<FetchOptions> = {}): FetchOptions => ({ latest: true, output, force: false, allowUnverified: false, encrypted: false, quiet: true, ...extra });
+const opts = (output: string, extra: Partial<FetchOptions> = {}): FetchOptions => ({
+  latest: true,
+  output,
+  force: false,
+  allowUnverified: false,
+  encrypted: false,
+  quiet: true,
+  ...extra,
+});
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'trust-fetch-unit-'));
@@ -53,7 +61,18 @@ beforeEach(async () => {
   const { fh, st } = await openRegular(file);
   try {
     const out = await new Uploader(store).ship(
-      { fh, fp: fingerprint(st), name: 'snap.db', producer: 'etcdctl', snapshotTime: new Date(st.mtimeMs), key: objectKey(cfg, 'snap.db'), node: 'db', cluster: 'c1', agent: 'test', format: 'raw' },
+      {
+        fh,
+        fp: fingerprint(st),
+        name: 'snap.db',
+        producer: 'etcdctl',
+        snapshotTime: new Date(st.mtimeMs),
+        key: objectKey(cfg, 'snap.db'),
+        node: 'db',
+        cluster: 'c1',
+        agent: 'test',
+        format: 'raw',
+      },
       shipOptions(cfg, { integrity: 'sha256' }),
     );
     expect(out.kind).toBe('shipped');

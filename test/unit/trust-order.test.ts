@@ -20,7 +20,17 @@ function shipped(store: MemoryStore, name: string, time: Date, uploaded: Date, o
   const body = Buffer.from(`snapshot ${name}`);
   const key = `${P}${name}`;
   const mtimeMs = opts.mtimeMs ?? time.getTime();
-  const md = objectMetadata({ name, producer: 'rke2', mtimeMs, snapshotTime: time, format: 'raw', node: opts.node ?? 'node-a', cluster: 'c1', agent: 'test', encrypted: false });
+  const md = objectMetadata({
+    name,
+    producer: 'rke2',
+    mtimeMs,
+    snapshotTime: time,
+    format: 'raw',
+    node: opts.node ?? 'node-a',
+    cluster: 'c1',
+    agent: 'test',
+    encrypted: false,
+  });
   store.seed(key, body, md, uploaded);
   const m: Manifest = {
     manifest: 1,
@@ -55,7 +65,11 @@ describe('catalog order: snapshot time, then key', () => {
 
   it('same-second uploads, listed in any order: one deterministic order by snapshot time, ties by key', async () => {
     const orders: string[][] = [];
-    for (const shuffle of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
+    for (const shuffle of [
+      [0, 1, 2, 3, 4],
+      [4, 2, 0, 3, 1],
+      [3, 4, 1, 0, 2],
+    ]) {
       const store = new MemoryStore();
       const t = (h: number): Date => new Date(Date.UTC(2024, 4, 8, h));
       const all: [string, Date][] = [
@@ -76,7 +90,8 @@ describe('catalog order: snapshot time, then key', () => {
   it('where the time comes from: manifest, else snapshot-time metadata, else the name, else mtime (rclone seconds or old milliseconds), else LastModified', async () => {
     const store = new MemoryStore();
     const body = Buffer.from('x');
-    const legacy = (name: string, md: Record<string, string>): void => store.seed(`${P}${name}`, body, { [META.sha256]: sha(name), [META.node]: 'node-a', [META.cluster]: 'c1', ...md }, new Date('2024-05-09T00:00:00Z'));
+    const legacy = (name: string, md: Record<string, string>): void =>
+      store.seed(`${P}${name}`, body, { [META.sha256]: sha(name), [META.node]: 'node-a', [META.cluster]: 'c1', ...md }, new Date('2024-05-09T00:00:00Z'));
     shipped(store, 'manifest.db', new Date('2024-05-01T05:00:00Z'), SAME_SECOND);
     legacy('meta.db', { [META.snapshotTime]: '2024-05-01T04:00:00.000Z' });
     legacy('2024-05-01T03:00:00Z_etcd', {});
@@ -112,14 +127,32 @@ describe('remote retention over the catalog: "newest N" by snapshot time', () =>
     shipped(store, 'etcd-snapshot-node-a-10', t(10), new Date(SAME_SECOND.getTime() + 2000));
     shipped(store, 'etcd-snapshot-node-a-09', t(9), new Date(SAME_SECOND.getTime() + 4000));
     const { entries } = await readCatalog(store, P, { head: true });
-    const plan = planRemote({ objects: entries.map(asRemoteFacts), prefix: P, node: 'node-a', cluster: 'c1', policy: { keep: 2 }, now: t(13).getTime(), localNames: new Set() });
+    const plan = planRemote({
+      objects: entries.map(asRemoteFacts),
+      prefix: P,
+      node: 'node-a',
+      cluster: 'c1',
+      policy: { keep: 2 },
+      now: t(13).getTime(),
+      localNames: new Set(),
+    });
     expect(plan.delete.map((d) => d.name).sort()).toEqual(['etcd-snapshot-node-a-09', 'etcd-snapshot-node-a-10']);
     expect(plan.keep.find((k) => k.name === 'etcd-snapshot-node-a-12')!.reason).toBe('one of the newest 2 of this node (number 1)');
   });
 
   it('ties in snapshot time are broken by key, the same way on every pass', () => {
-    const obj = (name: string, lastModifiedMs: number) => ({ key: `${P}${name}`, size: 1, lastModifiedMs, timeMs: 1000, metadata: { sha256: sha(name), node: 'node-a', cluster: 'c1', name } });
-    for (const order of [['x', 'y', 'z'], ['z', 'x', 'y'], ['y', 'z', 'x']]) {
+    const obj = (name: string, lastModifiedMs: number) => ({
+      key: `${P}${name}`,
+      size: 1,
+      lastModifiedMs,
+      timeMs: 1000,
+      metadata: { sha256: sha(name), node: 'node-a', cluster: 'c1', name },
+    });
+    for (const order of [
+      ['x', 'y', 'z'],
+      ['z', 'x', 'y'],
+      ['y', 'z', 'x'],
+    ]) {
       const objects = order.map((n, i) => obj(n, 5000 - i));
       const plan = planRemote({ objects, prefix: P, node: 'node-a', cluster: 'c1', policy: { keep: 1 }, now: 10_000, localNames: new Set() });
       expect(plan.keep.map((k) => k.name)).toEqual(['z']);

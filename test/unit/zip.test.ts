@@ -135,7 +135,10 @@ describe('broken zips', () => {
   let good64: Awaited<ReturnType<typeof zipBuffer>>;
   let plain: Awaited<ReturnType<typeof zipBuffer>>;
   beforeAll(async () => {
-    const ins: ZipInput[] = [{ name: '/backup/x', data: small }, { name: '/etc/kubernetes/x.rkestate', data: '{}' }];
+    const ins: ZipInput[] = [
+      { name: '/backup/x', data: small },
+      { name: '/etc/kubernetes/x.rkestate', data: '{}' },
+    ];
     good = await zipBuffer(ins);
     good64 = await zipBuffer(ins, { zip64: true });
     plain = await zipBuffer(ins, { dataDescriptor: false });
@@ -153,20 +156,88 @@ describe('broken zips', () => {
     ['cut before the end record', () => good.buffer.subarray(0, good.layout.eocdOffset), 'truncated', /no end-of-central-directory record/],
     ['cut inside the end record', () => good.buffer.subarray(0, good.buffer.length - 3), 'truncated', /no end-of-central-directory record/],
     ['Zip64: cut inside the end record', () => good64.buffer.subarray(0, good64.buffer.length - 3), 'truncated', /no end-of-central-directory/],
-    ['entry count larger than the directory', () => edit(good.buffer, (b) => { b.writeUInt16LE(3, good.layout.eocdOffset + 8); b.writeUInt16LE(3, good.layout.eocdOffset + 10); }), 'format', /fewer than the 3 entries/],
+    [
+      'entry count larger than the directory',
+      () =>
+        edit(good.buffer, (b) => {
+          b.writeUInt16LE(3, good.layout.eocdOffset + 8);
+          b.writeUInt16LE(3, good.layout.eocdOffset + 10);
+        }),
+      'format',
+      /fewer than the 3 entries/,
+    ],
     ['multi-disk', () => edit(good.buffer, (b) => b.writeUInt16LE(1, good.layout.eocdOffset + 4)), 'format', /multi-disk/],
-    ['directory offset past the end record', () => edit(good.buffer, (b) => b.writeUInt32LE(good.layout.eocdOffset, good.layout.eocdOffset + 16)), 'format', /runs past the end record/],
+    [
+      'directory offset past the end record',
+      () => edit(good.buffer, (b) => b.writeUInt32LE(good.layout.eocdOffset, good.layout.eocdOffset + 16)),
+      'format',
+      /runs past the end record/,
+    ],
     ['directory offset pointing into data', () => edit(good.buffer, (b) => b.writeUInt32LE(100, good.layout.eocdOffset + 16)), 'format', /bad signature/],
-    ['Zip64 locator pointing nowhere', () => edit(good64.buffer, (b) => b.writeBigUInt64LE(7n, good64.layout.eocdOffset - 20 + 8)), 'format', /no zip64 end record at offset 7/],
-    ['saturated end record without Zip64 locator', () => edit(good64.buffer, (b) => b.writeUInt32LE(0, good64.layout.eocdOffset - 20)), 'format', /zip64 locator is missing/],
-    ['Zip64 extra field missing', () => edit(good64.buffer, (b) => b.writeUInt16LE(0x9999, good64.layout.entries[0]!.centralHeaderOffset + 46 + '/backup/x'.length)), 'format', /no zip64 extra field/],
-    ['local header offset wrong', () => edit(good.buffer, (b) => b.writeUInt32LE(good.layout.entries[1]!.localHeaderOffset + 1, good.layout.entries[1]!.centralHeaderOffset + 42)), 'format', /rkestate: no local header at offset \d+/],
-    ['two entries claiming one local header', () => edit(good.buffer, (b) => b.writeUInt32LE(0, good.layout.entries[1]!.centralHeaderOffset + 42)), 'format', /overlaps the entry before it/],
-    ['local header names another file', () => edit(good.buffer, (b) => b.write('Y', good.layout.entries[0]!.localHeaderOffset + 30 + 8, 'latin1')), 'format', /local header names it "\/backup\/Y"/],
-    ['local header method differs', () => edit(good.buffer, (b) => b.writeUInt16LE(0, good.layout.entries[0]!.localHeaderOffset + 8)), 'format', /local header method 0, directory says 8/],
-    ['local header CRC differs (no data descriptor)', () => edit(plain.buffer, (b) => b.writeUInt32LE(1, plain.layout.entries[0]!.localHeaderOffset + 14)), 'corrupt', /disagrees with the directory/],
-    ['entry data overlapping the directory', () => edit(good.buffer, (b) => b.writeUInt32LE(good.layout.cdOffset, good.layout.entries[1]!.centralHeaderOffset + 20)), 'format', /runs into the central directory/],
-    ['too many entries for a snapshot zip', () => edit(good.buffer, (b) => { b.writeUInt16LE(500, good.layout.eocdOffset + 8); b.writeUInt16LE(500, good.layout.eocdOffset + 10); }), 'format', /500 entries, too many/],
+    [
+      'Zip64 locator pointing nowhere',
+      () => edit(good64.buffer, (b) => b.writeBigUInt64LE(7n, good64.layout.eocdOffset - 20 + 8)),
+      'format',
+      /no zip64 end record at offset 7/,
+    ],
+    [
+      'saturated end record without Zip64 locator',
+      () => edit(good64.buffer, (b) => b.writeUInt32LE(0, good64.layout.eocdOffset - 20)),
+      'format',
+      /zip64 locator is missing/,
+    ],
+    [
+      'Zip64 extra field missing',
+      () => edit(good64.buffer, (b) => b.writeUInt16LE(0x9999, good64.layout.entries[0]!.centralHeaderOffset + 46 + '/backup/x'.length)),
+      'format',
+      /no zip64 extra field/,
+    ],
+    [
+      'local header offset wrong',
+      () => edit(good.buffer, (b) => b.writeUInt32LE(good.layout.entries[1]!.localHeaderOffset + 1, good.layout.entries[1]!.centralHeaderOffset + 42)),
+      'format',
+      /rkestate: no local header at offset \d+/,
+    ],
+    [
+      'two entries claiming one local header',
+      () => edit(good.buffer, (b) => b.writeUInt32LE(0, good.layout.entries[1]!.centralHeaderOffset + 42)),
+      'format',
+      /overlaps the entry before it/,
+    ],
+    [
+      'local header names another file',
+      () => edit(good.buffer, (b) => b.write('Y', good.layout.entries[0]!.localHeaderOffset + 30 + 8, 'latin1')),
+      'format',
+      /local header names it "\/backup\/Y"/,
+    ],
+    [
+      'local header method differs',
+      () => edit(good.buffer, (b) => b.writeUInt16LE(0, good.layout.entries[0]!.localHeaderOffset + 8)),
+      'format',
+      /local header method 0, directory says 8/,
+    ],
+    [
+      'local header CRC differs (no data descriptor)',
+      () => edit(plain.buffer, (b) => b.writeUInt32LE(1, plain.layout.entries[0]!.localHeaderOffset + 14)),
+      'corrupt',
+      /disagrees with the directory/,
+    ],
+    [
+      'entry data overlapping the directory',
+      () => edit(good.buffer, (b) => b.writeUInt32LE(good.layout.cdOffset, good.layout.entries[1]!.centralHeaderOffset + 20)),
+      'format',
+      /runs into the central directory/,
+    ],
+    [
+      'too many entries for a snapshot zip',
+      () =>
+        edit(good.buffer, (b) => {
+          b.writeUInt16LE(500, good.layout.eocdOffset + 8);
+          b.writeUInt16LE(500, good.layout.eocdOffset + 10);
+        }),
+      'format',
+      /500 entries, too many/,
+    ],
   ])('%s → %s', async (_label, make, reason, message) => {
     const p = await problem(make());
     expect(p?.reason).toBe(reason);
