@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# npm run bench [-- --quick]: installs the peers (awscli, rclone, s3cmd, GNU time), builds, runs the
+# npm run bench [-- --quick | --daemon-only]: installs the peers (awscli, rclone, s3cmd, GNU time), builds, runs the
 # benchmark. Not part of npm test: it takes ~20 minutes and its numbers are for reading, not asserting.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -70,7 +70,7 @@ export async function etcdSnapshot(root: string, bytes: number): Promise<string>
     const tmp = `${file}.partial`;
     execFileSync('etcdctl', ['--endpoints', endpoint, 'snapshot', 'save', tmp], {
       env: { ...process.env, ETCDCTL_API: '3' },
-      stdio: 'ignore',
+      stdio: ['ignore', 'ignore', 'inherit'],
       timeout: 30 * 60_000,
     });
     await rename(tmp, file);

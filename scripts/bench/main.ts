@@ -23,6 +23,8 @@ const MiB = 1024 ** 2;
 
 const args = new Set(process.argv.slice(2));
 const QUICK = args.has('--quick');
+// detection latency, idle CPU and RSS by size only: the daemon figures without the transfer rounds
+const DAEMON_ONLY = args.has('--daemon-only');
 const ROUNDS = QUICK ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
 const SIZES = QUICK ? [GiB] : [GiB, 4 * GiB];
 
@@ -474,7 +476,7 @@ async function main(): Promise<void> {
       { ep: rgwTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
       { ep: sinkTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
     ];
-    lines.push(...(await transferBench(scenarios, files, work)));
+    if (!DAEMON_ONLY) lines.push(...(await transferBench(scenarios, files, work)));
     lines.push(...(await detectionAndIdle(sink, work)));
     lines.push(...(await rssBySize(sink, work, files.get(GiB)!)));
     process.stdout.write(`${lines.join('\n')}\n`);
