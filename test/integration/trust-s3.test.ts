@@ -196,7 +196,7 @@ describe.each(['rgw', 'swift'] as const)('%s', (which) => {
         .slice(1, 1 + expected.length)
         .map((l) => l.split(/\s+/)[0]);
       expect(rows).toEqual(expected.map((n) => `${prefix}${n}`));
-      expect(text.stdout).toContain(`newest snapshot of this node: ${prefix}newest.db`);
+      expect(text.stdout).toContain(`newest snapshot of node ${node}: ${prefix}newest.db`);
 
       const out = path.join(dirs.root, 'latest.db');
       const fetched = await runCli(['--config', dirs.config, 'fetch', '--latest', '--output', out], env);
