@@ -156,7 +156,7 @@ describe('12: the restore command RKE itself understands', () => {
     expect(list.stdout).toContain(
       `  rke etcd snapshot-restore --config cluster.yml --name ${name} --s3 --bucket-name ${s.bucket} --folder ${folder} --s3-endpoint ${host} --region ${world.s3.region} --access-key ACCESS_KEY --secret-key SECRET_KEY\n`,
     );
-    expect(list.stdout).toContain('(RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front or `etcd-backup-agent fetch` instead)');
+    expect(list.stdout).toContain('(RKE talks HTTPS to --s3-endpoint; an http:// endpoint needs a TLS front, or restore from the fetched file below)');
     // what RKE does with those flags: list <folder>/<name>, take the key whose name without its extension is <name>
     const found = await s.client.send(new ListObjectsV2Command({ Bucket: s.bucket, Prefix: `${folder}/${name}` }));
     const keys = (found.Contents ?? []).map((o) => o.Key!).filter((k) => path.posix.basename(k).replace(/\.zip$/, '') === name);
@@ -186,7 +186,7 @@ describe('12: the restore command RKE itself understands', () => {
     const r = await runCli(['import-rke', fixturePath('rke/rancher-cluster-v0.2.yml'), '--output-dir', out], { PATH: process.env.PATH });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(
-      '  rke etcd snapshot-restore --config rancher-cluster-v0.2.yml --name SNAPSHOT --s3 --bucket-name my-backup-bucket --folder folder-name/default/NODE --region eu-west-1 --s3-endpoint-ca CA_FILE --access-key ACCESS_KEY --secret-key SECRET_KEY\n',
+      '  rke etcd snapshot-restore --config rancher-cluster-v0.2.yml --name SNAPSHOT --s3 --bucket-name my-backup-bucket --folder folder-name/default/NODE --s3-endpoint-ca /path/to/ca.pem --region eu-west-1 --access-key ACCESS_KEY --secret-key SECRET_KEY\n',
     );
     expect(r.stdout).not.toContain('myaccesssecret');
   });

@@ -72,10 +72,10 @@ describe('13: an RKE zip cut short by a full disk, next to its good raw file', (
     expect((await recorded(world, bucket, `${prefix}${name}`)).sha256).toBe(await sha256File(raw));
     expect(await listKeys(world, bucket, prefix)).toEqual([`${prefix}${name}`, `${prefix}older.db`].sort());
 
-    // the daemon's own view: the raw file is a confirmed snapshot, the zip rejected
+    // the daemon's own view: the raw file is a shipped snapshot, the zip rejected
     const status = await runCli(['--config', dirs.config, 'status', '--json'], agentEnv(world));
     const doc = JSON.parse(status.stdout) as { snapshots: { name: string; state: string; why: string }[]; nextPrune: { name: string; reason: string }[] };
-    expect(doc.snapshots.find((s) => s.name === name)?.state).toBe('confirmed');
+    expect(doc.snapshots.find((s) => s.name === name)?.state).toBe('shipped');
     expect(doc.snapshots.find((s) => s.name === `${name}.zip`)?.state).toBe('rejected');
     expect(doc.nextPrune.map((d) => d.name)).toEqual(['older.db']);
     await agent.stop();
