@@ -6,7 +6,7 @@ import { ElementStore, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, FLAG_META, PREFIX,
 import { FreelistIds, FreelistParser } from './bbolt-freelist.js';
 import type { Meta } from './bbolt-meta.js';
 import { NodeParser } from './bbolt-node.js';
-import { K_BAD, K_BAD_FLAGS, K_BAD_ID, K_BAD_OVERFLOW, K_BRANCH, K_FREELIST, K_LEAF, K_META, K_ZERO, PageTable } from './bbolt-page-table.js';
+import { K_BAD, K_BAD_FLAGS, K_BAD_ID, K_BAD_OVERFLOW, K_BRANCH, K_FREELIST, K_LEAF, K_META, K_ZERO, PageTable, SLOT_MASK } from './bbolt-page-table.js';
 import { Corrupt, walk, type DeepFacts } from './bbolt-tree.js';
 
 const MAX_ACTIVE = 64; // page runs parsed at once (a run overlaps others only when stale headers claim overflow)
@@ -16,6 +16,7 @@ const MAX_CANDS = 1 << 16;
 
 interface Active {
   pgid: number;
+  slot: number;
   next: number; // absolute offset of the next byte the parser wants
   end: number; // absolute offset past its run
   parser: NodeParser | FreelistParser;
@@ -93,6 +94,7 @@ export class PageRuns {
   /** Once every page was fed: the freelist page checked, then the tree walked. Throws Corrupt. */
   finish(): DeepFacts {
     const meta = this.meta;
+    this.table.seal();
     let freelist: { pgid: number; ids: Uint32Array; length: number } | undefined;
     if (meta.freelist >= 0) {
       const k = this.table.kind[meta.freelist];
@@ -125,7 +127,7 @@ export class PageRuns {
       const done = a.parser.feed(buf, s + (a.next - abs), s + (to - abs));
       a.next = to;
       if (done || to === a.end) {
-        this.settle(a.pgid, a.parser);
+        this.settle(a.pgid, a.slot, a.parser);
         this.active[k] = this.active[this.active.length - 1]!;
         this.active.pop();
       } else k++;
@@ -146,38 +148,33 @@ export class PageRuns {
     const overflow = buf.readUInt32LE(o + 12);
     if (lo !== p || hi !== 0) {
       if ((lo | hi | flags | count | overflow) === 0) t.kind[p] = K_ZERO;
-      else {
-        t.kind[p] = K_BAD_ID;
-        t.aux[p] = lo;
-      }
+      else t.addBad(p, K_BAD_ID, lo);
       return;
     }
-    if (overflow >= this.meta.pages - p) {
-      t.kind[p] = K_BAD_OVERFLOW;
-      t.aux[p] = overflow;
-      return;
-    }
-    t.overflow[p] = overflow;
+    if (overflow >= this.meta.pages - p) return t.addBad(p, K_BAD_OVERFLOW, overflow);
     const runLen = (overflow + 1) * this.pageSize;
     let parser: NodeParser | FreelistParser;
+    let s: number;
     if (flags === FLAG_BRANCH || flags === FLAG_LEAF) {
+      s = t.addHead(p, overflow);
+      const c = t.at(s);
       const np = this.spare ?? new NodeParser(this.env);
       this.spare = undefined;
-      parser = np.reset(flags === FLAG_BRANCH, count, runLen, false).target(t.firstPre, t.lastPre, p * PREFIX);
+      parser = np.reset(flags === FLAG_BRANCH, count, runLen, false).target(c.firstPre, c.lastPre, (s & SLOT_MASK) * PREFIX);
     } else if (flags === FLAG_FREELIST) {
       t.kind[p] = K_FREELIST;
+      s = t.addHead(p, overflow);
       if (p !== this.meta.freelist) return;
       const free = this.free;
       parser = new FreelistParser(count, runLen, (idLo, idHi) => free.add(idLo, idHi));
-    } else {
-      t.kind[p] = flags === FLAG_META ? K_META : K_BAD_FLAGS;
-      t.aux[p] = flags;
+    } else if (flags === FLAG_META) {
+      t.kind[p] = K_META;
       return;
-    }
+    } else return t.addBad(p, K_BAD_FLAGS, flags);
     if (this.active.length >= MAX_ACTIVE) return this.bad(p, `more than ${MAX_ACTIVE} overlapping page runs in flight`);
     const to = Math.min(at + runLen, at + (e - o));
-    if (parser.feed(buf, o, o + (to - at)) || to === at + runLen) this.settle(p, parser);
-    else this.active.push({ pgid: p, next: to, end: at + runLen, parser });
+    if (parser.feed(buf, o, o + (to - at)) || to === at + runLen) this.settle(p, s, parser);
+    else this.active.push({ pgid: p, slot: s, next: to, end: at + runLen, parser });
   }
 
   private bad(p: number, detail: string): void {
@@ -185,30 +182,26 @@ export class PageRuns {
     if (this.details.size < MAX_DETAILS) this.details.set(p, detail);
   }
 
-  /** Records what a finished parser found for page p. */
-  private settle(p: number, parser: NodeParser | FreelistParser): void {
+  /** Records what a finished parser found for page p, in its slot s (where the parser put the key prefixes). */
+  private settle(p: number, s: number, parser: NodeParser | FreelistParser): void {
     if (parser instanceof FreelistParser) return this.free.settle(parser);
     this.spare = parser;
     if (parser.error !== undefined) return this.bad(p, parser.error);
     const t = this.table;
+    const c = t.at(s);
+    const i = s & SLOT_MASK;
     t.kind[p] = parser.branch ? K_BRANCH : K_LEAF;
-    t.flags[p] = parser.flags;
-    t.count[p] = parser.count;
-    t.firstHash[p] = parser.firstHash;
-    t.firstLen[p] = parser.firstLen;
-    t.lastLen[p] = parser.lastLen;
-    if (parser.branch) t.aux[p] = parser.elemBase;
+    c.flags[i] = parser.flags;
+    c.count[i] = parser.count;
+    c.firstHash[i] = parser.firstHash;
+    c.firstLen[i] = parser.firstLen;
+    c.lastLen[i] = parser.lastLen;
+    if (parser.branch) c.aux[i] = parser.elemBase;
     else if (this.hashing) {
-      t.crc[p] = parser.crc;
-      t.crcLen[p] = parser.crcLen;
+      c.aux[i] = parser.crc;
+      c.crcLen[i] = parser.crcLen;
     }
     if (parser.buckets) this.buckets.set(p, parser.buckets);
     if (parser.cands) this.cands.set(p, parser.cands);
-    if (parser.firstPre !== t.firstPre) {
-      // the table grew while this run was in flight: its prefixes went to the old arrays
-      const o = p * PREFIX;
-      t.firstPre.set(parser.firstPre.subarray(o, o + PREFIX), o);
-      t.lastPre.set(parser.lastPre.subarray(o, o + PREFIX), o);
-    }
   }
 }

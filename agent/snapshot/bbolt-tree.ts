@@ -2,7 +2,7 @@
 // nested bucket, in key order, as bbolt and etcdctl read it, and the facts it gathers on the way.
 import { crc32cCombine } from './crc32c.js';
 import { F_PLAIN, F_REV_KEYS, PREFIX, type BucketRef, type Cand, type ElementStore } from './bbolt-format.js';
-import { K_BAD, K_BAD_FLAGS, K_BAD_ID, K_BAD_OVERFLOW, K_BRANCH, K_FREELIST, K_LEAF, K_META, K_ZERO, type PageTable } from './bbolt-page-table.js';
+import { K_BAD, K_BAD_FLAGS, K_BAD_ID, K_BAD_OVERFLOW, K_BRANCH, K_FREELIST, K_LEAF, K_META, K_ZERO, SLOT_MASK, type PageTable } from './bbolt-page-table.js';
 
 export interface BucketFacts {
   name: string;
@@ -67,11 +67,11 @@ function describe(inp: WalkInput, p: number): string {
     case K_ZERO:
       return 'the page header is all zeros';
     case K_BAD_ID:
-      return `the page header says page ${t.aux[p]}`;
+      return `the page header says page ${t.aux(p)}`;
     case K_BAD_FLAGS:
-      return `unknown page flags 0x${t.aux[p]!.toString(16)}`;
+      return `unknown page flags 0x${t.aux(p).toString(16)}`;
     case K_BAD_OVERFLOW:
-      return `${t.aux[p]} overflow pages run past the end (${t.pages} pages)`;
+      return `${t.aux(p)} overflow pages run past the end (${t.pages} pages)`;
     case K_BAD:
       return inp.details.get(p) ?? 'invalid page structure';
     default:
@@ -103,7 +103,10 @@ function mainRevision(prefix: Uint8Array, off: number): number {
   return Number(Buffer.from(prefix.buffer, prefix.byteOffset + off, 8).readBigInt64BE(0));
 }
 
-/** Resolves the tree from the root bucket; throws Corrupt with one line saying what and where. */
+/**
+ * Resolves the tree from the root bucket; throws Corrupt with one line saying what and where. The table is
+ * sealed: a branch or leaf page's facts are in its slot s (PageTable.slot), entry s & SLOT_MASK of t.at(s).
+ */
 export function walk(inp: WalkInput): DeepFacts {
   const t = inp.table;
   const el = inp.elements;
@@ -121,71 +124,84 @@ export function walk(inp: WalkInput): DeepFacts {
       if (bitGet(freed, id)) throw new Corrupt(`freelist page ${fl.pgid}: lists page ${id} twice`);
       bitSet(freed, id);
     }
-    for (let q = fl.pgid; q <= fl.pgid + t.overflow[fl.pgid]!; q++) {
+    const fs = t.slot(fl.pgid);
+    for (let q = fl.pgid; q <= fl.pgid + t.at(fs).overflow[fs & SLOT_MASK]!; q++) {
       if (bitGet(freed, q)) throw new Corrupt(`freelist page ${fl.pgid}: lists page ${q}, which holds the freelist itself`);
       bitSet(reach, q);
     }
   }
 
   const stackPg: number[] = [];
+  const stackSlot: number[] = [];
   const stackIdx: number[] = [];
   let where = '';
   let prevLeaf = -1;
+  let prevSlot = 0;
   const ctx = (parent: number, idx: number): string => (parent < 0 ? `root of ${where}` : `element ${idx} of branch page ${parent}, ${where}`);
-  /** Takes page p into the tree being walked; a leaf goes to `leaf`, a branch onto the stack. */
-  const enter = (p: number, parent: number, idx: number, leaf: (p: number) => void): void => {
+  /** Takes page p into the tree being walked (its parent in slot ps); a leaf goes to `leaf`, a branch onto the stack. */
+  const enter = (p: number, parent: number, ps: number, idx: number, leaf: (p: number, s: number) => void): void => {
     const k = t.kind[p]!;
     if (k !== K_BRANCH && k !== K_LEAF) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): ${describe(inp, p)}`);
     if (bitGet(onPath, p)) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): cycle, the page is its own ancestor`);
-    const last = p + t.overflow[p]!;
+    const s = t.slot(p);
+    const c = t.at(s);
+    const i = s & SLOT_MASK;
+    const last = p + c.overflow[i]!;
     for (let q = p; q <= last; q++) {
       if (bitGet(reach, q)) throw new Corrupt(`page ${q} (${ctx(parent, idx)}): referenced twice`);
       if (freed && bitGet(freed, q)) throw new Corrupt(`page ${q} (${ctx(parent, idx)}): in use and on the freelist`);
       bitSet(reach, q);
     }
     if (parent >= 0) {
-      if (t.count[p] === 0) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): empty page below a branch`);
-      if (t.firstHash[p] !== el.keyHash[t.aux[parent]! + idx])
+      if (c.count[i] === 0) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): empty page below a branch`);
+      if (c.firstHash[i] !== el.keyHash[t.at(ps).aux[ps & SLOT_MASK]! + idx])
         throw new Corrupt(`page ${p} (${ctx(parent, idx)}): first key differs from the key the branch holds for it`);
     }
     if (k === K_BRANCH) {
       bitSet(onPath, p);
       stackPg.push(p);
+      stackSlot.push(s);
       stackIdx.push(0);
       return;
     }
-    if (t.count[p]! > 0) {
+    if (c.count[i]! > 0) {
       if (prevLeaf >= 0) {
-        const cmp = comparePrefixed(t.lastPre, prevLeaf * PREFIX, t.lastLen[prevLeaf]!, t.firstPre, p * PREFIX, t.firstLen[p]!);
+        const pc = t.at(prevSlot);
+        const pi = prevSlot & SLOT_MASK;
+        const cmp = comparePrefixed(pc.lastPre, pi * PREFIX, pc.lastLen[pi]!, c.firstPre, i * PREFIX, c.firstLen[i]!);
         if (cmp >= 0) throw new Corrupt(`page ${p} (${ctx(parent, idx)}): first key is not greater than the last key of page ${prevLeaf}`);
       }
       prevLeaf = p;
+      prevSlot = s;
     }
-    leaf(p);
+    leaf(p, s);
   };
-  /** Walks one bucket's page tree in key order; `leaf` sees each leaf page. */
-  const tree = (root: number, name: string, leaf: (p: number) => void): void => {
+  /** Walks one bucket's page tree in key order; `leaf` sees each leaf page and its slot. */
+  const tree = (root: number, name: string, leaf: (p: number, s: number) => void): void => {
     where = name;
     prevLeaf = -1;
-    enter(root, -1, 0, leaf);
+    enter(root, -1, 0, 0, leaf);
     while (stackPg.length > 0) {
       const top = stackPg.length - 1;
       const p = stackPg[top]!;
+      const s = stackSlot[top]!;
+      const c = t.at(s);
       const i = stackIdx[top]!;
-      if (i < t.count[p]!) {
+      if (i < c.count[s & SLOT_MASK]!) {
         stackIdx[top] = i + 1;
-        enter(el.child[t.aux[p]! + i]!, p, i, leaf);
+        enter(el.child[c.aux[s & SLOT_MASK]! + i]!, p, s, i, leaf);
       } else {
         bitClear(onPath, p);
         stackPg.pop();
+        stackSlot.pop();
         stackIdx.pop();
       }
     }
   };
 
   const top: BucketRef[] = [];
-  tree(inp.root, 'the root bucket', (p) => {
-    if (t.flags[p]! & F_PLAIN) throw new Corrupt(`page ${p} (leaf of the root bucket): holds a plain key where only buckets belong`);
+  tree(inp.root, 'the root bucket', (p, s) => {
+    if (t.at(s).flags[s & SLOT_MASK]! & F_PLAIN) throw new Corrupt(`page ${p} (leaf of the root bucket): holds a plain key where only buckets belong`);
     const refs = inp.buckets.get(p);
     if (refs) for (const r of refs) top.push(r);
   });
@@ -212,21 +228,23 @@ export function walk(inp: WalkInput): DeepFacts {
       }
       for (const c of s.cands ?? []) cands.push({ bucket: b.name, cand: c });
     } else {
-      let lastLeaf = -1;
-      tree(b.root, name, (p) => {
-        const n = t.count[p]!;
+      let lastSlot = -1; // of the last non-empty leaf
+      tree(b.root, name, (p, s) => {
+        const sl = t.at(s);
+        const i = s & SLOT_MASK;
+        const n = sl.count[i]!;
         keys += n;
-        if (t.hashing) hash = crc32cCombine(hash, t.crc[p]!, t.crcLen[p]!);
+        if (t.hashing) hash = crc32cCombine(hash, sl.aux[i]!, sl.crcLen[i]!);
         if (isKey && n > 0) {
-          if (!(t.flags[p]! & F_REV_KEYS)) throw notRevision(`page ${p}`);
-          lastLeaf = p;
+          if (!(sl.flags[i]! & F_REV_KEYS)) throw notRevision(`page ${p}`);
+          lastSlot = s;
         }
         const cs = inp.cands.get(p);
         if (cs) for (const c of cs) cands.push({ bucket: b.name, cand: c });
         const rs = inp.buckets.get(p);
         if (rs) for (const r of rs) nested.push({ ref: r, where: name });
       });
-      if (lastLeaf >= 0) revision = mainRevision(t.lastPre, lastLeaf * PREFIX);
+      if (lastSlot >= 0) revision = mainRevision(t.at(lastSlot).lastPre, (lastSlot & SLOT_MASK) * PREFIX);
     }
     totalKeys += keys;
     buckets.push({ name: b.name, keys });

@@ -3,7 +3,7 @@
 // recomputed passes the trailer and meta checks, and `etcdctl snapshot status` panics on it.
 //
 // While the pages stream past, every page is parsed on its own (its header, its elements, its keys) and a few
-// compact facts are kept per page (bbolt-page-table.ts). Only at finish() is the tree resolved from the root
+// compact facts are kept per run head, a kind byte per page (bbolt-page-table.ts). Only at finish() is the tree resolved from the root
 // bucket the meta names: a page is judged when the tree reaches it, because free pages legitimately hold
 // stale or half-overwritten copies and overflow pages hold value bytes.
 //
@@ -17,12 +17,15 @@
 // its own ancestor, none is on the freelist; nested buckets (own pages or inline) have valid roots and pages;
 // the freelist page, when there is one, lists each page at most once, all inside the file.
 //
-// Memory: 52 bytes per page (60 with the hash) for the page table, 8 bytes per branch element (about one
-// per page in bbolt files; bounded at 4 per page), 3 bits per page at finish, the bucket references and fact
-// candidates (bounded counts), plus at most 64 page runs being parsed at once (each: its element table, at
-// most 1 MiB, and two 32 KiB key buffers). Measured on real etcd snapshots of 1.1 GiB (270k-290k pages):
-// the finished checker retains 61-75 bytes per page, 16-21 MiB; an 8 GiB database of 4 KiB pages (2M pages)
-// needs ~120-150 MiB.
+// Memory: the page table, 1 byte and 2 bits per page, 51 bytes per run head (55 with the hash; a run head is
+// a branch, leaf or freelist page, its overflow pages cost nothing more) and 4 bytes per page with a bad
+// header (overflow pages of value bytes, mostly); 8 bytes per branch element (about one per page in bbolt
+// files; bounded at 4 per page), 3 bits per page at finish, the bucket references and fact candidates
+// (bounded counts), plus at most 64 page runs being parsed at once (each: its element table, at most 1 MiB,
+// and two 32 KiB key buffers). Measured on real etcd snapshots of 1.1 GiB with small and mixed values
+// (270k-290k pages, most of them run heads), when every page had 52-60 bytes: the finished checker retained
+// 61-75 bytes per page, 16-21 MiB. On one of 8 GiB with 1 MiB values (2.1M pages, 3.5k of them run heads) it
+// retains 10.9 MiB, 5 bytes per page (121 MiB when every page had 60 bytes).
 import { HEAD_MAX, pickMeta, type Meta } from './bbolt-meta.js';
 import { PageRuns } from './bbolt-runs.js';
 import { Corrupt, type DeepFacts } from './bbolt-tree.js';

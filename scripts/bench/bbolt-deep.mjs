@@ -4,11 +4,15 @@
 //   node scripts/bench/bbolt-deep.mjs --make /tmp/etcd-1g.db [--gib 1] [--small]   # a real snapshot from a throwaway etcd
 //     (values of 0.6-70 KiB, many spanning overflow pages; --small: 0.3-2 KiB values, Kubernetes-like, written
 //     100 per transaction)
-//   node --expose-gc scripts/bench/bbolt-deep.mjs /tmp/etcd-1g.db [--rounds 3]   # CPU s/GiB with and without
-//     the hash, and the memory the checker retains
+//   node --expose-gc scripts/bench/bbolt-deep.mjs /tmp/etcd-1g.db [--rounds 3] [--stream]   # CPU s/GiB with and
+//     without the hash, and the memory the checker retains
 //
 // The file is read into memory first, so only the checker is timed (process CPU time, one thread). It is
-// fed in 16 MiB chunks, as the upload pipeline reads; `--chunk BYTES` changes that.
+// fed in 16 MiB chunks, as the upload pipeline reads; `--chunk BYTES` changes that. With `--stream` (implied
+// for files over 2 GiB, which Node cannot read into one buffer) each round reads the file from disk through
+// one reused chunk instead: the times then include the reads, and the process's peak RSS is the checker's
+// memory plus one chunk, as in the agent. `--no-etcdctl` skips the closing `etcdctl snapshot status`
+// (etcdctl maps the whole file, so its RSS, which counts in ours once waited for, is the file's size).
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -27,26 +31,62 @@ const opt = (name, dflt) => {
   return v;
 };
 
+const flag = (name) => {
+  const i = argv.indexOf(name);
+  if (i >= 0) argv.splice(i, 1);
+  return i >= 0;
+};
+
 const make = opt('--make');
 const small = argv.includes('--small');
 if (make) await makeSnapshot(make, Number(opt('--gib', '1')), small);
-else await bench(argv[0], Number(opt('--rounds', '3')), Number(opt('--chunk', String(16 << 20))));
+else {
+  const rounds = Number(opt('--rounds', '3'));
+  const chunk = Number(opt('--chunk', String(16 << 20)));
+  const stream = flag('--stream');
+  const noEtcdctl = flag('--no-etcdctl');
+  await bench(argv[0], rounds, chunk, stream, noEtcdctl);
+}
 
-async function bench(file, rounds, chunkSize) {
+async function bench(file, rounds, chunkSize, stream, noEtcdctl) {
   if (!file) throw new Error('usage: bbolt-deep.mjs SNAPSHOT | --make OUT');
   const { BboltChecker } = await import(path.join(ROOT, 'dist/agent/snapshot/bbolt.js'));
-  const buf = readFileSync(file);
-  const body = buf.subarray(0, buf.length - 32);
-  const gib = body.length / 2 ** 30;
-  console.log(`${file}: ${(body.length / 2 ** 20).toFixed(0)} MiB body, chunks of ${chunkSize} bytes`);
+  const { openSync, readSync, closeSync } = await import('node:fs');
+  const size = statSync(file).size - 32;
+  stream ||= size + 32 > 2 ** 31 - 1;
+  /** Feeds checker c the body: from memory, or read from disk through one reused chunk. */
+  let feed;
+  if (stream) {
+    const chunk = Buffer.allocUnsafe(chunkSize);
+    feed = (c) => {
+      const fd = openSync(file, 'r');
+      try {
+        for (let pos = 0; pos < size;) {
+          const n = readSync(fd, chunk, 0, Math.min(chunkSize, size - pos), pos);
+          if (n <= 0) throw new Error(`${file}: short read at ${pos}`);
+          c.update(chunk.subarray(0, n));
+          pos += n;
+        }
+      } finally {
+        closeSync(fd);
+      }
+    };
+  } else {
+    const body = readFileSync(file).subarray(0, size);
+    feed = (c) => {
+      for (let i = 0; i < body.length; i += chunkSize) c.update(body.subarray(i, i + chunkSize));
+    };
+  }
+  const gib = size / 2 ** 30;
+  console.log(`${file}: ${(size / 2 ** 20).toFixed(0)} MiB body, chunks of ${chunkSize} bytes${stream ? ', streamed from disk each round' : ''}`);
   for (const hash of [false, true]) {
     const samples = [];
     let facts;
     for (let r = 0; r < rounds; r++) {
       const cpu0 = process.cpuUsage();
       const t0 = process.hrtime.bigint();
-      const c = new BboltChecker({ hash, bodySize: body.length });
-      for (let i = 0; i < body.length; i += chunkSize) c.update(body.subarray(i, i + chunkSize));
+      const c = new BboltChecker({ hash, bodySize: size });
+      feed(c);
       const res = c.finish();
       const wall = Number(process.hrtime.bigint() - t0) / 1e9;
       const cpu = process.cpuUsage(cpu0);
@@ -66,7 +106,6 @@ async function bench(file, rounds, chunkSize) {
   }
   // Memory: the file streamed through one reused buffer; the checker's state is what its finished instance
   // retains (measured as memory with it minus memory once it is dropped, after full collections).
-  const { openSync, readSync, closeSync } = await import('node:fs');
   const gc = () => {
     for (let i = 0; i < 3; i++) globalThis.gc?.();
   };
@@ -76,9 +115,9 @@ async function bench(file, rounds, chunkSize) {
   };
   const fd = openSync(file, 'r');
   const chunk = Buffer.allocUnsafe(chunkSize);
-  let c = new BboltChecker({ hash: true, bodySize: body.length });
-  for (let pos = 0; pos < body.length;) {
-    const n = readSync(fd, chunk, 0, Math.min(chunkSize, body.length - pos), pos);
+  let c = new BboltChecker({ hash: true, bodySize: size });
+  for (let pos = 0; pos < size;) {
+    const n = readSync(fd, chunk, 0, Math.min(chunkSize, size - pos), pos);
     c.update(chunk.subarray(0, n));
     pos += n;
   }
@@ -90,12 +129,15 @@ async function bench(file, rounds, chunkSize) {
   c = null;
   gc();
   const state = withState - mem();
-  const pages = body.length / (res.ok ? res.facts.pageSize : 4096);
+  const pages = size / (res.ok ? res.facts.pageSize : 4096);
   console.log(
     globalThis.gc
       ? `streamed from disk: the finished checker retains ${(state / 2 ** 20).toFixed(1)} MiB for ${pages} pages (${(state / pages).toFixed(0)} B/page)`
       : 'memory: run node with --expose-gc to measure what the checker retains',
   );
+  // before etcdctl runs: a waited-for child's peak counts in the parent's (and in /usr/bin/time's) peak RSS
+  console.log(`peak RSS of this process: ${(process.resourceUsage().maxRSS / 2 ** 10).toFixed(0)} MiB`);
+  if (noEtcdctl) return;
   try {
     const st = JSON.parse(execFileSync('etcdctl', ['snapshot', 'status', '-w', 'json', file], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' }));
     console.log(`  etcdctl snapshot status: ${JSON.stringify(st)}`);
