@@ -3,7 +3,8 @@
 import { closeSync, constants as fsc, fstatSync, openSync, readSync } from 'node:fs';
 import { formatBytes } from '../base/units.js';
 import { FILE_KEYS, type Config } from './keys.js';
-import { ConfigError, parseConfig, type ConfigIssue } from './parse.js';
+import { ConfigError, type ConfigIssue } from './issues.js';
+import { parseConfig } from './parse.js';
 
 function checkReadable(key: string, path: string, issues: ConfigIssue[], what: string): void {
   let fd: number | undefined;

@@ -4,7 +4,7 @@ import { isAbsolute } from 'node:path';
 import { CONTROL } from '../base/text.js';
 import { formatBytes, formatDuration, parseDuration, parseSize } from '../base/units.js';
 import type { Kind, KeySpec } from './keys.js';
-import type { ConfigIssue } from './parse.js';
+import type { ConfigIssue } from './issues.js';
 
 export function describe(value: unknown, sensitive = false): string {
   if (sensitive) return 'the given value';

@@ -1,5 +1,6 @@
-// Wiring and lifecycle of `run`: start order, the S3 sync at start, the schedules (retention, reconcile,
-// drill), two-stage signal handling, drain. Knows the rooms by their front doors only.
+// Wiring and lifecycle of `run`: start order, the schedules (S3 sync retries, reconcile, retention, drill),
+// drain. The pieces live beside it: the ledger's sync at start (ledger-sync.ts), reconcile, the status
+// document, two-stage signals. Knows the rooms by their front doors only.
 import { classifyError, describeError, storeAtFault } from '../base/errors.js';
 import { EXIT, type ExitCode } from '../base/exit.js';
 import type { Config } from '../config/keys.js';
@@ -8,21 +9,24 @@ import { Watcher } from '../detect/watcher.js';
 import type { Logger } from '../ops/log.js';
 import { Metrics } from '../ops/metrics.js';
 import { MetricsServer, serverOptions } from '../ops/server.js';
-import { planPrune } from '../retention/local.js';
 import { RetentionScheduler } from '../retention/scheduler.js';
 import { DrillScheduler } from '../drill/scheduler.js';
-import { isoOrUndefined, statusState, type StatusDoc } from '../ops/status.js';
-import { resolveIntegrity } from '../ship/options.js';
-import { Shipper, type LocalSnapshot } from '../ship/shipper.js';
-import type { LocalFileAt } from '../snapshot/lifecycle.js';
+import type { StatusDoc } from '../ops/status.js';
+import { Shipper } from '../ship/shipper.js';
 import type { DeepCheck } from '../snapshot/deep.js';
-import { readCatalog, type CatalogEntry } from '../store/catalog.js';
 import { proxyDecision } from '../store/client.js';
-import { nodePrefix, objectKey } from '../store/layout.js';
+import { nodePrefix } from '../store/layout.js';
 import { describeProxy } from '../store/proxy-env.js';
-import { Ledger, ledgerLocation, type LedgerEntry, type LedgerStatus } from '../store/ledger.js';
+import type { Ledger, LedgerEntry, LedgerStatus } from '../store/ledger.js';
 import { S3Store } from '../store/s3.js';
 import { observed, type PartIntegrity, type Store } from '../store/store.js';
+import { openLedger, syncWithStore } from './ledger-sync.js';
+import { reconcileLedger } from './reconcile.js';
+import { installSignals } from './signals.js';
+import { asLocalFile, statusDoc } from './status.js';
+
+// the shipper's files as retention reads them: part of this module's API
+export { asLocalFile } from './status.js';
 
 export interface DaemonOptions {
   version: string;
@@ -31,21 +35,6 @@ export interface DaemonOptions {
   store?: Store;
   sealing?: Sealing;
   deep?: DeepCheck;
-}
-
-/** What the daemon's shipper knows of a file, as retention reads it. */
-export function asLocalFile(s: LocalSnapshot): LocalFileAt {
-  return {
-    name: s.name,
-    path: s.path,
-    state: s.state,
-    size: s.fp?.size ?? 0,
-    mtimeMs: s.fp?.mtimeMs ?? 0,
-    timeMs: s.snap.timestamp?.getTime(),
-    ino: s.fp?.ino,
-    sha256: s.sha256,
-    detail: s.rejectReason,
-  };
 }
 
 export class Daemon {
@@ -100,7 +89,8 @@ export class Daemon {
       encryption: this.opts.sealing?.encrypt ? `age, ${this.opts.sealing.encrypt.recipients.length} recipient(s)` : 'off',
       signing: this.opts.sealing?.sign ? this.opts.sealing.sign.publicKey : 'off',
     });
-    const status = await this.openLedger();
+    const { ledger, status } = await openLedger(cfg, log, this.metrics);
+    this.ledger = ledger;
     for (const e of this.ledger.entries()) this.metrics.confirmedAt(new Date(e.confirmedAt));
 
     this.shipper = new Shipper({
@@ -186,68 +176,29 @@ export class Daemon {
       await this.drill.start();
     }
     this.scheduleReconcile();
-    if (this.opts.signals !== false) this.installSignals();
-  }
-
-  private async openLedger(): Promise<LedgerStatus> {
-    const { cfg, log } = this;
-    const location = ledgerLocation(cfg);
-    try {
-      const opened = await Ledger.open(cfg.stateDir, location);
-      this.ledger = opened.ledger;
-      if (opened.status === 'corrupt') log.error('ledger was corrupt; rebuilding it from S3', { ledger: this.ledger.path, detail: opened.detail });
-      else if (opened.status === 'elsewhere')
-        log.warn("ledger describes another bucket, endpoint or prefix; starting a new one from this location's listing", {
-          ledger: this.ledger.path,
-          detail: opened.detail,
-        });
-      else if (opened.status === 'missing') log.info('no ledger yet; building it from S3', { ledger: this.ledger.path });
-      return opened.status;
-    } catch (e) {
-      // Without a state directory the agent still ships (the ledger lives in memory; S3 is the truth).
-      this.ledger = Ledger.inMemory(cfg.stateDir, location);
-      this.metrics.ledgerWriteFailures.inc();
-      log.error('state directory unusable; keeping the ledger in memory only', {
-        stateDir: cfg.stateDir,
-        error: (e as NodeJS.ErrnoException).code ?? String(e),
-        fix: 'make stateDir writable by the agent (systemd: StateDirectory=)',
-      });
-      return 'missing';
-    }
+    if (this.opts.signals !== false)
+      installSignals({ log, shutdownTimeoutMs: cfg.shutdownTimeoutMs, drain: () => this.stop(), exit: (code) => this.exitResolve(code) });
   }
 
   /**
-   * Probes how parts are proven, seeds freshness from what S3 holds (a restart must not reset it) and
-   * rebuilds a lost ledger. Retried with backoff while S3 is unreachable; uploads go on meanwhile with the
-   * signed payload, which every server checks.
+   * The sync with S3 at start (ledger-sync.ts), retried with backoff while S3 is unreachable; uploads go on
+   * meanwhile with the signed payload, which every server checks.
    */
   private async syncFromStore(status: LedgerStatus, attempt: number): Promise<boolean> {
     const { cfg, log } = this;
     try {
-      await this.store.check();
-      this.integrity = await resolveIntegrity(this.store, cfg, log);
-      const prefix = nodePrefix(cfg);
-      const listedAt = Date.now();
-      const catalog = await readCatalog(this.store, prefix);
-      // a ledger that names this bucket may still be wrong (edited, restored from a backup, objects deleted
-      // while the agent was down): the listing just made checks it at once, not a reconcile interval later
-      if (status === 'ok') await this.reconcile({ keys: catalog.listed, at: listedAt });
-      if (status !== 'ok') {
-        const entries = catalog.entries.filter((e) => e.complete).map(ledgerEntryOf);
-        for (const e of this.ledger.entries()) if (!entries.some((x) => x.key === e.key)) entries.push(e);
-        await this.ledger.replaceAll(entries).catch((e) => {
-          this.metrics.ledgerWriteFailures.inc();
-          log.error('could not write the rebuilt ledger; keeping it in memory', {
-            ledger: this.ledger.path,
-            error: (e as NodeJS.ErrnoException).code ?? String(e),
-          });
-        });
-        log.info('ledger rebuilt from S3', { objects: entries.length, prefix });
-      }
-      for (const e of catalog.entries) if (e.complete) this.metrics.confirmedAt(e.object.lastModified ?? e.time);
-      const newest = catalog.entries.find((e) => e.complete && e.manifest?.snapshot.db);
-      if (newest?.manifest?.snapshot.db) this.metrics.dbFacts(newest.manifest.snapshot.db.revision, newest.manifest.snapshot.db.keys, newest.time.getTime());
-      log.info('S3 reachable', { destination: `${this.store.location}/${prefix}`, objects: catalog.entries.length });
+      await syncWithStore(
+        {
+          cfg,
+          log,
+          store: this.store,
+          ledger: this.ledger,
+          metrics: this.metrics,
+          integrity: (i) => (this.integrity = i),
+          reconcile: (listing) => this.reconcile(listing),
+        },
+        status,
+      );
       return true;
     } catch (err) {
       const delay = Math.min(cfg.upload.retryMaxMs, cfg.upload.retryInitialMs * 2 ** attempt);
@@ -270,109 +221,26 @@ export class Daemon {
     this.reconcileTimer.unref();
   }
 
-  /**
-   * Confirmed entries whose object S3 no longer lists: forgotten, and their local files shipped again.
-   * `listing`: one already made (at start), else this node's prefix is listed now.
-   */
-  async reconcile(listing?: { keys: ReadonlySet<string>; at: number }): Promise<LedgerEntry[]> {
-    const { log } = this;
-    let present = listing?.keys;
-    const at = listing?.at ?? Date.now();
-    if (!present) {
-      const keys = new Set<string>();
-      try {
-        for await (const o of this.store.list(nodePrefix(this.cfg))) keys.add(o.key);
-      } catch (err) {
-        log.warn('reconcile: could not list S3; the ledger is checked again later', { error: describeError(err, { location: this.store.location }) });
-        return [];
-      }
-      present = keys;
-    }
-    // an upload in flight, or confirmed after the listing started, is not missing
-    const inFlight = new Set(
-      this.shipper
-        ?.snapshots()
-        .filter((s) => s.state === 'shipping')
-        .map((s) => s.name),
-    );
-    const missing = (await this.ledger.reconcile(present, at)).filter((e) => !inFlight.has(e.name));
-    for (const e of missing) {
-      this.metrics.objectsMissing.inc();
-      log.warn('a confirmed backup is no longer in S3 (deleted or lost there); its local snapshot, if still present, is shipped again', {
-        key: e.storedKey ?? e.key,
-        file: e.name,
-        confirmedAt: e.confirmedAt,
-      });
-    }
-    if (missing.length) this.shipper.forgotten(missing.map((e) => e.name));
-    return missing;
+  /** Checks the ledger against S3's listing (reconcile.ts); `listing`: one already made, else listed now. */
+  reconcile(listing?: { keys: ReadonlySet<string>; at: number }): Promise<LedgerEntry[]> {
+    const { cfg, log } = this;
+    return reconcileLedger({ cfg, log, store: this.store, ledger: this.ledger, metrics: this.metrics, shipper: this.shipper }, listing);
   }
 
   /** What `status` shows, from what this daemon knows now (no S3 call). */
   status(): StatusDoc {
-    const { cfg } = this;
-    // shipped: the object as stored (`.age` when encrypted); uploading: where it goes
-    const keyOf = (s: LocalSnapshot): { key?: string } => {
-      if (s.state === 'confirmed' && s.key) return { key: this.ledger.getByKey(s.key)?.storedKey ?? s.key };
-      if (s.state === 'shipping') return { key: s.key ?? objectKey(cfg, s.name) };
-      return s.key ? { key: s.key } : {};
-    };
-    const files = this.shipper.snapshots();
-    const t = this.metrics.times();
-    const plan = planPrune({
-      files: files.map(asLocalFile),
-      ledger: this.ledger.entries(),
-      heads: new Map(),
-      policy: { keep: cfg.retention.keep, maxAgeMs: cfg.retention.maxAgeMs, confirmRemote: false },
+    return statusDoc({
+      cfg: this.cfg,
+      version: this.opts.version,
+      location: this.store.location,
+      s3: { up: this.s3Ok, detail: this.s3Detail },
+      integrity: this.integrity,
+      snapshots: this.shipper.snapshots(),
+      pending: this.shipper.pendingCount,
+      ledger: this.ledger,
+      times: this.metrics.times(),
       now: Date.now(),
     });
-    const newest = this.ledger
-      .entries()
-      .reduce<LedgerEntry | undefined>((a, e) => (!a || (e.snapshotTime ?? e.confirmedAt) > (a.snapshotTime ?? a.confirmedAt) ? e : a), undefined);
-    return {
-      source: 'daemon',
-      version: this.opts.version,
-      node: cfg.node,
-      cluster: cfg.cluster,
-      snapshotDir: cfg.snapshotDir,
-      destination: `${this.store.location}/${nodePrefix(cfg)}`,
-      s3: { up: this.s3Ok, detail: this.s3Detail },
-      integrity: this.integrity === 'crc32' ? 'CRC32 header (probed)' : this.integrity === 'md5' ? 'Content-MD5 (Object Lock)' : 'signed payload SHA-256',
-      pending: this.shipper.pendingCount,
-      ...(isoOrUndefined(t.lastUploadS) ? { lastUpload: isoOrUndefined(t.lastUploadS) } : {}),
-      ...(isoOrUndefined(t.lastPruneS) ? { lastPrune: isoOrUndefined(t.lastPruneS) } : {}),
-      ...(isoOrUndefined(t.lastVerifyRunS) ? { lastVerifyRun: isoOrUndefined(t.lastVerifyRunS) } : {}),
-      ...(isoOrUndefined(t.lastVerifiedS) ? { lastVerified: isoOrUndefined(t.lastVerifiedS) } : {}),
-      snapshots: files
-        .filter((s) => s.state !== 'superseded' || s.fp)
-        .map((s) => ({
-          name: s.name,
-          state: statusState(s.state),
-          why: s.rejectReason ?? s.why,
-          size: s.fp?.size ?? 0,
-          time: new Date(s.snap.timestamp?.getTime() ?? s.fp?.mtimeMs ?? 0).toISOString(),
-          ...keyOf(s),
-          ...(s.state === 'shipping' && s.progress ? { progress: s.progress } : {}),
-        })),
-      nextPrune: plan.delete.map((d) => ({ name: d.name, reason: d.reason })),
-      ...(newest ? { newestInS3: { key: newest.storedKey ?? newest.key, time: newest.snapshotTime ?? newest.confirmedAt } } : {}),
-    };
-  }
-
-  private installSignals(): void {
-    let count = 0;
-    const onSignal = (sig: NodeJS.Signals): void => {
-      count++;
-      if (count === 1) {
-        this.log.info('signal received: draining (a second signal exits at once)', { signal: sig, drainSeconds: this.cfg.shutdownTimeoutMs / 1000 });
-        void this.stop().then((code) => this.exitResolve(code));
-      } else {
-        this.log.warn('second signal: exiting now', { signal: sig });
-        this.exitResolve(EXIT.INTERRUPTED);
-      }
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
   }
 
   /** First stage of shutdown: stop detecting, let the upload in flight finish or abort it, save. */
@@ -397,19 +265,4 @@ export class Daemon {
     })();
     return this.stopping;
   }
-}
-
-/** A ledger entry for a complete backup the catalog found. */
-function ledgerEntryOf(e: CatalogEntry): LedgerEntry {
-  return {
-    name: e.name,
-    key: e.key,
-    ...(e.object.key !== e.key ? { storedKey: e.object.key } : {}),
-    size: e.size,
-    sha256: e.sha256!,
-    mtimeMs: e.mtimeMs ?? 0,
-    producer: e.producer ?? 'unknown',
-    confirmedAt: (e.object.lastModified ?? e.time).toISOString(),
-    snapshotTime: e.time.toISOString(),
-  };
 }
