@@ -201,6 +201,8 @@ export class Daemon {
       );
       return true;
     } catch (err) {
+      // an attempt that fails after stop() began must not arm a new timer that stop() already cleared
+      if (this.stopping) return false;
       const delay = Math.min(cfg.upload.retryMaxMs, cfg.upload.retryInitialMs * 2 ** attempt);
       log.error('S3 check at start failed; will retry', {
         error: describeError(err, { location: this.store.location }),
