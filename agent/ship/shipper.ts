@@ -25,7 +25,7 @@ export class Shipper {
   private readonly delivery: Delivery;
   private readonly active = new Set<Promise<void>>();
   private readonly factsSource: FactsSource;
-  private backoffTimer: NodeJS.Timeout | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
   private closing = false;
   private dirHasZips = false;
   /** another reader of S3 (the drill) has the turn: no upload starts */
@@ -277,10 +277,10 @@ export class Shipper {
   }
 
   private wakeAt(at: number): void {
-    if (this.backoffTimer) return;
-    this.backoffTimer = setTimeout(
+    if (this.wakeTimer) return;
+    this.wakeTimer = setTimeout(
       () => {
-        this.backoffTimer = undefined;
+        this.wakeTimer = undefined;
         this.pump();
       },
       Math.max(0, at - Date.now()),
@@ -306,8 +306,8 @@ export class Shipper {
   /** Retry queued uploads now (e.g. S3 came back, as seen by another call). */
   retryNow(): void {
     this.delivery.clearBackoff();
-    clearTimeout(this.backoffTimer);
-    this.backoffTimer = undefined;
+    clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
     this.pump();
   }
 
@@ -318,7 +318,7 @@ export class Shipper {
   async stop(timeoutMs: number): Promise<{ finished: boolean }> {
     this.closing = true;
     this.names.stop();
-    clearTimeout(this.backoffTimer);
+    clearTimeout(this.wakeTimer);
     for (const t of this.tracks.values()) clearTimeout(t.timer);
     const all = Promise.allSettled([...this.active]);
     let timer: NodeJS.Timeout | undefined;
