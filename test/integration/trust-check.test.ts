@@ -7,25 +7,16 @@
 //      used; a 0644 credentials file and an unauthenticated metrics endpoint on all interfaces are warned
 //      about once at start; check-config from a shell finds the credentials file beside the config, or says
 //      plainly that none was found.
-import { ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { chmod, copyFile, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { agentEnv, freePort, runCli, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
+import { freePort, runCli, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { startHttpFaultProxy } from '../support/http-fault-proxy.js';
 import { fixturePath } from '../support/snapshots.js';
-import {
-  createBucket,
-  createSwiftBucket,
-  emptyAndDeleteBucket,
-  emptyAndDeleteSwiftBucket,
-  readWorldEnv,
-  requireSwift,
-  s3Client,
-  swiftClient,
-  type World,
-} from '../support/world.js';
+import { readWorldEnv, type World } from '../support/world.js';
+import { bucketOn, type ServerName, type TestBucket } from '../support/buckets.js';
 
 let world: World;
 const agents: AgentProcess[] = [];
@@ -41,31 +32,12 @@ afterAll(async () => {
   for (const c of cleanups) await c().catch(() => undefined);
 });
 
-interface Target {
-  endpoint: string;
-  region: string;
-  env: NodeJS.ProcessEnv;
-  client: S3Client;
-  bucket: string;
-}
+type Target = TestBucket;
 
-async function target(which: 'rgw' | 'swift', tag: string): Promise<Target> {
-  const bucket = `t-${tag}-${which[0]}${(Date.now() % 1e8).toString(36)}`;
-  if (which === 'swift') {
-    const swift = requireSwift(world);
-    await createSwiftBucket(swift, bucket);
-    cleanups.push(() => emptyAndDeleteSwiftBucket(swift, bucket));
-    return {
-      endpoint: swift.endpoint,
-      region: swift.region,
-      env: agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region }),
-      client: swiftClient(swift),
-      bucket,
-    };
-  }
-  await createBucket(world, bucket);
-  cleanups.push(() => emptyAndDeleteBucket(world, bucket));
-  return { endpoint: world.s3.endpoint, region: world.s3.region, env: agentEnv(world), client: s3Client(world), bucket };
+async function target(which: ServerName, tag: string): Promise<Target> {
+  const t = await bucketOn(world, which, tag);
+  cleanups.push(t.remove);
+  return t;
 }
 
 async function leftovers(t: Target): Promise<string[]> {

@@ -5,27 +5,18 @@
 //  12. `import-rke` and `list` print RKE's own restore command with --folder <prefix>/<cluster>/<node>, the
 //      folder under which RKE's lookup (a listing of <folder>/<name>) finds the object. Before: the prefix
 //      alone, under which RKE finds nothing.
-import { PutObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { execFile } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, stat, utimes } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { agentEnv, runCli, testDirs, writeConfig } from '../support/agent.js';
+import { runCli, testDirs, writeConfig } from '../support/agent.js';
 import { goZip } from '../support/go-zip.js';
 import { fixturePath, sha256File } from '../support/snapshots.js';
-import {
-  createBucket,
-  createSwiftBucket,
-  emptyAndDeleteBucket,
-  emptyAndDeleteSwiftBucket,
-  readWorldEnv,
-  requireSwift,
-  s3Client,
-  swiftClient,
-  type World,
-} from '../support/world.js';
+import { readWorldEnv, type World } from '../support/world.js';
+import { bucketOn, type ServerName, type TestBucket } from '../support/buckets.js';
 
 const exec = promisify(execFile);
 let world: World;
@@ -43,43 +34,12 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-interface Server {
-  endpoint: string;
-  region: string;
-  keyId: string;
-  secret: string;
-  env: NodeJS.ProcessEnv;
-  client: S3Client;
-  bucket: string;
-}
+type Server = TestBucket;
 
-async function server(which: 'rgw' | 'swift', tag: string): Promise<Server> {
-  const bucket = `t-${tag}-${which[0]}${(Date.now() % 1e8).toString(36)}`;
-  if (which === 'swift') {
-    const s = requireSwift(world);
-    await createSwiftBucket(s, bucket);
-    cleanups.push(() => emptyAndDeleteSwiftBucket(s, bucket));
-    return {
-      endpoint: s.endpoint,
-      region: s.region,
-      keyId: s.accessKeyId,
-      secret: s.secretAccessKey,
-      env: agentEnv(world, { AWS_ACCESS_KEY_ID: s.accessKeyId, AWS_SECRET_ACCESS_KEY: s.secretAccessKey, AWS_REGION: s.region }),
-      client: swiftClient(s),
-      bucket,
-    };
-  }
-  await createBucket(world, bucket);
-  cleanups.push(() => emptyAndDeleteBucket(world, bucket));
-  return {
-    endpoint: world.s3.endpoint,
-    region: world.s3.region,
-    keyId: world.s3.accessKeyId,
-    secret: world.s3.secretAccessKey,
-    env: agentEnv(world),
-    client: s3Client(world),
-    bucket,
-  };
+async function server(which: ServerName, tag: string): Promise<Server> {
+  const s = await bucketOn(world, which, tag);
+  cleanups.push(s.remove);
+  return s;
 }
 
 /** rclone with a remote `w:` made from environment variables (no config file). */

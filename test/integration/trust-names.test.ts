@@ -5,24 +5,15 @@
 // logged as "disappeared before it was shipped" on every rescan. Found here too: Swift refuses to list a
 // prefix holding a key with a control character unless the listing is url-encoded, and refuses to start an
 // upload of such a key (a 500, which read as "S3 down" and held back every other upload).
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { copyFile, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { agentEnv, runCli, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
+import { runCli, startAgent, testDirs, writeConfig, type AgentProcess } from '../support/agent.js';
 import { fixturePath, sha256File } from '../support/snapshots.js';
-import {
-  createBucket,
-  createSwiftBucket,
-  emptyAndDeleteBucket,
-  emptyAndDeleteSwiftBucket,
-  readWorldEnv,
-  requireSwift,
-  s3Client,
-  swiftClient,
-  type World,
-} from '../support/world.js';
+import { readWorldEnv, type World } from '../support/world.js';
+import { bucketOn } from '../support/buckets.js';
 
 // what a terminal acts on or reorders: C0 but the newline, DEL, C1, bidi marks/embeddings/overrides/isolates, LS/PS
 const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
@@ -64,25 +55,15 @@ function assertClean(what: string, text: string): void {
 
 describe.each(['rgw', 'swift'] as const)('%s', (which) => {
   it('8: hostile names in the directory and the bucket: rejected or shipped, and every line that names them is escaped', async () => {
-    const swift = which === 'swift' ? requireSwift(world) : undefined;
-    const client: S3Client = swift ? swiftClient(swift) : s3Client(world);
-    const bucket = `t-names-${which[0]}${(Date.now() % 1e8).toString(36)}`;
-    if (swift) {
-      await createSwiftBucket(swift, bucket);
-      cleanups.push(() => emptyAndDeleteSwiftBucket(swift, bucket));
-    } else {
-      await createBucket(world, bucket);
-      cleanups.push(() => emptyAndDeleteBucket(world, bucket));
-    }
-    const env = swift
-      ? agentEnv(world, { AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey, AWS_REGION: swift.region })
-      : agentEnv(world);
+    const t = await bucketOn(world, which, 'names');
+    cleanups.push(t.remove);
+    const { bucket, client, env } = t;
     const dirs = await testDirs('trust-names-');
     const node = 'names';
     const prefix = `etcd-backup/test/${node}/`;
     const cfg = await writeConfig(dirs, world, bucket, {
       node,
-      s3: { bucket, endpoint: swift?.endpoint ?? world.s3.endpoint, region: swift?.region ?? world.s3.region },
+      s3: { bucket, endpoint: t.endpoint, region: t.region },
       detect: { rescanInterval: '1s' },
       retention: { keep: 1 },
     });

@@ -14,28 +14,11 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { FAILURE_REASONS, type FailureReason } from '../../agent/base/errors.js';
 import type { AgentProcess, LogLine } from '../support/agent.js';
 import { sha256File } from '../support/snapshots.js';
 import { s3Client, type World } from '../support/world.js';
 
-export const FAILURE_REASONS = [
-  'network',
-  'timeout',
-  'tls',
-  'auth',
-  'bucket',
-  'throttled',
-  'server',
-  'credentials',
-  'integrity',
-  'refused',
-  'client',
-  'verify',
-  'changed',
-  'local_io',
-  'aborted',
-] as const;
-export type FailureReason = (typeof FAILURE_REASONS)[number];
 export const REJECT_REASONS = ['truncated', 'corrupt', 'format', 'unreadable', 'name'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
