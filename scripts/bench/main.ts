@@ -427,27 +427,7 @@ async function main(): Promise<void> {
   const tlsSink = await startSink(['--crc32', '--tls', ca.certFile, ca.keyFile]);
   let front: { url: string; close(): Promise<void> } | undefined;
   try {
-    execFileSync('bash', [path.join(ROOT, 'scripts/world/rgw-up.sh'), worldDir], {
-      env: { ...process.env, OSD_BACKEND: 'bluestore', BLUESTORE_BYTES: String(40 * GiB) },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    const env = Object.fromEntries(
-      (await readFile(path.join(worldDir, 'env'), 'utf8'))
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => l.split(/=(.*)/s).slice(0, 2) as [string, string]),
-    );
-    const keys = { bucket: 'bench', accessKey: env.AWS_ACCESS_KEY_ID!, secretKey: env.AWS_SECRET_ACCESS_KEY! };
     const sinkKeys = { bucket: 'bench', accessKey: 'benchaccesskey', secretKey: 'benchsecretkey0000000000' };
-    const rgw: Endpoint = {
-      name: 'rgw',
-      title: 'Ceph RGW 16 (bluestore), plain HTTP: checks the signed payload, ignores CRC32',
-      url: env.S3_ENDPOINT!,
-      ...keys,
-    };
-    const u = new URL(rgw.url);
-    front = await startTlsFront(ca, { host: u.hostname, port: Number(u.port) });
-    const rgwTls: Endpoint = { name: 'rgw-tls', title: 'Ceph RGW 16 behind a TLS front (private CA), HTTPS', url: front.url, caFile: ca.caFile, ...keys };
     const sink: Endpoint = {
       name: 'sink',
       title: 'Sink (discards bodies; checks no checksum, like RGW for CRC32)',
@@ -463,20 +443,43 @@ async function main(): Promise<void> {
       caFile: ca.caFile,
       ...sinkKeys,
     };
-    await (await s3(rgw)).create();
-    await makeSealing(work);
     const files = new Map<number, string>();
-    for (const size of SIZES) files.set(size, await etcdSnapshot(ROOT, size));
+    for (const size of DAEMON_ONLY ? [GiB] : SIZES) files.set(size, await etcdSnapshot(ROOT, size));
     const lines = [...header];
-    const all = ['agent', 'agent-age', 'aws', 'rclone', 's3cmd', 'curl'];
-    const scenarios: Scenario[] = [
-      { ep: sink, sizes: SIZES, tools: all },
-      { ep: awsLike, sizes: [GiB], tools: ['agent', 'agent-age', 'aws', 'curl'] },
-      { ep: rgw, sizes: [GiB], tools: ['agent', 'agent-age', 'aws', 'rclone', 'curl'] },
-      { ep: rgwTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
-      { ep: sinkTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
-    ];
-    if (!DAEMON_ONLY) lines.push(...(await transferBench(scenarios, files, work)));
+    // the daemon figures need only the sink: RGW (a minute to start, GiBs of memory) only for the transfers
+    if (!DAEMON_ONLY) {
+      execFileSync('bash', [path.join(ROOT, 'scripts/world/rgw-up.sh'), worldDir], {
+        env: { ...process.env, OSD_BACKEND: 'bluestore', BLUESTORE_BYTES: String(40 * GiB) },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      const env = Object.fromEntries(
+        (await readFile(path.join(worldDir, 'env'), 'utf8'))
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => l.split(/=(.*)/s).slice(0, 2) as [string, string]),
+      );
+      const keys = { bucket: 'bench', accessKey: env.AWS_ACCESS_KEY_ID!, secretKey: env.AWS_SECRET_ACCESS_KEY! };
+      const rgw: Endpoint = {
+        name: 'rgw',
+        title: 'Ceph RGW 16 (bluestore), plain HTTP: checks the signed payload, ignores CRC32',
+        url: env.S3_ENDPOINT!,
+        ...keys,
+      };
+      const u = new URL(rgw.url);
+      front = await startTlsFront(ca, { host: u.hostname, port: Number(u.port) });
+      const rgwTls: Endpoint = { name: 'rgw-tls', title: 'Ceph RGW 16 behind a TLS front (private CA), HTTPS', url: front.url, caFile: ca.caFile, ...keys };
+      await (await s3(rgw)).create();
+      await makeSealing(work);
+      const all = ['agent', 'agent-age', 'aws', 'rclone', 's3cmd', 'curl'];
+      const scenarios: Scenario[] = [
+        { ep: sink, sizes: SIZES, tools: all },
+        { ep: awsLike, sizes: [GiB], tools: ['agent', 'agent-age', 'aws', 'curl'] },
+        { ep: rgw, sizes: [GiB], tools: ['agent', 'agent-age', 'aws', 'rclone', 'curl'] },
+        { ep: rgwTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
+        { ep: sinkTls, sizes: [GiB], tools: ['agent', 'aws', 'curl'] },
+      ];
+      lines.push(...(await transferBench(scenarios, files, work)));
+    }
     lines.push(...(await detectionAndIdle(sink, work)));
     lines.push(...(await rssBySize(sink, work, files.get(GiB)!)));
     process.stdout.write(`${lines.join('\n')}\n`);
