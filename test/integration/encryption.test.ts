@@ -364,7 +364,10 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
     const shippedAt = Date.parse(JSON.parse(original.toString()).shippedAt);
     const rotated = (cutoff: number): string =>
       `node-a namespaces="etcd-backup-agent",valid-before="${sshTime(cutoff)}" ${keys.pubA}\nnode-a valid-after="${sshTime(cutoff)}" ${keys.pubX}\n`;
-    await writeFile(file('allowed_rotated'), rotated(Date.now()));
+    // the cut-over after the shipping, and (below) a second or more behind ssh-keygen's "now": its times
+    // are whole seconds
+    const cutoff = Math.max(shippedAt + 2_000, Date.now());
+    await writeFile(file('allowed_rotated'), rotated(cutoff));
     const old = await fetchSigned(`${raw}.age`, file('allowed_rotated'));
     expect(old.code, old.stderr).toBe(0);
     expect(old.stdout).toContain('signed by node-a');
@@ -379,6 +382,7 @@ describe('encrypted and signed snapshots against Ceph RGW', () => {
       );
     await writeFile(path.join(K, 'raw.sig'), aSig);
     expect((await verifyAt([`-Overify-time=${sshTime(shippedAt + 1000).slice(0, 14)}`])).ok).toBe(true);
+    await new Promise((r) => setTimeout(r, Math.max(0, cutoff + 2_000 - Date.now())));
     expect((await verifyAt([])).out).toMatch(/expired/);
     // a key retired before the snapshot was signed is refused
     await writeFile(file('allowed_rotated'), rotated(shippedAt - 120_000));
