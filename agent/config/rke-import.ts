@@ -11,7 +11,7 @@ import { parseDuration } from '../base/units.js';
 
 export const DEFAULT_IMPORT_DIR = path.dirname(DEFAULT_CONFIG_PATH);
 
-// RKE's own defaults when backup_config leaves them out (rancher/rke services/etcd.go).
+// RKE's own defaults when backup_config leaves them out.
 const RKE_DEFAULT_INTERVAL_HOURS = 12;
 const RKE_DEFAULT_RETENTION = 6;
 

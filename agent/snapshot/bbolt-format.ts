@@ -1,4 +1,4 @@
-// bbolt's on-disk format as the deep check reads it (etcd-io/bbolt page.go, bucket.go), the types the node
+// bbolt's on-disk format as the deep check reads it (pages, elements, buckets), the types the node
 // parser and the tree walk share, and small byte helpers.
 
 export const PAGE_HEADER = 16;

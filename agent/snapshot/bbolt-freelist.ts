@@ -1,4 +1,4 @@
-// The freelist page (etcd-io/bbolt freelist.go): its parser, and the ids it lists, collected for the walk.
+// The freelist page: its parser, and the ids it lists, collected for the walk.
 // etcd runs bbolt with NoFreelistSync, so its snapshots usually name no freelist page at all.
 import { PAGE_HEADER, fmtPgid } from './bbolt-format.js';
 

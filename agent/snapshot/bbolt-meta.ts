@@ -1,4 +1,4 @@
-// The two meta pages at the head of a bbolt file (etcd-io/bbolt db.go, meta.validate) and the choice
+// The two meta pages at the head of a bbolt file (magic, version, checksum, as bbolt validates them) and the choice
 // between them, made as bbolt makes it when it opens the file.
 
 const META_MAGIC = 0xed0cdaed;

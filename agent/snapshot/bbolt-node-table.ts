@@ -1,7 +1,7 @@
 // The element table of one bbolt node, the first layer of the node parser (bbolt-node.ts): gathered from the
 // run's first bytes and checked before any key is read.
 //
-// Layout (etcd-io/bbolt page.go, node.go): a 16-byte header {id u64, flags u16, count u16, overflow u32},
+// Layout: a 16-byte header {id u64, flags u16, count u16, overflow u32},
 // then `count` 16-byte elements, then the data. Leaf element {flags, pos, ksize, vsize}, branch element
 // {pos, ksize, pgid u64}; `pos` is relative to the element itself. bbolt's node.write puts key and value of
 // element 0, then of element 1, ... back to back right after the table, so every `pos` is determined by the

@@ -68,7 +68,7 @@ const unix = (s: string | undefined): Date | undefined => (s ? new Date(Number(s
 
 // Order matters: the first match wins.
 const RULES: readonly Rule[] = [
-  // rancher/rke-tools recurring: 2024-05-01T12:00:00Z_etcd
+  // RKE's recurring backups: 2024-05-01T12:00:00Z_etcd
   { producer: 'rke1', re: new RegExp(`^${RFC3339}_etcd$`), zips: true, time: (m) => rfc(m[1]) },
   // rke etcd snapshot-save without --name
   { producer: 'rke1-oneshot', re: new RegExp(`^rke_etcd_snapshot_${RFC3339}$`), zips: true, time: (m) => rfc(m[1]) },

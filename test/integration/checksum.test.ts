@@ -1,5 +1,5 @@
-// The SDK's checksum default is a setting (s3.checksum) because S3-compatible servers differ
-// (FACTS §3). Both modes must ship intact single-part and multipart uploads to Ceph RGW.
+// The SDK's checksum default is a setting (s3.checksum) because S3-compatible servers differ in which
+// checksum headers they accept and check. Both modes must ship intact single-part and multipart uploads to Ceph RGW.
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';

@@ -58,7 +58,7 @@ describe('docs', () => {
         } else if (/\.(ts|mjs|sh|md|yml|yaml|service)$/.test(e.name) && /FACTS(\.md)? ?§|\.\.\/shared\//.test(read(p))) offenders.push(p);
       }
     };
-    for (const d of ['agent', 'docs', 'scripts', 'systemd', 'monitoring']) walk(d);
+    for (const d of ['agent', 'docs', 'scripts', 'systemd', 'monitoring', 'test', '.ci']) walk(d);
     for (const f of ['README.md', 'CONTRIBUTING.md']) if (/FACTS(\.md)? ?§|\.\.\/shared\//.test(read(f))) offenders.push(f);
     expect(offenders).toEqual([]);
   });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { classify, compileRules, globToRegExp, sniffName as sniff } from '../../agent/snapshot/names.js';
 
-describe('classify: every producer name in FACTS §1', () => {
+describe('classify: every name the producers write', () => {
   const cases: [string, string, string, boolean, string | undefined][] = [
     // name, producer, format, zips, timestamp (ISO)
     ['2024-05-01T12:00:00Z_etcd', 'rke1', 'raw', true, '2024-05-01T12:00:00.000Z'],

@@ -1,5 +1,5 @@
-// The restore commands `list` prints: the flags the producers' own tools take (rancher/rke cmd/etcd.go,
-// k3s-io/k3s pkg/cli/cmds/server.go) and the folder and name by which those tools find the object.
+// The restore commands `list` prints: the flags the producers' own tools take (`rke etcd snapshot-restore`,
+// `rke2/k3s server --cluster-reset`) and the folder and name by which those tools find the object.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';

@@ -1,12 +1,12 @@
 // Command gozip writes etcd snapshot zips with Go's own archive/zip, called the way the real producers call
 // it, so the tests read the bytes those producers write instead of a model of them:
 //
-//   - rke: rancher/rke-tools (main.go: CreateBackup, compressFiles, AddFileToZip). The zip is created in place
+//   - rke (rke-tools' backup command, its compressFiles and AddFileToZip). The zip is created in place
 //     with os.Create next to the raw file; entries are named by their container paths, /backup/<name> and,
 //     when the state file exists, /etc/kubernetes/<name>.rkestate; Deflate, dated time.Unix(0, 0). Errors
 //     from the deferred zip.Writer.Close and File.Close are ignored, so a zip cut in its last bytes counts
 //     as a success.
-//   - k3s: k3s-io/k3s (pkg/etcd/snapshot.go: compressSnapshot). One entry named <name>, Deflate, dated with
+//   - k3s (its compressSnapshot). One entry named <name>, Deflate, dated with
 //     the snapshot time; the zip is removed only when opening the raw file or writing the header fails.
 //
 // The test-only parts sit between zip.Writer and the file (a disk that fills up, a pause point) or before it
