@@ -19,7 +19,7 @@ export function shown(s: string): string {
 // overrides, and the Unicode line and paragraph separators (it escapes only the C0 controls)
 const JSON_RAW = /[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
-/** A serialized JSON text with those characters written as `\uXXXX` escapes: the same value once parsed. */
+/** A serialized JSON text with those characters written as `\u` escapes of four hex digits: the same value once parsed. */
 export function jsonSafe(json: string): string {
   return json.replace(JSON_RAW, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
