@@ -4,10 +4,11 @@
 // not change; otherwise it is aborted and nothing is left in S3. The manifest (hash, sizes, proofs,
 // signatures) is stored just before Complete, and "shipped" needs HeadObject to show the completed object
 // with the expected size and metadata.
-import { AgentError, classifyError } from '../base/errors.js';
+import { AgentError } from '../base/errors.js';
 import { readAt } from '../base/files.js';
 import type { Rejected, Verified } from '../snapshot/format.js';
 import { openVerifier, type Verifier } from '../snapshot/verifier.js';
+import { abortUpload } from '../store/abort.js';
 import { objectMetadata } from '../store/layout.js';
 import type { CompletedPart, Store } from '../store/store.js';
 import { Throttle } from '../base/throttle.js';
@@ -20,9 +21,6 @@ import { readExactly, unchanged } from './source.js';
 export { CHUNK, partSizeFor, type Sealing, type ShipOptions, type ShipOutcome, type ShipRequest } from './request.js';
 
 export class Uploader {
-  /** uploads that could not be aborted (S3 was unreachable): aborted before the next upload of the key */
-  private readonly unaborted = new Map<string, Set<string>>();
-
   constructor(private readonly store: Store) {}
 
   async ship(req: ShipRequest, opts: ShipOptions): Promise<ShipOutcome> {
@@ -73,7 +71,6 @@ export class Uploader {
       encrypted: Boolean(enc),
     });
 
-    await this.abortLeftovers(stored);
     const ctl = new AbortController();
     const signal = AbortSignal.any([outer, ctl.signal]);
     const uploadId = await store.createUpload(stored, {
@@ -154,7 +151,7 @@ export class Uploader {
         // a file that is not a sound snapshot never becomes an object: stop sending, drop the parts
         ctl.abort();
         await Promise.allSettled([...inflight]);
-        await this.abort(stored, uploadId);
+        await abortUpload(store, stored, uploadId);
         return { kind: 'rejected', verdict };
       }
       await Promise.allSettled([...inflight]);
@@ -177,36 +174,10 @@ export class Uploader {
       failure = first;
       ctl.abort(first);
       await Promise.allSettled([...inflight]);
-      await this.abort(stored, uploadId);
+      await abortUpload(store, stored, uploadId);
       throw first;
     } finally {
       verifier.destroy();
     }
-  }
-
-  private async abort(stored: string, uploadId: string): Promise<void> {
-    try {
-      await this.store.abortUpload(stored, uploadId);
-    } catch {
-      // S3 unreachable now: the next upload of this key aborts it first (and retention's stale-upload pass)
-      let ids = this.unaborted.get(stored);
-      if (!ids) this.unaborted.set(stored, (ids = new Set()));
-      ids.add(uploadId);
-    }
-  }
-
-  private async abortLeftovers(stored: string): Promise<void> {
-    const ids = this.unaborted.get(stored);
-    if (!ids) return;
-    for (const id of [...ids]) {
-      await this.store.abortUpload(stored, id).then(
-        () => ids.delete(id),
-        (e) => {
-          // already gone is as good as aborted
-          if (classifyError(e) === 'refused') ids.delete(id);
-        },
-      );
-    }
-    if (ids.size === 0) this.unaborted.delete(stored);
   }
 }

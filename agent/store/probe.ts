@@ -6,7 +6,8 @@
 //  - does it accept the configured server-side encryption, storage class and Object Lock? A one-byte object
 //    written the way snapshots are written gets the server's own answer before the first upload would.
 import { randomBytes } from 'node:crypto';
-import { classifyError, describeError, type FailureReason } from '../base/errors.js';
+import { classifyError, describeError } from '../base/errors.js';
+import { abortUpload } from './abort.js';
 import { PROBE_MARK } from './layout.js';
 import type { ObjectLock, Store } from './store.js';
 
@@ -43,23 +44,8 @@ export async function probePartChecksum(store: Store, prefix: string): Promise<I
       return { crc32Checked: true, detail: `a part with a wrong CRC32 header was refused (${reason})` };
     throw err;
   } finally {
-    await store.abortUpload(key, uploadId).catch((err: unknown) => abortLater(store, key, uploadId, err));
+    await abortUpload(store, key, uploadId);
   }
-}
-
-// failures that pass: the store unreachable or overloaded, not saying no to this abort
-const PASSING: ReadonlySet<FailureReason> = new Set(['network', 'timeout', 'throttled', 'server']);
-
-/**
- * An abort the store did not take because it went away between the probe's calls: tried again in the
- * background, with pauses growing to 10 s, until the store takes it or says the upload is gone, so that an
- * outage at start leaves no probe upload open once the store is back.
- */
-function abortLater(store: Store, key: string, uploadId: string, err: unknown, delayMs = 1000): void {
-  if (!PASSING.has(classifyError(err))) return;
-  setTimeout(() => {
-    store.abortUpload(key, uploadId).catch((e: unknown) => abortLater(store, key, uploadId, e, Math.min(delayMs * 2, 10_000)));
-  }, delayMs).unref();
 }
 
 export interface WriteProbe {
