@@ -12,6 +12,13 @@ import { classify, compileRules, sniffName, SNIFF_BYTES, unnameable, type Classi
 
 /** unknown files whose first bytes are read at once */
 const SNIFF_CONCURRENCY = 16;
+/**
+ * Names already found not to be snapshots that one rescan looks at again (oldest look first). A name can turn
+ * into a snapshot only by being written or replaced, and the watcher does not report such names, so the
+ * rescans are what notice it; bounding them keeps a directory of 80,000 unrelated files from costing an lstat
+ * of every one on every rescan. Up to this many such names, each is looked at on every rescan.
+ */
+export const RECHECKS_PER_RESCAN = 2000;
 
 export interface NamesGateDeps {
   cfg: Pick<Config, 'include' | 'exclude'>;
@@ -19,12 +26,16 @@ export interface NamesGateDeps {
   metrics: Metrics;
   /** a file with an unknown name turned out to be a snapshot, under a name that can be shipped */
   found: (path: string, snap: SnapshotName) => void;
+  /** known non-snapshots one rescan looks at again; RECHECKS_PER_RESCAN unless a test says otherwise */
+  rechecksPerRescan?: number;
 }
 
 export class NamesGate {
   private readonly rules: NameRules;
-  /** names that are not snapshots, by fingerprint, so rescans don't re-read them */
+  /** names that are not snapshots, by fingerprint, so rescans don't re-read them; oldest look first */
   private readonly notSnapshots = new Map<string, string>();
+  /** the known non-snapshots the current rescan looks at again (the oldest looks) */
+  private recheck = new Set<string>();
   private readonly loggedIgnored = new Set<string>();
   /** names whose bytes are not UTF-8 or that cannot be a key: reported once each */
   private readonly badNames = new Set<string>();
@@ -62,7 +73,8 @@ export class NamesGate {
    */
   sniff(path: string): void {
     const name = basename(path);
-    if (this.sniffQueued.has(name)) return;
+    if (this.sniffQueued.has(name) || this.badNames.has(name)) return;
+    if (this.notSnapshots.has(name) && !this.recheck.has(name)) return;
     this.sniffQueued.set(name, path);
     this.pumpSniffs();
   }
@@ -77,6 +89,11 @@ export class NamesGate {
   /** A full listing: names no longer there are forgotten, even when their events were dropped. */
   listed(present: ReadonlySet<string>): void {
     for (const m of [this.notSnapshots, this.loggedIgnored, this.badNames]) for (const n of m.keys()) if (!present.has(n)) m.delete(n);
+    this.recheck = new Set();
+    for (const n of this.notSnapshots.keys()) {
+      if (this.recheck.size >= (this.d.rechecksPerRescan ?? RECHECKS_PER_RESCAN)) break;
+      this.recheck.add(n);
+    }
   }
 
   /** No more sniffs start (shutdown); those running finish on their own. */
@@ -140,7 +157,14 @@ export class NamesGate {
       return;
     }
     const id = `${st.ino}:${st.size}:${st.mtimeMs}`;
-    if (this.notSnapshots.get(name) === id || !st.isFile() || st.size < 64) return;
+    this.recheck.delete(name);
+    const known = this.notSnapshots.get(name) === id;
+    if (known || !st.isFile() || st.size < 64) {
+      // looked at (again): to the back of the line
+      this.notSnapshots.delete(name);
+      this.notSnapshots.set(name, id);
+      return;
+    }
     let head: Buffer;
     try {
       const { fh } = await openRegular(path);
