@@ -114,7 +114,13 @@ export const KEYS: readonly KeySpec[] = [
     min: 1000,
     doc: 'A file that fails verification and has not changed for this long is rejected as corrupt.',
   },
-  { key: 'detect.pollInterval', kind: 'duration', default: '2s', min: 100, doc: 'How often a file still being written is re-checked (besides change events).' },
+  {
+    key: 'detect.pollInterval',
+    kind: 'duration',
+    default: '2s',
+    min: 100,
+    doc: 'How often a file still being written is re-checked (besides change events); one unchanged for a while is re-checked less often, every tenth of its unchanged time, up to 30 s.',
+  },
   { key: 's3.bucket', kind: 'string', doc: 'Bucket to upload to (required). It must exist.' },
   {
     key: 's3.endpoint',

@@ -94,13 +94,23 @@ export interface Decision {
 
 const none = { kind: 'none' } as const;
 
-/** Still being written (the checks fail, but the file changed recently), or given up on. */
+/** The longest pause between looks at a settling file that has not changed for a long time. */
+export const SETTLE_POLL_MAX_MS = 30_000;
+
+/**
+ * Still being written (the checks fail, but the file changed recently), or given up on. A writer's change
+ * wakes the file at once (a watch event, or the next rescan), so the looks in between only catch a dropped
+ * event: every pollInterval at first, then a tenth of the time the file has been unchanged, up to 30 s, and
+ * one just after the settle timeout. Hundreds of garbage files named like snapshots then cost a few lstat()
+ * calls a second, not thousands.
+ */
 function waitOrReject(f: FileFacts, r: CheckResult, what: string): Decision {
   const quiet = f.now - f.changedAtMs;
   if (!f.explicit && quiet < f.settleTimeoutMs) {
+    const pause = Math.max(f.pollIntervalMs, Math.min(quiet / 10, SETTLE_POLL_MAX_MS));
     return {
       state: 'settling',
-      action: { kind: 'wait', ms: Math.max(10, Math.min(f.pollIntervalMs, f.settleTimeoutMs - quiet + 10)) },
+      action: { kind: 'wait', ms: Math.round(Math.max(10, Math.min(pause, f.settleTimeoutMs - quiet + 10))) },
       why: `not complete yet (${r.detail ?? what}); waiting for the writer`,
     };
   }

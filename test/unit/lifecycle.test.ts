@@ -1,7 +1,7 @@
 // lifecycle.decide(): the one place that says what state a snapshot file is in and what to do next.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decide, type FileFacts } from '../../agent/snapshot/lifecycle.js';
+import { decide, SETTLE_POLL_MAX_MS, type FileFacts } from '../../agent/snapshot/lifecycle.js';
 
 const NOW = 1_700_000_000_000;
 const base = (over: Partial<FileFacts> = {}): FileFacts => ({
@@ -69,6 +69,19 @@ describe('decide', () => {
     expect(ms).toBeLessThanOrEqual(2_000);
   });
 
+  it('a settling file unchanged for long is looked at less often: pollInterval, then a tenth of its quiet time, up to 30 s', () => {
+    const waitAfter = (quietMs: number, settleTimeoutMs = 7_200_000): number => {
+      const d = decide(base({ quick: incomplete, changedAtMs: NOW - quietMs, settleTimeoutMs }));
+      expect(d.action.kind).toBe('wait');
+      return (d.action as { ms: number }).ms;
+    };
+    expect(waitAfter(1_000)).toBe(2_000);
+    expect(waitAfter(60_000)).toBe(6_000);
+    expect(waitAfter(3_600_000)).toBe(SETTLE_POLL_MAX_MS);
+    // never past the settle timeout: the rejection comes on time
+    expect(waitAfter(115_000, 120_000)).toBe(5_010);
+  });
+
   it('the raw file held for its zip waits exactly until zipWait has passed since it was first seen', () => {
     const d = decide(base({ zipping: true, zip: 'absent', firstSeenMs: NOW - 10_000 }));
     expect(d.action).toEqual({ kind: 'wait', ms: 20_000 });
@@ -89,7 +102,8 @@ describe('decide', () => {
   it('property: only a complete, unconfirmed regular file that passed its checks is ever shipped', () => {
     fc.assert(
       fc.property(facts, (f) => {
-        const d = decide(base({ ...f, kind: f.kind, zip: f.zip, changedAtMs: NOW - f.sinceChange, firstSeenMs: NOW - f.sinceSeen }));
+        const all = base({ ...f, kind: f.kind, zip: f.zip, changedAtMs: NOW - f.sinceChange, firstSeenMs: NOW - f.sinceSeen });
+        const d = decide(all);
         if (d.action.kind === 'ship') {
           expect(f.kind).toBe('file');
           expect(f.confirmed).toBeUndefined();
@@ -104,6 +118,11 @@ describe('decide', () => {
         if (d.action.kind === 'reject') expect(d.state).toBe('rejected');
         if (d.action.kind === 'ship') expect(d.state).toBe('queued');
         if (d.action.kind === 'wait') expect(['held', 'settling']).toContain(d.state);
+        // a settling file is looked at again within max(pollInterval, 30 s), and not long after its settle timeout
+        if (d.action.kind === 'wait' && d.state === 'settling') {
+          expect(d.action.ms).toBeLessThanOrEqual(Math.max(all.pollIntervalMs, SETTLE_POLL_MAX_MS));
+          expect(all.now + d.action.ms).toBeLessThanOrEqual(all.changedAtMs + all.settleTimeoutMs + 10);
+        }
       }),
       { numRuns: 3000 },
     );
