@@ -2,7 +2,8 @@
 // Knows nothing of snapshots: it reports paths that appeared, changed or went away.
 import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
+import type { FSWatcher } from 'chokidar';
+import { NarrowWatcher } from './listing.js';
 import type { Logger } from '../ops/log.js';
 
 export interface WatcherEvents {
@@ -58,17 +59,21 @@ export class Watcher {
       this.missingTimer.unref();
       return;
     }
-    const ignore = this.opts.ignore;
-    const fsw = watch(this.dir, {
-      depth: 0,
-      ignored: ignore ? (p: string) => p !== this.dir && ignore(basename(p)) : undefined,
-      ignoreInitial: false,
-      followSymlinks: false,
-      alwaysStat: false,
-      persistent: true,
-      // completeness is decided by content (verify), not by chokidar's size polling
-      awaitWriteFinish: false,
-    });
+    const ignore = this.opts.ignore ?? (() => false);
+    const fsw = new NarrowWatcher(
+      {
+        depth: 0,
+        ignored: (p: string) => p !== this.dir && ignore(basename(p)),
+        ignoreInitial: false,
+        followSymlinks: false,
+        alwaysStat: false,
+        persistent: true,
+        // completeness is decided by content (verify), not by chokidar's size polling
+        awaitWriteFinish: false,
+      },
+      ignore,
+    );
+    fsw.add(this.dir);
     this.fsw = fsw;
     fsw.on('add', (p) => this.events.seen(p));
     fsw.on('change', (p) => this.events.seen(p));
