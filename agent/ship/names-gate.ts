@@ -19,6 +19,7 @@ const SNIFF_CONCURRENCY = 16;
  * of every one on every rescan. Up to this many such names, each is looked at on every rescan.
  */
 export const RECHECKS_PER_RESCAN = 2000;
+const HIGH_BYTE = /[\x80-\xff]/;
 
 export interface NamesGateDeps {
   cfg: Pick<Config, 'include' | 'exclude'>;
@@ -195,8 +196,18 @@ export class NamesGate {
     if (this.rawNames && this.rawNames.at >= since) return this.rawNames.names;
     this.nextListing ??= new Promise<void>((r) => setTimeout(r, this.rawNames ? Math.max(0, this.rawNames.at + 1000 - Date.now()) : 0)).then(() => {
       const at = Date.now();
-      const names = readdir(dir, { encoding: 'buffer' }).then(
-        (all) => new Map(all.filter((b) => !isValidUtf8Name(b)).map((b) => [b.toString('utf8'), b] as const)),
+      // latin1 maps each byte to one character, so the listing is plain strings and only names with a byte
+      // above 0x7f become bytes again: a Buffer per entry of a huge directory would cost native memory
+      const names = readdir(dir, { encoding: 'latin1' }).then(
+        (all) => {
+          const odd = new Map<string, Buffer>();
+          for (const l of all) {
+            if (!HIGH_BYTE.test(l)) continue;
+            const b = Buffer.from(l, 'latin1');
+            if (!isValidUtf8Name(b)) odd.set(b.toString('utf8'), b);
+          }
+          return odd;
+        },
         () => new Map<string, Buffer>(),
       );
       this.rawNames = { at, names };

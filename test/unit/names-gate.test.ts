@@ -21,7 +21,8 @@ async function setup(rechecksPerRescan: number) {
   const dir = await mkdtemp(join(tmpdir(), 'names-gate-'));
   dirs.push(dir);
   const cfg = { include: [], exclude: [] };
-  const log = createLogger('error', new Writable({ write: (_c, _e, done) => done() }));
+  const lines: string[] = [];
+  const log = createLogger('error', new Writable({ write: (c: Buffer, _e, done) => (lines.push(c.toString()), done()) }));
   const found: string[] = [];
   const gate = new NamesGate({ cfg, log, metrics: new Metrics('test', { defaultMetrics: false }), found: (p) => found.push(p), rechecksPerRescan });
   /** what the watcher and shipper do on a rescan: the listing, then every name not yet a tracked snapshot; waits for the reads */
@@ -31,7 +32,7 @@ async function setup(rechecksPerRescan: number) {
     for (const n of names) if (!found.includes(join(dir, n))) gate.sniff(join(dir, n));
     await new Promise((r) => setTimeout(r, 200));
   };
-  return { dir, gate, found, rescan };
+  return { dir, gate, found, rescan, lines };
 }
 
 describe('names gate', () => {
@@ -64,5 +65,16 @@ describe('names gate', () => {
     await copyFile(fixturePath('etcd-small.db'), join(dir, 'z'));
     await rescan();
     expect(found.map((p) => p.slice(dir.length + 1)).sort()).toEqual(['y', 'z']);
+  });
+
+  it('a name that is not UTF-8 is found in the listing and said once with its bytes; a valid non-ASCII name is not', async () => {
+    const { dir, gate, lines } = await setup(2000);
+    await writeFile(Buffer.concat([Buffer.from(`${dir}/bad-`), Buffer.from([0xff, 0xfe]), Buffer.from('.db')]), 'x');
+    await writeFile(join(dir, 'café.db'), 'x');
+    expect(await gate.checkName(join(dir, 'bad-\ufffd\ufffd.db'))).toBe(true);
+    expect(await gate.checkName(join(dir, 'bad-\ufffd\ufffd.db'))).toBe(true);
+    expect(await gate.checkName(join(dir, 'café.db'))).toBe(false);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain('bad-\\\\xff\\\\xfe.db');
   });
 });
