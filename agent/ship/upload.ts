@@ -8,7 +8,7 @@ import { AgentError } from '../base/errors.js';
 import { readAt } from '../base/files.js';
 import type { Rejected, Verified } from '../snapshot/format.js';
 import { openVerifier, type Verifier } from '../snapshot/verifier.js';
-import { abortUpload } from '../store/abort.js';
+import { abortPending, abortUpload } from '../store/abort.js';
 import { objectMetadata } from '../store/layout.js';
 import type { CompletedPart, Store } from '../store/store.js';
 import { Throttle } from '../base/throttle.js';
@@ -71,6 +71,7 @@ export class Uploader {
       encrypted: Boolean(enc),
     });
 
+    await abortPending(store, stored);
     const ctl = new AbortController();
     const signal = AbortSignal.any([outer, ctl.signal]);
     const uploadId = await store.createUpload(stored, {

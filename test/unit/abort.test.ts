@@ -2,7 +2,7 @@
 // aborted once the store is back, what the store says is gone is not tried again, and a store that refuses the
 // abort for another reason (credentials) is not hammered. Used by uploads and the start probe.
 import { describe, expect, it } from 'vitest';
-import { abortUpload } from '../../agent/store/abort.js';
+import { abortPending, abortUpload } from '../../agent/store/abort.js';
 import { MemoryStore, s3Error } from '../support/memory-store.js';
 
 const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' });
@@ -46,5 +46,21 @@ describe('abortUpload', () => {
       await new Promise((r) => setTimeout(r, 400));
       expect(store.uploads.size).toBe(1);
     }
+  });
+});
+
+describe('abortPending', () => {
+  it('before the next upload of a key, what an outage left open for it is aborted at once, not after the retry pause', async () => {
+    const store = new MemoryStore();
+    const id = await openUpload(store);
+    // another key's upload, open and never given to abortUpload: not touched
+    await store.createUpload('p/other.db', { metadata: {} });
+    store.failNext('abortUpload', refused(), 1);
+    expect(await abortUpload(store, 'p/snap.db', id, { firstRetryMs: 60_000, maxRetryMs: 60_000 })).toBe(false);
+    await abortPending(store, 'p/snap.db');
+    expect([...store.uploads.values()].map((u) => u.key)).toEqual(['p/other.db']);
+    // nothing pending for a key without a failed abort
+    await abortPending(store, 'p/other.db');
+    expect(store.uploads.size).toBe(1);
   });
 });
