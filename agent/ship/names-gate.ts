@@ -97,6 +97,11 @@ export class NamesGate {
     }
   }
 
+  /** Resolves once no first-bytes read is queued or running: tests wait on it instead of on a clock. */
+  async sniffsDone(): Promise<void> {
+    while (this.sniffsRunning > 0 || (this.sniffQueued.size > 0 && !this.closing)) await new Promise((r) => setTimeout(r, 5));
+  }
+
   /** No more sniffs start (shutdown); those running finish on their own. */
   stop(): void {
     this.closing = true;

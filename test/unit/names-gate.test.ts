@@ -25,12 +25,12 @@ async function setup(rechecksPerRescan: number) {
   const log = createLogger('error', new Writable({ write: (c: Buffer, _e, done) => (lines.push(c.toString()), done()) }));
   const found: string[] = [];
   const gate = new NamesGate({ cfg, log, metrics: new Metrics('test', { defaultMetrics: false }), found: (p) => found.push(p), rechecksPerRescan });
-  /** what the watcher and shipper do on a rescan: the listing, then every name not yet a tracked snapshot; waits for the reads */
+  /** what the watcher and shipper do on a rescan: the listing, then every name not yet a tracked snapshot; waits until the reads are done */
   const rescan = async () => {
     const names = await readdir(dir);
     gate.listed(new Set(names));
     for (const n of names) if (!found.includes(join(dir, n))) gate.sniff(join(dir, n));
-    await new Promise((r) => setTimeout(r, 200));
+    await gate.sniffsDone();
   };
   return { dir, gate, found, rescan, lines };
 }
