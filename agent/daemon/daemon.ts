@@ -81,6 +81,7 @@ export class Daemon {
     const { cfg, log } = this;
     log.info('starting etcd-backup-agent', {
       version: this.opts.version,
+      runtime: [`node ${process.version}`, ...process.execArgv].join(' '),
       node: cfg.node,
       cluster: cfg.cluster,
       snapshotDir: cfg.snapshotDir,
@@ -259,7 +260,7 @@ export class Daemon {
         this.log.warn('upload in flight did not finish in time; aborted (it will be shipped after restart)', {
           shutdownTimeoutSeconds: this.cfg.shutdownTimeoutMs / 1000,
         });
-      if (this.ledger.unsaved) await this.ledger.save().catch(() => this.metrics.ledgerWriteFailures.inc());
+      if (this.ledger.unsaved) await this.ledger.flush().catch(() => this.metrics.ledgerWriteFailures.inc());
       await this.server?.close();
       this.store.close();
       this.log.info('stopped');

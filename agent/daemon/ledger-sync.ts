@@ -9,11 +9,18 @@ import { nodePrefix } from '../store/layout.js';
 import { Ledger, ledgerLocation, type LedgerEntry, type LedgerStatus } from '../store/ledger.js';
 import type { PartIntegrity, Store } from '../store/store.js';
 
+/**
+ * The daemon's ledger is written at most once a second. Each write rewrites the whole file (about 400 bytes
+ * per snapshot), so a backlog of 1000 uploads wrote 1000 files of up to 400 KB, and their garbage set the
+ * agent's peak memory. A crash loses at most the last second's entries; those objects are found in S3 again.
+ */
+export const LEDGER_SAVE_DELAY_MS = 1000;
+
 /** Opens this location's ledger and says in the log what it found. Never throws. */
 export async function openLedger(cfg: Config, log: Logger, metrics: Metrics): Promise<{ ledger: Ledger; status: LedgerStatus }> {
   const location = ledgerLocation(cfg);
   try {
-    const { ledger, status, detail } = await Ledger.open(cfg.stateDir, location);
+    const { ledger, status, detail } = await Ledger.open(cfg.stateDir, location, { saveDelayMs: LEDGER_SAVE_DELAY_MS });
     if (status === 'corrupt') log.error('ledger was corrupt; rebuilding it from S3', { ledger: ledger.path, detail });
     else if (status === 'elsewhere')
       log.warn("ledger describes another bucket, endpoint or prefix; starting a new one from this location's listing", {
@@ -24,7 +31,7 @@ export async function openLedger(cfg: Config, log: Logger, metrics: Metrics): Pr
     return { ledger, status };
   } catch (e) {
     // Without a state directory the agent still ships (the ledger lives in memory; S3 is the truth).
-    const ledger = Ledger.inMemory(cfg.stateDir, location);
+    const ledger = Ledger.inMemory(cfg.stateDir, location, { saveDelayMs: LEDGER_SAVE_DELAY_MS });
     metrics.ledgerWriteFailures.inc();
     log.error('state directory unusable; keeping the ledger in memory only', {
       stateDir: cfg.stateDir,

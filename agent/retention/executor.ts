@@ -242,6 +242,7 @@ async function pruneRemote(
     localNames,
   });
   const kept = [...plan.keep];
+  const forgets: Promise<void>[] = [];
   const deleted = await carryOut(plan.delete, kept, {
     dryRun,
     stopped,
@@ -271,14 +272,17 @@ async function pruneRemote(
       metrics?.pruned.inc({ location: 'remote' });
       metrics?.prunedBytes.inc({ location: 'remote' }, d.size);
       log.info('retention: deleted remote snapshot', { key: d.key, file: d.name, size: d.size, reason: d.reason });
-      // the ledger records what S3 holds
-      await ledger.forget(e.key).catch((err) => {
-        metrics?.ledgerWriteFailures.inc();
-        log.error('could not write the ledger after a remote deletion; it is corrected in memory', { key: d.key, ledger: ledger.path, error: ioCode(err) });
-      });
+      // the ledger records what S3 holds; its writes are paced, so the pass waits for them once, at its end
+      forgets.push(
+        ledger.forget(e.key).catch((err) => {
+          metrics?.ledgerWriteFailures.inc();
+          log.error('could not write the ledger after a remote deletion; it is corrected in memory', { key: d.key, ledger: ledger.path, error: ioCode(err) });
+        }),
+      );
       return 'done';
     },
   });
+  await Promise.all(forgets);
   for (const o of catalog.orphans) {
     if (stopped() || dryRun || now - (o.lastModified?.getTime() ?? now) < ORPHAN_AGE_MS) continue;
     try {

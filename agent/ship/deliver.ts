@@ -161,8 +161,9 @@ export class Delivery {
       metrics.confirmedAt(new Date(Math.max(outcome.lastModified?.getTime() ?? 0, fp.mtimeMs)));
       log.info('snapshot already in S3; not sent again', { file: t.path, key: outcome.storedKey, sha256, why: outcome.why });
     }
-    try {
-      await ledger.record({
+    // not awaited: the write waits for the ledger's pace (at most one a second), and the next upload need not
+    ledger
+      .record({
         name: t.name,
         key: outcome.key,
         ...(outcome.storedKey !== outcome.key ? { storedKey: outcome.storedKey } : {}),
@@ -172,17 +173,17 @@ export class Delivery {
         producer: t.snap.producer,
         confirmedAt: confirmedAt.toISOString(),
         snapshotTime: snapshotTime(t.snap, fp.mtimeMs).toISOString(),
+      })
+      .catch((e: unknown) => {
+        // S3 has it; the ledger is a cache that the next write (or a rebuild) repairs.
+        metrics.ledgerWriteFailures.inc();
+        log.error('could not write the ledger; the upload is confirmed in S3 and kept in memory', {
+          file: t.path,
+          key: outcome.key,
+          ledger: ledger.path,
+          error: (e as NodeJS.ErrnoException).code ?? String(e),
+        });
       });
-    } catch (e) {
-      // S3 has it; the ledger is a cache that the next write (or a rebuild) repairs.
-      metrics.ledgerWriteFailures.inc();
-      log.error('could not write the ledger; the upload is confirmed in S3 and kept in memory', {
-        file: t.path,
-        key: outcome.key,
-        ledger: ledger.path,
-        error: (e as NodeJS.ErrnoException).code ?? String(e),
-      });
-    }
   }
 
   private failed(t: Track, key: string, err: unknown): void {

@@ -41,6 +41,14 @@ interface LedgerFile {
 /** `elsewhere`: the file describes another bucket, endpoint or prefix (moved aside, a new one starts). */
 export type LedgerStatus = 'ok' | 'missing' | 'corrupt' | 'elsewhere';
 
+export interface LedgerOptions {
+  /**
+   * Writes begin at least this long apart (0: each change is written at once). A change waiting for its
+   * write is in memory only: a crash loses it, and the agent then finds that object in S3 again.
+   */
+  saveDelayMs?: number;
+}
+
 const FILE = 'ledger.json';
 // A stat's mtimeMs survives JSON exactly, but not every object's metadata (seconds with a fraction).
 const MTIME_SLACK_MS = 0.001;
@@ -61,10 +69,15 @@ export class Ledger {
   /** when this process recorded each entry (ms): reconcile must not call an upload newer than its listing missing */
   private readonly recordedAt = new Map<string, number>();
   private writing: Promise<void> = Promise.resolve();
+  /** the write that takes every change made since the last one began; it waits for `saveDelayMs` */
+  private next?: { promise: Promise<void>; timer?: NodeJS.Timeout; start: () => void };
+  private lastWriteAt = -Infinity;
+  private written = 0;
 
   private constructor(
     readonly dir: string,
     readonly location: LedgerLocation,
+    private readonly saveDelayMs = 0,
   ) {}
 
   get path(): string {
@@ -72,16 +85,16 @@ export class Ledger {
   }
 
   /** A ledger that cannot be persisted (unusable state directory): every save fails and is counted. */
-  static inMemory(dir: string, location: LedgerLocation): Ledger {
-    return new Ledger(dir, location);
+  static inMemory(dir: string, location: LedgerLocation, opts: LedgerOptions = {}): Ledger {
+    return new Ledger(dir, location, opts.saveDelayMs);
   }
 
   /**
    * Loads the ledger of this location. A corrupt file, or one describing another location (or written by
    * an agent that did not record its location), is moved aside (kept for inspection) and reported.
    */
-  static async open(dir: string, location: LedgerLocation): Promise<{ ledger: Ledger; status: LedgerStatus; detail?: string }> {
-    const ledger = new Ledger(dir, location);
+  static async open(dir: string, location: LedgerLocation, opts: LedgerOptions = {}): Promise<{ ledger: Ledger; status: LedgerStatus; detail?: string }> {
+    const ledger = new Ledger(dir, location, opts.saveDelayMs);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     let text: string;
     try {
@@ -199,34 +212,73 @@ export class Ledger {
     await this.save();
   }
 
-  /** True when the last write failed and the file on disk lags behind memory. */
+  /** How many times this process has written the file. */
+  get writes(): number {
+    return this.written;
+  }
+
+  /** True when the file on disk lags behind memory: a write is waiting or running, or the last one failed. */
   get unsaved(): boolean {
     return this.dirty;
   }
 
-  /** Atomic replace: temp file, fsync, rename, fsync the directory. Writes are serialised. */
+  /**
+   * Writes the ledger; resolves once every change made before the call is on disk. Changes made while a
+   * write waits share it, and a write begins no sooner than `saveDelayMs` after the one before: the file is
+   * rewritten whole, so a burst of uploads must not rewrite it once per upload.
+   */
   save(): Promise<void> {
     this.dirty = true;
-    const run = async (): Promise<void> => {
-      const body = JSON.stringify({ version: 2, location: this.location, entries: this.entries() } satisfies LedgerFile, null, 1);
-      const tmp = `${this.path}.tmp-${process.pid}`;
-      const fh = await open(tmp, 'w', 0o600);
-      try {
-        await fh.writeFile(body);
-        await fh.sync();
-      } catch (e) {
-        await fh.close().catch(() => undefined);
-        await unlink(tmp).catch(() => undefined);
-        throw e;
-      }
-      await fh.close();
-      await rename(tmp, this.path);
-      const dh = await open(this.dir, 'r');
-      await dh.sync().catch(() => undefined);
-      await dh.close();
-      this.dirty = false;
-    };
-    this.writing = this.writing.then(run, run);
-    return this.writing;
+    if (this.next) return this.next.promise;
+    let start!: () => void;
+    const promise = new Promise<void>((resolve, reject) => {
+      start = () => {
+        if (this.next?.promise !== promise) return;
+        clearTimeout(this.next.timer);
+        this.next = undefined;
+        this.lastWriteAt = Date.now();
+        const run = (): Promise<void> => this.write();
+        this.writing = this.writing.then(run, run);
+        this.writing.then(resolve, reject);
+      };
+    });
+    const next: NonNullable<Ledger['next']> = { promise, start };
+    this.next = next;
+    // the delay counts from when the previous write was started, and a write never overlaps the one before
+    const wait = this.lastWriteAt + this.saveDelayMs - Date.now();
+    if (wait > 0) next.timer = setTimeout(start, wait);
+    else start();
+    return promise;
+  }
+
+  /** Writes at once what is waiting for its write (shutdown, the end of a CLI command). */
+  flush(): Promise<void> {
+    if (!this.dirty) return this.writing;
+    const done = this.save();
+    this.next?.start();
+    return done;
+  }
+
+  /** Atomic replace: temp file, fsync, rename, fsync the directory. */
+  private async write(): Promise<void> {
+    const body = JSON.stringify({ version: 2, location: this.location, entries: this.entries() } satisfies LedgerFile, null, 1);
+    const tmp = `${this.path}.tmp-${process.pid}`;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(body);
+      await fh.sync();
+    } catch (e) {
+      await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
+    await fh.close();
+    await rename(tmp, this.path);
+    const dh = await open(this.dir, 'r');
+    await dh.sync().catch(() => undefined);
+    await dh.close();
+    this.written++;
+    // changes made while this write ran wait for the next one
+    this.dirty = this.next !== undefined;
   }
 }

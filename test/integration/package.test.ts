@@ -374,6 +374,9 @@ describe("the unit's access model: an unprivileged user with CAP_DAC_OVERRIDE", 
     };
     try {
       await until(/"msg":"watching snapshot directory"/, 30_000);
+      // the runtime flags the package builds in (scripts/package.sh) are those the daemon runs with
+      const starting = JSON.parse(stdout.split('\n').find((l) => l.includes('"msg":"starting etcd-backup-agent"'))!) as { runtime: string };
+      expect(starting.runtime).toMatch(/^node v\d+\.\d+\.\d+ --max-semi-space-size=8$/);
       const snap = path.join(snaps, 'etcd-small.db');
       await copyFile(path.join(PROJECT_ROOT, 'test/fixtures/etcd-small.db'), snap);
       await chmod(snap, 0o600);
