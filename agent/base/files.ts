@@ -1,7 +1,17 @@
-import { constants, type Stats } from 'node:fs';
+import { constants, readdirSync, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 const CHUNK = 2 << 20;
+
+/**
+ * The names in a directory, listed on the main thread. The async readdir lists in a libuv worker thread,
+ * which allocates an entry per name from its own malloc arena; after listings of tens of thousands of names
+ * that memory stayed with the arena (measured: 25 MiB of RSS kept after 120 listings of 80,000 names, none
+ * this way). The price is blocking for ~1 ms per 1,500 names, which only a huge directory notices.
+ */
+export async function listNames(dir: string, encoding: 'utf8' | 'latin1' = 'utf8'): Promise<string[]> {
+  return readdirSync(dir, { encoding });
+}
 
 /** What identifies one version of a file without reading it. */
 export interface Fingerprint {

@@ -4,7 +4,8 @@
 // stays with the process. This watcher gives chokidar a listing that drops the names the agent never wants
 // events for before their lstat. It overrides chokidar's `_readdirp` (declared in its typings); the package
 // is pinned to the exact version this was written against, and a test fails if chokidar stops calling it.
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
+import { listNames } from '../base/files.js';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { FSWatcher, type ChokidarOptions } from 'chokidar';
@@ -34,7 +35,7 @@ export class NarrowWatcher extends FSWatcher {
 
   /** One level, as chokidar asks for here (depth 0): each kept entry with its lstat, in the shape chokidar reads. */
   private async *entries(root: string): AsyncGenerator<{ path: string; fullPath: string; basename: string; stats: import('node:fs').Stats }> {
-    for (const name of await readdir(root)) {
+    for (const name of await listNames(root)) {
       if (this.skip(name)) continue;
       const fullPath = join(root, name);
       let stats;

@@ -3,6 +3,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { FSWatcher } from 'chokidar';
+import { listNames } from '../base/files.js';
 import { NarrowWatcher } from './listing.js';
 import type { Logger } from '../ops/log.js';
 
@@ -126,7 +127,7 @@ export class Watcher {
     if (!this.fsw) return; // attach() is polling for the directory
     let names: string[];
     try {
-      names = await readdir(this.dir);
+      names = await listNames(this.dir);
     } catch {
       await this.detach((await this.problem()) ?? `snapshot directory ${this.dir} cannot be listed`);
       return;

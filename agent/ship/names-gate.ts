@@ -1,9 +1,9 @@
 // Which names the shipper takes up. Names that are never snapshots are ignored (said once each), unknown
 // names are decided by their first bytes (a few files at a time), and a snapshot whose name can be neither
 // opened nor a key is rejected, said and counted once. What is remembered of a name goes with the name.
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { openRegular, readAt } from '../base/files.js';
+import { listNames, openRegular, readAt } from '../base/files.js';
 import { isValidUtf8Name, shownBytes } from '../base/text.js';
 import type { Config } from '../config/keys.js';
 import type { Logger } from '../ops/log.js';
@@ -203,7 +203,7 @@ export class NamesGate {
       const at = Date.now();
       // latin1 maps each byte to one character, so the listing is plain strings and only names with a byte
       // above 0x7f become bytes again: a Buffer per entry of a huge directory would cost native memory
-      const names = readdir(dir, { encoding: 'latin1' }).then(
+      const names = listNames(dir, 'latin1').then(
         (all) => {
           const odd = new Map<string, Buffer>();
           for (const l of all) {
