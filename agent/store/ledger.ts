@@ -251,7 +251,7 @@ export class Ledger {
     return promise;
   }
 
-  /** Writes at once what is waiting for its write (shutdown, the end of a CLI command). */
+  /** Writes at once what is waiting for its write (shutdown). */
   flush(): Promise<void> {
     if (!this.dirty) return this.writing;
     const done = this.save();

@@ -238,6 +238,8 @@ describe('retention scheduler', () => {
       active--;
     };
     const scheduler = new RetentionScheduler({ ...t.deps, now: undefined, files: () => [], inFlightKeys: () => new Set() }, 10);
+    // started just after a second begins, so the start pass (10 ms later) comes before the first cron tick
+    while (Date.now() % 1000 > 100) await new Promise((r) => setTimeout(r, 5));
     scheduler.start();
     expect(t.lines.find((l) => l.msg === 'retention scheduled')).toMatchObject({ schedule: '* * * * * *', timezone: 'UTC', firstPassInSeconds: 0.01 });
     const waitLine = async (pred: (l: Record<string, unknown>) => boolean): Promise<void> => {
