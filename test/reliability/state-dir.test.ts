@@ -173,9 +173,11 @@ describe('fault 4: state directory full or read-only', () => {
             })
           ).map((v) => `after repair: ${v}`),
         );
+        // the daemon writes its ledger within a second of a record (no event says when)
+        const all = JSON.stringify(['s1.db', 's2.db', 's3.db', 's4.db']);
+        await until('all four in the ledger', async () => JSON.stringify(await ledgerNames(dirs)) === all, 5000, 100).catch(() => undefined);
         const repaired = await ledgerNames(dirs);
-        if (JSON.stringify(repaired) !== JSON.stringify(['s1.db', 's2.db', 's3.db', 's4.db']))
-          violations.push(`ledger after repair is ${JSON.stringify(repaired)}, expected all four snapshots`);
+        if (JSON.stringify(repaired) !== all) violations.push(`ledger after repair is ${JSON.stringify(repaired)}, expected all four snapshots`);
         await third.stop();
         return { outcome: 'kept shipping, failures counted, ledger intact, no upload repeated after restart, caught up after repair', violations };
       });
