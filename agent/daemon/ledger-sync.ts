@@ -10,8 +10,8 @@ import { Ledger, ledgerLocation, type LedgerEntry, type LedgerStatus } from '../
 import type { PartIntegrity, Store } from '../store/store.js';
 
 /**
- * The daemon's ledger is written at most once a second. Each write rewrites the whole file (about 400 bytes
- * per snapshot), so a backlog of 1000 uploads wrote 1000 files of up to 400 KB, and their garbage set the
+ * The daemon's ledger is written at most once a second. Each write rewrites the whole file (about 340 bytes
+ * per snapshot), so a backlog of 1000 uploads wrote 1000 files of up to 340 KB, and their garbage set the
  * agent's peak memory. A crash loses at most the last second's entries; those objects are found in S3 again.
  */
 export const LEDGER_SAVE_DELAY_MS = 1000;
