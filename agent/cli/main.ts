@@ -10,7 +10,7 @@ import { redactText, registerEnvSecrets } from '../base/secret.js';
 import { VERSION } from '../base/version.js';
 import { DEFAULT_CONFIG_PATH, LOG_LEVELS, type Config, type LogLevel } from '../config/keys.js';
 import { loadConfig } from '../config/load.js';
-import { ConfigError } from '../config/parse.js';
+import { ConfigError, issueLines } from '../config/parse.js';
 import { configReference } from '../config/reference.js';
 import { sealingFrom, type Sealing } from '../crypto/seal.js';
 import { closeLogger, createLogger, type Logger } from '../ops/log.js';
@@ -141,7 +141,7 @@ async function main(argv: string[]): Promise<ExitCode> {
     if (seals) sealing = sealingFrom(cfg, configPath);
   } catch (e) {
     if (e instanceof ConfigError) {
-      for (const i of e.issues) io.err(`config error: ${e.file}: ${i.key}: ${i.problem}; ${i.fix}`);
+      for (const line of issueLines(e.file, e.issues)) io.err(`config error: ${line}`);
       return EXIT.CONFIG;
     }
     throw e;

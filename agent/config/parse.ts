@@ -8,7 +8,7 @@ import type { Config } from './keys.js';
 import { checkRules } from './rules.js';
 
 // parseConfig's error type and the drill's default schedule stay importable from the config's front door
-export { ConfigError, type ConfigIssue } from './issues.js';
+export { ConfigError, issueLines, type ConfigIssue } from './issues.js';
 export { spreadSchedule } from './build.js';
 
 /** Parses and validates a config document. Throws ConfigError listing every problem at once. */

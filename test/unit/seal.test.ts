@@ -54,6 +54,21 @@ describe('sealingFrom', () => {
     expect(sealingFrom(cfg({}))).toBeUndefined();
   });
 
+  it('10,000 bad recipients: every one is an issue, but the message shows 20 and counts the rest', () => {
+    let err: ConfigError | undefined;
+    try {
+      sealingFrom(cfg({ recipients: Array.from({ length: 10_000 }, (_, i) => `x${i}`) }), 'cfg.yaml');
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err!.issues).toHaveLength(10_000);
+    const lines = err!.message.split('\n');
+    expect(lines).toHaveLength(21);
+    expect(lines[19]).toMatch(/^cfg\.yaml: encryption\.recipients\[19\]: /);
+    expect(lines[20]).toBe('cfg.yaml: 9980 more problems not shown; fix those above and run again to see them');
+  });
+
   it('age-keygen and ssh-keygen keys: encrypts to every recipient, signs for ssh-keygen -Y verify', async () => {
     const s = sealingFrom(cfg({ recipients: [recipient], recipientsFile: f('recipients') }, f('sign')))!;
     // the listed key, then the file's two (the same age key again, and an SSH key)
