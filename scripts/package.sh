@@ -77,9 +77,9 @@ if command -v strip >/dev/null; then strip --strip-debug "$work/node-base"; fi
 # The blob must come from the same Node version that runs it. The code cache saves ~30 ms per start.
 # No startup snapshot (useSnapshot): it would freeze module state at build time, and the agent's
 # start reads its environment; the start is fast enough without one.
-# V8's young generation: Node 26 lets it grow to 32 MiB a half on a large host, and the agent's garbage
-# (listings, requests, log lines) filled it. Capped at 8 MiB a half, a burst of 1000 snapshots peaked at
-# ~200 MiB RSS instead of ~260, for ~6 % more CPU (docs/performance.md).
+# V8's young generation: on a 24 GiB host Node 26 let it grow to 44 MiB (measured after a GC), and the
+# agent's garbage (listings, requests, log lines) filled it. Capped at 8 MiB a half, a burst of 1000
+# snapshots peaked at ~200 MiB RSS instead of ~260, for ~6 % more CPU (docs/performance.md).
 sea_options='"disableExperimentalSEAWarning": true, "useCodeCache": true, "execArgv": ["--max-semi-space-size=8"]'
 if "$runtime" --help | grep -q -- '--build-sea'; then
   # Node >= 25.5 builds the executable from a base binary by itself (no postject, no fuse to name).
