@@ -1,5 +1,6 @@
 import { constants, readdirSync, type Stats } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 const CHUNK = 2 << 20;
 
@@ -11,6 +12,28 @@ const CHUNK = 2 << 20;
  */
 export async function listNames(dir: string, encoding: 'utf8' | 'latin1' = 'utf8'): Promise<string[]> {
   return readdirSync(dir, { encoding });
+}
+
+/**
+ * Replaces a file atomically with `text` (mode 0600): a temp file beside it, fsync, rename, then an fsync of
+ * the directory so the rename survives a power cut. A reader sees the old file or the new one, never a part.
+ */
+export async function replaceFile(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, path);
+  const dh = await open(dirname(path), 'r');
+  await dh.sync().catch(() => undefined);
+  await dh.close();
 }
 
 /** What identifies one version of a file without reading it. */

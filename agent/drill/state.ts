@@ -2,7 +2,8 @@
 // reset the verification gauges: the drill runs once a day, and without this file an agent restarted an hour
 // after a failed drill would show no failure, and one restarted after a good drill no verified backup, until
 // the next run. The file belongs to one S3 location; a config that points elsewhere starts afresh.
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { replaceFile } from '../base/files.js';
 import { join } from 'node:path';
 import type { VerifyFailure } from '../ops/metrics.js';
 import { sameLocation, type LedgerLocation } from '../store/ledger.js';
@@ -43,19 +44,7 @@ export async function loadDrillState(stateDir: string, location: LedgerLocation)
   return { location, lastRunMs: v.lastRunMs, lastVerifiedMs: v.lastVerifiedMs, failed };
 }
 
-/** Atomic replace (temp file, fsync, rename), like the ledger. */
+/** Atomic replace (base/files.ts replaceFile), like the ledger. */
 export async function saveDrillState(stateDir: string, s: DrillState): Promise<void> {
-  const path = join(stateDir, DRILL_STATE_FILE);
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(`${JSON.stringify(s, null, 1)}\n`);
-    await fh.sync();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
+  await replaceFile(join(stateDir, DRILL_STATE_FILE), `${JSON.stringify(s, null, 1)}\n`);
 }

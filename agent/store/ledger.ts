@@ -2,8 +2,9 @@
 // bucket and prefix it describes, a config pointing elsewhere starts a new one from the new location's
 // listing, and entries are reconciled with a listing on a schedule so that an object deleted or lost in S3
 // is shipped again while its local file exists.
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { replaceFile } from '../base/files.js';
 import type { Config } from '../config/keys.js';
 import { nodePrefix } from './layout.js';
 
@@ -259,24 +260,9 @@ export class Ledger {
     return done;
   }
 
-  /** Atomic replace: temp file, fsync, rename, fsync the directory. */
+  /** Atomic replace (base/files.ts replaceFile). */
   private async write(): Promise<void> {
-    const body = JSON.stringify({ version: 2, location: this.location, entries: this.entries() } satisfies LedgerFile, null, 1);
-    const tmp = `${this.path}.tmp-${process.pid}`;
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(body);
-      await fh.sync();
-    } catch (e) {
-      await fh.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-      throw e;
-    }
-    await fh.close();
-    await rename(tmp, this.path);
-    const dh = await open(this.dir, 'r');
-    await dh.sync().catch(() => undefined);
-    await dh.close();
+    await replaceFile(this.path, JSON.stringify({ version: 2, location: this.location, entries: this.entries() } satisfies LedgerFile, null, 1));
     this.written++;
     // changes made while this write ran wait for the next one
     this.dirty = this.next !== undefined;
