@@ -9,7 +9,7 @@ export interface ConfigIssue {
 }
 
 /** At most this many problems are printed: a list of 10,000 bad entries must not print 10,000 lines. */
-export const SHOWN_ISSUES = 20;
+const SHOWN_ISSUES = 20;
 
 /** One line per problem, the first SHOWN_ISSUES of them, and a last line counting the rest. */
 export function issueLines(file: string, issues: readonly ConfigIssue[]): string[] {

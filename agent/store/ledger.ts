@@ -228,7 +228,7 @@ export class Ledger {
    * write waits share it, and a write begins no sooner than `saveDelayMs` after the one before: the file is
    * rewritten whole, so a burst of uploads must not rewrite it once per upload.
    */
-  save(): Promise<void> {
+  private save(): Promise<void> {
     this.dirty = true;
     if (this.next) return this.next.promise;
     let start!: () => void;
